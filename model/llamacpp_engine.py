@@ -193,6 +193,25 @@ def _patched_context_params(capture: GraphCapture | None) -> Iterator[None]:
             lc.llama_context_default_params = orig
 
 
+def check_graph_budget(path: Path, info: ModelInfo, top_k: int) -> None:
+    """Refuse top-k values whose graph would overflow llama.cpp's node pool (it aborts the process).
+
+    llama.cpp sizes the graph at max(1024, 8 x n_tensors) nodes and adds ~2 nodes per selected
+    expert per MoE layer (one view + one add when summing expert outputs); ~40 other nodes/layer.
+    """
+    from model.gguf_info import read_gguf_header
+
+    _meta, shapes = read_gguf_header(path)
+    budget = max(1024, 8 * len(shapes))
+    need = info.n_moe_layers * (2 * top_k + 40) + 100
+    if need > budget:
+        max_k = max((budget - 100) // max(info.n_moe_layers, 1) - 40, 2) // 2
+        raise ValueError(
+            f"top_k={top_k} needs ~{need} graph nodes but llama.cpp allows {budget} for this model; "
+            f"use top_k <= {max_k}"
+        )
+
+
 class LlamaCppEngine(LLMEngine):
     """GGUF model through llama-cpp-python; measures experts per token on MoE models."""
 
@@ -217,6 +236,8 @@ class LlamaCppEngine(LLMEngine):
         info = info_from_gguf(path, backend="llamacpp", context_window=n_ctx, top_k=top_k)
         if top_k is not None and (not info.is_moe or not 1 <= top_k <= info.n_experts):
             raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
+        if top_k is not None:
+            check_graph_budget(path, info, top_k)
         kv: dict[str, int] = {}
         gguf_arch = "llama" if info.architecture == "mixtral" else info.architecture
         if top_k is not None:

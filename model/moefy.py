@@ -163,8 +163,8 @@ def moefy_ffn(
         raise ValueError(f"layout is for {layout.dense_ffn} neurons, block has {wg.shape[0]}")
     if not 1 <= top_k <= layout.n_experts:
         raise ValueError(f"top_k must be in 1..{layout.n_experts}")
-    tg, tu, td = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (wg, wu, wd))
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    tg, tu, td = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (wg, wu, wd))
+    xt = torch.from_numpy(np.array(x, dtype=np.float32))
     n = xt.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_hold = max(int(n * holdout), 1) if n > 10 else 0

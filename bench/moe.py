@@ -1,0 +1,188 @@
+"""Benchmark the embedded MoE default against its dense source, on SQuAD v1.1 dev.
+
+For the dense source and the MoE at several top-k values (each in a fresh process, so peak RSS
+is per configuration): decode and prefill tokens/s, peak RSS, measured active parameters per
+token, FLOPs per token, and answer quality (exact match / F1 with the gold paragraph as context).
+
+    python -m bench.moe --n 200 --top-k 8,16,26,36
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import multiprocessing as mp
+import re
+import resource
+import string
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SQUAD = Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json")
+
+
+def normalize(s: str) -> str:
+    """Official SQuAD v1.1 answer normalisation."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def f1_score(pred: str, gold: str) -> float:
+    p, g = normalize(pred).split(), normalize(gold).split()
+    common = collections.Counter(p) & collections.Counter(g)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def squad_questions(path: Path, n: int) -> list[dict[str, Any]]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    out: list[dict[str, Any]] = []
+    for art in data:
+        for para in art["paragraphs"]:
+            for qa in para["qas"]:
+                out.append({"id": qa["id"], "context": para["context"], "question": qa["question"],
+                            "answers": [a["text"] for a in qa["answers"]]})
+                if len(out) >= n:
+                    return out
+    return out
+
+
+def run_config(label: str, path: str, top_k: int | None, questions: list[dict[str, Any]],
+               max_tokens: int, threads: int, q: Any) -> None:
+    """One configuration in its own process; puts a result dict on ``q``."""
+    try:
+        from model.default_model import rag_messages
+        from model.llamacpp_engine import LlamaCppEngine
+
+        eng = LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=top_k)
+        info = eng.info
+        em = f1 = 0.0
+        p_tok = p_s = d_tok = d_s = 0.0
+        act = flops = dflops = 0.0
+        n_tok_total = 0
+        answers = []
+        for item in questions:
+            g = eng.generate(rag_messages(item["context"], item["question"]), max_tokens=max_tokens, stop=["\n"])
+            pred = g.text.strip().rstrip(".")
+            em += max(float(normalize(pred) == normalize(a)) for a in item["answers"])
+            f1 += max(f1_score(pred, a) for a in item["answers"])
+            s = g.stats
+            p_tok += s.prompt_tokens
+            p_s += s.prefill_seconds
+            d_tok += max(s.completion_tokens - 1, 0)
+            d_s += s.decode_seconds
+            n = s.prompt_tokens + s.completion_tokens
+            act += s.active_params_per_token * n
+            flops += s.flops_prefill + s.flops_decode
+            dflops += s.dense_flops_prefill + s.dense_flops_decode
+            n_tok_total += n
+            answers.append({"id": item["id"], "pred": pred})
+        nq = len(questions)
+        ffn_frac = 1.0
+        if info.is_moe:
+            ffn_frac = (info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size) / info.dense_ffn_size
+        q.put({
+            "label": label, "path": path, "top_k": info.n_experts_used if info.is_moe else None,
+            "n_experts": info.n_experts, "questions": nq,
+            "exact_match": 100 * em / nq, "f1": 100 * f1 / nq,
+            "decode_tok_s": d_tok / d_s if d_s else 0.0, "prefill_tok_s": p_tok / p_s if p_s else 0.0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "total_params": info.total_params,
+            "active_params_per_token": act / n_tok_total if n_tok_total else 0.0,
+            "active_ffn_fraction": ffn_frac,
+            "flops_per_token": flops / n_tok_total if n_tok_total else 0.0,
+            "dense_equiv_flops_per_token": dflops / n_tok_total if n_tok_total else 0.0,
+            "accounting": "measured",
+            "threads": threads, "answers": answers,
+        })
+    except BaseException as exc:
+        q.put({"label": label, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="sparq-data")
+    ap.add_argument("--source", default=None, help="source model key (default: the product default)")
+    ap.add_argument("--moe", default=None, help="MoE GGUF (default: the built default model)")
+    ap.add_argument("--dense", default=None, help="dense GGUF (default: the joined source)")
+    ap.add_argument("--n", type=int, default=200, help="first N SQuAD dev questions")
+    ap.add_argument("--top-k", default="8,16,26,36", help="comma-separated top-k values for the MoE")
+    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--squad", default=str(SQUAD))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "moe.json"))
+    ap.add_argument("--no-dense", action="store_true")
+    args = ap.parse_args(argv)
+
+    squad = Path(args.squad)
+    if not squad.is_file():
+        print(f"SQuAD dev set not found at {squad}; nothing to benchmark", file=sys.stderr)
+        return 2
+    from model.default_model import model_dir
+    from model.sources import DEFAULT_SOURCE, source_gguf
+
+    source = args.source or DEFAULT_SOURCE
+    data_dir = Path(args.data_dir)
+    moe = args.moe or str(model_dir(data_dir, source) / "model-q4_k_m.gguf")
+    if not Path(moe).is_file():
+        print(f"MoE model {moe} not found: run `sparq model build-default` first", file=sys.stderr)
+        return 2
+    dense = args.dense or str(source_gguf(source, data_dir))
+    questions = squad_questions(squad, args.n)
+    configs: list[tuple[str, str, int | None]] = [] if args.no_dense else [("dense", dense, None)]
+    configs += [(f"moe k={k}", moe, int(k)) for k in args.top_k.split(",") if k.strip()]
+
+    ctx = mp.get_context("spawn")
+    results = []
+    t0 = time.time()
+    for label, path, k in configs:
+        q = ctx.Queue()
+        p = ctx.Process(target=run_config, args=(label, path, k, questions, args.max_tokens, args.threads, q))
+        p.start()
+        res = q.get()
+        p.join()
+        results.append(res)
+        if "error" in res:
+            print(f"{label}: FAILED {res['error']}", file=sys.stderr)
+        else:
+            print(f"{label}: F1 {res['f1']:.1f} EM {res['exact_match']:.1f} decode {res['decode_tok_s']:.1f} tok/s "
+                  f"({time.time() - t0:.0f} s elapsed)", flush=True)
+    ok = [r for r in results if "error" not in r]
+    dense_r = next((r for r in ok if r["label"] == "dense"), None)
+    header = (f"{'config':<10} {'k':>3} {'EM':>6} {'F1':>6} {'F1/dense':>8} {'decode t/s':>10} {'prefill t/s':>11} "
+              f"{'RSS MB':>7} {'active params':>13} {'FFN act.':>8} {'GFLOP/tok':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in ok:
+        rel = r["f1"] / dense_r["f1"] if dense_r and dense_r["f1"] else float("nan")
+        r["f1_vs_dense"] = rel
+        print(f"{r['label']:<10} {r['top_k'] or '-':>3} {r['exact_match']:6.1f} {r['f1']:6.1f} {rel:8.2f} "
+              f"{r['decode_tok_s']:10.1f} {r['prefill_tok_s']:11.1f} {r['peak_rss_mb']:7.0f} "
+              f"{r['active_params_per_token'] / 1e6:12.0f}M {r['active_ffn_fraction']:8.2f} "
+              f"{r['flops_per_token'] / 1e9:9.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"questions": len(questions), "squad": str(squad), "source": source, "moe": moe,
+                               "dense": dense, "max_tokens": args.max_tokens, "threads": args.threads,
+                               "seconds": round(time.time() - t0, 1), "results": results}, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0 if len(ok) == len(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

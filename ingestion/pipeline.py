@@ -1,0 +1,461 @@
+"""The ingest pipeline: load and chunk on one thread, embed on the main one, write on a third.
+
+The embedder is the bottleneck, so everything else runs beside it: a reader thread prepares documents
+(stat, hash, load, chunk) ahead of the encoder, and a writer thread commits embedded batches while the
+next batch encodes. Each written batch is one SQL transaction, so a crash loses at most the batch in
+flight; the next run finds those files not yet stored and does them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select, update
+
+from ingestion.chunker import Chunker
+from ingestion.embedder import Embedder
+from ingestion.loaders import load_file, mime_for, supported_extensions
+from ingestion.loaders.base import LoaderError, UnsupportedFormat
+from ingestion.sources import SourceItem, TextRecord, file_items, record_items, walk_files
+from retrieval.schema import Document, IngestRun
+from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
+from retrieval.text_analysis import search_text
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+HEADER_CHARS = 200
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class IngestSummary:
+    files_new: int = 0
+    files_updated: int = 0
+    files_unchanged: int = 0
+    files_failed: int = 0
+    files_skipped: int = 0
+    files_removed: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)
+    run_id: int | None = None
+    collection: str = ""
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    """Reported once per source item, when its outcome is final: new, updated, unchanged, duplicate,
+    failed, skipped or removed."""
+
+    path: str
+    status: str
+    done: int
+    total: int | None
+    error: str | None = None
+    chunks: int = 0
+
+
+ProgressCallback = Callable[[FileEvent], None]
+
+
+@dataclass
+class _Prepared:
+    item: SourceItem
+    status: str  # new | updated | unchanged | duplicate | failed | skipped
+    sha256: str = ""
+    mime: str = "application/octet-stream"
+    title: str | None = None
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    embed_texts: list[str] = field(default_factory=list)
+    error: str | None = None
+    existing_id: int | None = None
+
+
+@dataclass
+class _Known:
+    id: int
+    sha256: str
+    size: int
+    mtime: float
+    status: str
+
+
+def _header(title: str | None, heading: str | None) -> str:
+    parts = [p for p in (title, heading) if p]
+    header = " > ".join(parts)
+    return header[:HEADER_CHARS]
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        store: DocumentStore,
+        embedder: Embedder,
+        *,
+        chunk_tokens: int = 200,
+        overlap_tokens: int = 32,
+        max_bytes: int = 200 * 1024 * 1024,
+        encode_window: int = 512,
+        flush_seconds: float = 30.0,
+    ) -> None:
+        if embedder.dim != store.dim:
+            raise ValueError(f"embedder dimension {embedder.dim} != store dimension {store.dim}")
+        self.store = store
+        self.embedder = embedder
+        self.chunker = Chunker(embedder.count_tokens, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        self.max_bytes = max_bytes
+        self.encode_window = encode_window
+        self.flush_seconds = flush_seconds
+
+    # --- entry points --------------------------------------------------------------------------------
+    def ingest_path(
+        self,
+        path: str | Path,
+        *,
+        collection: str,
+        groups: list[str] | None = None,
+        sync: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        root = Path(path).expanduser()
+        files = walk_files(root)
+        items = file_items(files, lambda p: load_file(p, max_bytes=self.max_bytes))
+        root_key = str(root.resolve())
+        summary = self._run(items, len(files), collection, groups, root_key, progress)
+        if sync:
+            self._sync(summary, collection, root_key, {str(p) for p in files}, progress, len(files))
+        return summary
+
+    def ingest_records(
+        self,
+        records: Iterable[TextRecord],
+        *,
+        collection: str,
+        groups: list[str] | None = None,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        return self._run(record_items(iter(records)), total, collection, groups, f"records:{collection}", progress)
+
+    # --- the run -------------------------------------------------------------------------------------
+    def _run(
+        self,
+        items: Iterable[SourceItem],
+        total: int | None,
+        collection: str,
+        groups: list[str] | None,
+        source: str,
+        progress: ProgressCallback | None,
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        cid = self.store.collection_id(collection, create=True)
+        assert cid is not None
+        groups = sorted({g.strip() for g in (groups or []) if g.strip()})
+        summary = IngestSummary(collection=collection)
+        summary.run_id = self._start_run(cid, source)
+        known = self._known_documents(cid)
+        ready_shas: dict[str, str] = {k.sha256: path for path, k in known.items() if k.status == "ready"}
+        counter = {"done": 0}
+        lock = threading.Lock()
+
+        def report(p: _Prepared, status: str, chunks: int = 0) -> None:
+            with lock:
+                counter["done"] += 1
+                done = counter["done"]
+            if progress is not None:
+                progress(FileEvent(p.item.key, status, done, total, p.error, chunks))
+
+        prepared_q: queue.Queue = queue.Queue(maxsize=64)
+        write_q: queue.Queue = queue.Queue(maxsize=2)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                seen_sha: set[str] = set()
+                for item in items:
+                    if stop.is_set():
+                        return
+                    prepared_q.put(self._prepare(item, known, ready_shas, seen_sha))
+            except BaseException as exc:  # surfaced in the main thread below
+                errors.append(exc)
+            finally:
+                prepared_q.put(_DONE)
+
+        def writer() -> None:
+            last_flush = time.monotonic()
+            try:
+                while True:
+                    batch = write_q.get()
+                    if batch is _DONE:
+                        return
+                    self._write(batch, cid, groups, summary, report)
+                    if time.monotonic() - last_flush > self.flush_seconds:
+                        self.store.flush()
+                        last_flush = time.monotonic()
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+                # Drain so the encoder never blocks on a dead writer.
+                while write_q.get() is not _DONE:
+                    pass
+
+        threads = [threading.Thread(target=reader, name="sparq-ingest-reader", daemon=True)]
+        threads.append(threading.Thread(target=writer, name="sparq-ingest-writer", daemon=True))
+        for t in threads:
+            t.start()
+        try:
+            self._encode_loop(prepared_q, write_q, stop)
+        finally:
+            stop.set() if errors else None
+            write_q.put(_DONE)
+            for t in threads:
+                t.join()
+        status = "failed" if errors else "completed"
+        if not errors:
+            self.store.flush()
+        summary.seconds = time.perf_counter() - started
+        self._finish_run(summary, status, repr(errors[0]) if errors else None)
+        if errors:
+            raise errors[0]
+        return summary
+
+    def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue, stop: threading.Event) -> None:
+        batch: list[_Prepared] = []
+        pending_chunks = 0
+        finished = False
+        while not finished:
+            item = prepared_q.get()
+            if item is _DONE:
+                finished = True
+            else:
+                batch.append(item)
+                pending_chunks += len(item.chunks)
+            window_full = pending_chunks >= self.encode_window
+            idle = prepared_q.empty() and pending_chunks > 0 and len(batch) >= 1 and not window_full
+            if batch and (finished or window_full or (idle and pending_chunks >= self.encode_window // 4)):
+                if stop.is_set():
+                    return
+                texts = [t for p in batch for t in p.embed_texts]
+                vectors = self.embedder.encode(texts)
+                write_q.put((batch, vectors))
+                batch, pending_chunks = [], 0
+
+    # --- stages --------------------------------------------------------------------------------------
+    def _prepare(
+        self, item: SourceItem, known: dict[str, _Known], ready_shas: dict[str, str], seen_sha: set[str]
+    ) -> _Prepared:
+        existing = known.get(item.key)
+        if item.extension and item.extension not in supported_extensions():
+            return _Prepared(item, "skipped", error=f"no loader for {item.extension} files")
+        if not item.extension and item.key.startswith("/"):
+            return _Prepared(item, "skipped", error="file has no extension; format unknown")
+        if existing and existing.size == item.size and existing.mtime == item.mtime and item.mtime:
+            return _Prepared(item, "unchanged", sha256=existing.sha256, existing_id=existing.id)
+        if item.size > self.max_bytes:
+            return _Prepared(
+                item, "failed", error=f"file too large: {item.size} bytes (limit {self.max_bytes})",
+                existing_id=existing.id if existing else None,
+            )
+        try:
+            sha = item.digest()
+        except OSError as exc:
+            return _Prepared(item, "failed", error=f"cannot read file: {exc}")
+        if existing and existing.sha256 == sha and existing.status != "failed":
+            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id)
+        status = "updated" if existing else "new"
+        mime = mime_for(Path(item.key)) if item.key.startswith("/") else "text/plain"
+        if sha in seen_sha or ready_shas.get(sha, item.key) != item.key:
+            seen_sha.add(sha)
+            return _Prepared(item, "duplicate", sha256=sha, mime=mime, existing_id=existing.id if existing else None)
+        try:
+            loaded = item.load()
+            records, texts = self._chunk(loaded)
+        except UnsupportedFormat as exc:
+            return _Prepared(item, "skipped", error=str(exc))
+        except (LoaderError, OSError) as exc:
+            return _Prepared(item, "failed", sha256=sha, mime=mime, error=str(exc),
+                             existing_id=existing.id if existing else None)
+        except Exception as exc:  # a loader bug must not stop the folder; it is reported, never hidden
+            log.exception("unexpected error loading %s", item.key)
+            return _Prepared(item, "failed", sha256=sha, mime=mime, error=f"unexpected {type(exc).__name__}: {exc}",
+                             existing_id=existing.id if existing else None)
+        if not records:
+            return _Prepared(item, "failed", sha256=sha, mime=mime, error="no text found in the document",
+                             existing_id=existing.id if existing else None)
+        seen_sha.add(sha)
+        return _Prepared(item, status, sha256=sha, mime=loaded.mime or mime, title=loaded.title,
+                         chunks=records, embed_texts=texts, existing_id=existing.id if existing else None)
+
+    def _chunk(self, loaded) -> tuple[list[ChunkRecord], list[str]]:
+        records: list[ChunkRecord] = []
+        texts: list[str] = []
+        for chunk in self.chunker.chunk(loaded):
+            header = _header(loaded.title, chunk.heading)
+            embed_text = f"{header}\n{chunk.text}" if header else chunk.text
+            records.append(
+                ChunkRecord(
+                    text=chunk.text,
+                    search_text=search_text(embed_text),
+                    position=chunk.position,
+                    token_count=chunk.token_count,
+                    page=chunk.page,
+                    slide=chunk.slide,
+                    sheet=chunk.sheet,
+                    heading_path=chunk.heading,
+                )
+            )
+            texts.append(embed_text)
+        return records, texts
+
+    def _write(
+        self,
+        payload: tuple[list[_Prepared], np.ndarray],
+        cid: int,
+        groups: list[str],
+        summary: IngestSummary,
+        report: Callable[..., None],
+    ) -> None:
+        batch, vectors = payload
+        writes: list[DocumentWrite] = []
+        offset = 0
+        for p in batch:
+            n = len(p.chunks)
+            vecs = vectors[offset : offset + n]
+            offset += n
+            if p.status in ("unchanged", "skipped"):
+                continue
+            meta = DocumentMeta(p.item.key, p.sha256, p.item.size, p.item.mtime, p.mime, p.title)
+            if p.status == "failed":
+                writes.append(DocumentWrite(cid, meta, status="failed", groups=groups, error=p.error))
+            elif p.status == "duplicate":
+                writes.append(DocumentWrite(cid, meta, status="duplicate", groups=groups))
+            else:
+                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=groups))
+        results = iter(self.store.write_documents(writes)) if writes else iter(())
+        for p in batch:
+            if p.status == "unchanged":
+                summary.files_unchanged += 1
+                if p.existing_id is not None and p.item.mtime:
+                    self.store.touch(p.existing_id, p.item.mtime)
+                report(p, "unchanged")
+                continue
+            if p.status == "skipped":
+                summary.files_skipped += 1
+                summary.skipped.append(Failure(p.item.key, p.error or "skipped"))
+                report(p, "skipped")
+                continue
+            result = next(results)
+            summary.chunks_added += result.chunks_added
+            summary.chunks_removed += result.chunks_removed
+            if result.status == "failed":
+                p.error = result.error or p.error
+                summary.files_failed += 1
+                summary.failures.append(Failure(p.item.key, p.error or "failed"))
+                report(p, "failed")
+            elif result.created:
+                summary.files_new += 1
+                report(p, "duplicate" if result.status == "duplicate" else "new", result.chunks_added)
+            else:
+                summary.files_updated += 1
+                report(p, "duplicate" if result.status == "duplicate" else "updated", result.chunks_added)
+
+    def _sync(
+        self,
+        summary: IngestSummary,
+        collection: str,
+        root_key: str,
+        present: set[str],
+        progress: ProgressCallback | None,
+        total: int,
+    ) -> None:
+        cid = self.store.collection_id(collection)
+        if cid is None:
+            return
+        gone = [(i, p) for i, p in self.store.documents_under(cid, root_key) if p not in present]
+        if not gone:
+            return
+        with self.store.sessions() as session:
+            removed_chunks = sum(
+                session.scalar(select(Document.n_chunks).where(Document.id == i)) or 0 for i, _ in gone
+            )
+        self.store.delete_documents([i for i, _ in gone])
+        summary.files_removed += len(gone)
+        summary.chunks_removed += removed_chunks
+        self._update_run_counts(summary)
+        for n, (_, path) in enumerate(gone, start=1):
+            if progress is not None:
+                progress(FileEvent(path, "removed", total + n, total + len(gone)))
+
+    # --- bookkeeping ---------------------------------------------------------------------------------
+    def _known_documents(self, cid: int) -> dict[str, _Known]:
+        with self.store.sessions() as session:
+            rows = session.execute(
+                select(Document.id, Document.path, Document.sha256, Document.size, Document.mtime, Document.status)
+                .where(Document.collection_id == cid)
+            ).all()
+        return {r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status) for r in rows}
+
+    def _start_run(self, cid: int, source: str) -> int:
+        with self.store.sessions() as session, session.begin():
+            # Runs whose process died (SIGKILL, power loss) are marked so the history stays truthful.
+            for run in session.scalars(select(IngestRun).where(IngestRun.status == "running")):
+                if run.pid is None or not _pid_alive(run.pid):
+                    run.status = "interrupted"
+                    run.finished_at = datetime.now(UTC)
+            run = IngestRun(collection_id=cid, source=source, status="running", pid=os.getpid())
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _finish_run(self, summary: IngestSummary, status: str, error: str | None) -> None:
+        with self.store.sessions() as session, session.begin():
+            session.execute(
+                update(IngestRun)
+                .where(IngestRun.id == summary.run_id)
+                .values(status=status, finished_at=datetime.now(UTC), error=error, **self._counts(summary))
+            )
+
+    def _update_run_counts(self, summary: IngestSummary) -> None:
+        with self.store.sessions() as session, session.begin():
+            session.execute(update(IngestRun).where(IngestRun.id == summary.run_id).values(**self._counts(summary)))
+
+    @staticmethod
+    def _counts(summary: IngestSummary) -> dict[str, int]:
+        keys = ("files_new", "files_updated", "files_unchanged", "files_failed", "files_skipped",
+                "files_removed", "chunks_added", "chunks_removed")
+        return {k: getattr(summary, k) for k in keys}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,336 @@
+"""The document store: SQL rows and FAISS vectors changed together, so that they always agree.
+
+Every write is one SQL transaction that also bumps `index_state.generation`; the in-memory FAISS index is
+updated right after the commit and saved (atomically) with that generation. If the process dies between
+the two, `open()` sees the generations differ and repairs FAISS from the embeddings stored in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from retrieval.schema import Chunk, Collection, Document, DocumentGroup, IndexState, utcnow
+from retrieval.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """A chunk as ingestion hands it over: located text plus what the keyword index should see."""
+
+    text: str
+    search_text: str
+    position: int
+    token_count: int
+    page: int | None = None
+    slide: int | None = None
+    sheet: str | None = None
+    heading_path: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentMeta:
+    path: str
+    sha256: str
+    size: int
+    mtime: float
+    mime: str
+    title: str | None = None
+
+
+@dataclass
+class WriteResult:
+    document_id: int
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    created: bool = False
+    status: str = "ready"
+    error: str | None = None
+
+
+@dataclass
+class ReconcileReport:
+    added: int = 0
+    removed: int = 0
+    generation: int = 0
+    rebuilt: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class DocumentStore:
+    def __init__(self, engine: Engine, index_dir: Path, dim: int) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.vectors = VectorIndex(index_dir, dim)
+        self.dim = dim
+        self._write_lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def open(self) -> ReconcileReport:
+        self.vectors.load()
+        return self.reconcile()
+
+    def generation(self, session: Session | None = None) -> int:
+        if session is None:
+            with self.sessions() as s:
+                return self.generation(s)
+        value = session.scalar(select(IndexState.generation).where(IndexState.id == 1))
+        return int(value or 0)
+
+    def _bump(self, session: Session) -> int:
+        updated = session.execute(
+            update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)
+        ).rowcount
+        if not updated:
+            session.add(IndexState(id=1, generation=1))
+            session.flush()
+        return self.generation(session)
+
+    def reconcile(self) -> ReconcileReport:
+        """Make FAISS hold exactly the chunk ids in SQL, using SQL's stored embeddings where it lags."""
+        with self._write_lock, self.sessions() as session:
+            generation = self.generation(session)
+            report = ReconcileReport(generation=generation)
+            if self.vectors.generation == generation and self.vectors.read_pointer() is not None:
+                return report
+            db_ids = np.fromiter(session.scalars(select(Chunk.id)), dtype=np.int64)
+            index_ids = self.vectors.ids()
+            missing = np.setdiff1d(db_ids, index_ids, assume_unique=True)
+            extra = np.setdiff1d(index_ids, db_ids, assume_unique=True)
+            if len(extra):
+                report.removed = self.vectors.remove(extra)
+            for start in range(0, len(missing), 10_000):
+                batch = missing[start : start + 10_000].tolist()
+                rows = session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(batch))).all()
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                self.vectors.add(ids, vecs)
+                report.added += len(rows)
+            if report.added or report.removed:
+                log.warning(
+                    "vector index repaired from the database: %d added, %d removed (generation %s -> %d)",
+                    report.added, report.removed, self.vectors.generation, generation,
+                )
+            self.vectors.save(generation)
+            return report
+
+    def flush(self) -> None:
+        """Persist the FAISS index if it changed since the last save."""
+        with self._write_lock:
+            if self.vectors.dirty:
+                self.vectors.save(self.generation())
+
+    # --- collections ---------------------------------------------------------------------------------
+    def collection_id(self, name: str, *, create: bool = False) -> int | None:
+        name = name.strip()
+        if not name:
+            raise StoreError("a collection needs a non-empty name")
+        with self.sessions() as session:
+            found = session.scalar(select(Collection.id).where(Collection.name == name))
+            if found is not None or not create:
+                return found
+            session.add(Collection(name=name))
+            try:
+                session.commit()
+            except Exception:  # a concurrent creator won the race; read its row
+                session.rollback()
+            return session.scalar(select(Collection.id).where(Collection.name == name))
+
+    # --- documents -----------------------------------------------------------------------------------
+    def find_document(self, collection_id: int, path: str) -> Document | None:
+        with self.sessions() as session:
+            return session.scalar(
+                select(Document).where(Document.collection_id == collection_id, Document.path == path)
+            )
+
+    def documents_under(self, collection_id: int, prefix: str) -> list[tuple[int, str]]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Document.id, Document.path).where(Document.collection_id == collection_id)
+            ).all()
+        return [(i, p) for i, p in rows if p == prefix or p.startswith(prefix.rstrip("/") + "/")]
+
+    def touch(self, document_id: int, mtime: float) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(update(Document).where(Document.id == document_id).values(mtime=mtime))
+
+    def write_documents(self, items: Sequence[DocumentWrite]) -> list[WriteResult]:
+        """Write a batch of documents in one transaction: all of them land, or none does."""
+        results: list[WriteResult] = []
+        added_ids: list[np.ndarray] = []
+        added_vecs: list[np.ndarray] = []
+        removed_ids: list[int] = []
+        with self._write_lock:
+            with self.sessions() as session, session.begin():
+                for item in items:
+                    result, old_ids, new_ids = self._write_one(session, item)
+                    results.append(result)
+                    removed_ids.extend(old_ids)
+                    if len(new_ids):
+                        added_ids.append(new_ids)
+                        added_vecs.append(item.vectors)
+                self._bump(session)
+            # Committed: now mirror into FAISS. A crash here is repaired by reconcile() on next open.
+            self.vectors.remove(np.array(removed_ids, dtype=np.int64))
+            if added_ids:
+                self.vectors.add(np.concatenate(added_ids), np.concatenate(added_vecs))
+        return results
+
+    def _write_one(self, session: Session, item: DocumentWrite) -> tuple[WriteResult, list[int], np.ndarray]:
+        meta = item.meta
+        doc = session.scalar(
+            select(Document).where(Document.collection_id == item.collection_id, Document.path == meta.path)
+        )
+        created = doc is None
+        old_ids: list[int] = []
+        if doc is None:
+            doc = Document(collection_id=item.collection_id, path=meta.path)
+            session.add(doc)
+        else:
+            old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            if old_ids:
+                session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+        status, error, duplicate_of = item.status, item.error, item.duplicate_of
+        if status == "duplicate" and duplicate_of is None:
+            # Resolved inside the transaction so an original written earlier in the same batch is found.
+            session.flush()
+            duplicate_of = session.scalar(
+                select(Document.id)
+                .where(
+                    Document.collection_id == item.collection_id,
+                    Document.sha256 == meta.sha256,
+                    Document.status == "ready",
+                    Document.path != meta.path,
+                )
+                .order_by(Document.id)
+                .limit(1)
+            )
+            if duplicate_of is None:
+                status, error = "failed", "same content as another file of this collection that failed to load"
+        doc.sha256, doc.size, doc.mtime, doc.mime = meta.sha256, meta.size, meta.mtime, meta.mime
+        doc.title = meta.title
+        doc.status = status
+        doc.error = error
+        doc.duplicate_of = duplicate_of
+        doc.updated_at = utcnow()
+        doc.n_chunks = len(item.chunks)
+        if item.groups is not None:
+            wanted = sorted(set(item.groups))
+            current = {g.group for g in doc.groups}
+            if current != set(wanted):
+                doc.groups.clear()
+                session.flush()
+                doc.groups.extend(DocumentGroup(group=g) for g in wanted)
+        session.flush()
+        new_ids = np.empty(0, dtype=np.int64)
+        if item.chunks:
+            if item.vectors is None or len(item.vectors) != len(item.chunks):
+                raise StoreError(f"{meta.path}: {len(item.chunks)} chunks but vectors do not match")
+            rows = [
+                Chunk(
+                    document_id=doc.id,
+                    position=c.position,
+                    text=c.text,
+                    search_text=c.search_text,
+                    page=c.page,
+                    slide=c.slide,
+                    sheet=c.sheet,
+                    heading_path=c.heading_path,
+                    token_count=c.token_count,
+                    embedding=np.ascontiguousarray(v, dtype=np.float32).tobytes(),
+                )
+                for c, v in zip(item.chunks, item.vectors, strict=True)
+            ]
+            session.add_all(rows)
+            session.flush()
+            new_ids = np.array([r.id for r in rows], dtype=np.int64)
+        return WriteResult(doc.id, len(new_ids), len(old_ids), created, status, error), old_ids, new_ids
+
+    def find_original(self, collection_id: int, sha256: str, exclude_path: str) -> int | None:
+        """A ready document in the collection with the same content (for storing duplicates once)."""
+        with self.sessions() as session:
+            return session.scalar(
+                select(Document.id)
+                .where(
+                    Document.collection_id == collection_id,
+                    Document.sha256 == sha256,
+                    Document.status == "ready",
+                    Document.path != exclude_path,
+                )
+                .order_by(Document.id)
+                .limit(1)
+            )
+
+    def delete_documents(self, document_ids: Iterable[int]) -> int:
+        """Delete documents, their chunks and vectors; a duplicate inherits an original's chunks."""
+        removed: list[int] = []
+        count = 0
+        with self._write_lock:
+            with self.sessions() as session, session.begin():
+                for doc_id in document_ids:
+                    doc = session.get(Document, doc_id)
+                    if doc is None:
+                        continue
+                    heir = session.scalar(
+                        select(Document).where(Document.duplicate_of == doc_id).order_by(Document.id).limit(1)
+                    )
+                    if heir is not None and doc.status == "ready":
+                        session.execute(update(Chunk).where(Chunk.document_id == doc_id).values(document_id=heir.id))
+                        session.execute(
+                            update(Document)
+                            .where(Document.duplicate_of == doc_id, Document.id != heir.id)
+                            .values(duplicate_of=heir.id)
+                        )
+                        heir.status, heir.duplicate_of, heir.n_chunks = "ready", None, doc.n_chunks
+                    else:
+                        removed.extend(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id)))
+                        session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
+                    session.delete(doc)
+                    count += 1
+                self._bump(session)
+            self.vectors.remove(np.array(removed, dtype=np.int64))
+        self.flush()
+        return count
+
+    def delete_collection(self, name: str) -> int:
+        cid = self.collection_id(name)
+        if cid is None:
+            raise StoreError(f"no collection named {name!r}")
+        with self.sessions() as session:
+            doc_ids = list(session.scalars(select(Document.id).where(Document.collection_id == cid)))
+        removed = self.delete_documents(doc_ids)
+        with self._write_lock, self.sessions() as session, session.begin():
+            session.execute(delete(Collection).where(Collection.id == cid))
+        return removed
+
+    # --- reading -------------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(Chunk.id))) or 0)
+
+
+@dataclass
+class DocumentWrite:
+    """One document's new state. `groups=None` leaves existing groups untouched."""
+
+    collection_id: int
+    meta: DocumentMeta
+    status: str = "ready"
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    groups: list[str] | None = None
+    error: str | None = None
+    duplicate_of: int | None = None

@@ -1,0 +1,54 @@
+"""Turning text into what the keyword index matches on, the same way at ingest and at query time.
+
+FTS5's unicode61 tokenizer and PostgreSQL's parser split on spaces and punctuation, which leaves a Chinese
+sentence as one giant token; CJK runs are therefore segmented into words with jieba (loaded lazily, once).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]+")
+_jieba_lock = threading.Lock()
+_jieba = None
+
+
+def has_cjk(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
+def _segmenter():
+    global _jieba
+    with _jieba_lock:
+        if _jieba is None:
+            import logging
+
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
+            jieba.initialize()
+            _jieba = jieba
+    return _jieba
+
+
+def segment_cjk(run: str) -> list[str]:
+    return [w for w in _segmenter().cut_for_search(run) if w.strip()]
+
+
+def search_text(text: str) -> str:
+    """Text for the keyword index: unchanged outside CJK runs, space-separated words inside them."""
+    if not has_cjk(text):
+        return text
+    return _CJK.sub(lambda m: " " + " ".join(segment_cjk(m.group(0))) + " ", text)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def query_terms(query: str) -> list[str]:
+    """Distinct lower-cased terms of a query, CJK segmented, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for token in _WORD.findall(search_text(query).lower()):
+        seen.setdefault(token, None)
+    return list(seen)

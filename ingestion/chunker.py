@@ -19,7 +19,7 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 _PARAGRAPH = re.compile(r"\n\s*\n")
 # Sentence ends: Latin punctuation followed by space, or CJK full stops (no space follows those).
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=\S)|(?<=[。！？；])|\n")
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]")
+_CJK_CHAR = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uff00-\uffef]")
 
 
 @dataclass(frozen=True)

@@ -191,22 +191,9 @@ class DocumentStore:
 
     def _write_one(self, session: Session, item: DocumentWrite) -> tuple[WriteResult, list[int], np.ndarray]:
         meta = item.meta
-        doc = session.scalar(
-            select(Document).where(Document.collection_id == item.collection_id, Document.path == meta.path)
-        )
-        created = doc is None
-        old_ids: list[int] = []
-        if doc is None:
-            doc = Document(collection_id=item.collection_id, path=meta.path)
-            session.add(doc)
-        else:
-            old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
-            if old_ids:
-                session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
         status, error, duplicate_of = item.status, item.error, item.duplicate_of
         if status == "duplicate" and duplicate_of is None:
             # Resolved inside the transaction so an original written earlier in the same batch is found.
-            session.flush()
             duplicate_of = session.scalar(
                 select(Document.id)
                 .where(
@@ -220,6 +207,18 @@ class DocumentStore:
             )
             if duplicate_of is None:
                 status, error = "failed", "same content as another file of this collection that failed to load"
+        doc = session.scalar(
+            select(Document).where(Document.collection_id == item.collection_id, Document.path == meta.path)
+        )
+        created = doc is None
+        old_ids: list[int] = []
+        if doc is None:
+            doc = Document(collection_id=item.collection_id, path=meta.path)
+            session.add(doc)
+        else:
+            old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            if old_ids:
+                session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
         doc.sha256, doc.size, doc.mtime, doc.mime = meta.sha256, meta.size, meta.mtime, meta.mime
         doc.title = meta.title
         doc.status = status

@@ -235,6 +235,53 @@ class Assistant:
 
     # --- search (retrieval) ----------------------------------------------------------------------------
     # Assistant.search lives below this line.
+    @property
+    def searcher(self):  # -> retrieval.search.HybridSearcher
+        """Built on first use, configured from settings; one instance serves every user and thread."""
+        from retrieval.ann import IndexPolicy
+        from retrieval.search import HybridSearcher
+
+        with self._lock:
+            searcher = getattr(self, "_searcher", None)
+            if searcher is None or searcher.store is not self.store:
+                if searcher is not None:
+                    searcher.close()
+                s = self.settings
+                store = self.store
+                store.index_policy = IndexPolicy(choice=s.index_type, threshold=s.ann_threshold)
+                embedder = self.embedder
+                threads = s.query_threads
+                searcher = HybridSearcher(
+                    store,
+                    lambda q: embedder.encode_query(q, threads=threads),
+                    dense_weight=s.dense_weight,
+                    keyword_weight=s.keyword_weight,
+                    rrf_k=s.rrf_k,
+                )
+                self._searcher = searcher
+            return searcher
+
+    def search(
+        self,
+        query: str,
+        *,
+        user: str | Principal | None = None,
+        k: int | None = None,
+        filters=None,  # retrieval.filters.SearchFilters | None  # noqa: ANN001
+        mode: str = "hybrid",
+    ) -> list:  # -> list[retrieval.search.Hit]
+        """The k best passages `user` may read (None: the operator, who sees all); access is enforced in
+        retrieval itself, so no caller can forget it."""
+        from retrieval.search import SearchError
+
+        principal = self.principal(user)
+        try:
+            return self.searcher.search(
+                query, principal=principal, k=k or self.settings.search_k, filters=filters, mode=mode  # type: ignore[arg-type]
+            )
+        except SearchError as exc:
+            raise SparqError(str(exc)) from exc
+
 
     # --- ask -------------------------------------------------------------------------------------------
     # Assistant.ask lives below this line.

@@ -131,3 +131,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+from app import cli_retrieval  # noqa: E402,F401  registers search and eval commands

@@ -1,8 +1,19 @@
-"""Who is searching: retrieval filters every result by the principal's groups before returning it."""
+"""Who is searching, and which documents they may see: the rule lives here, as SQL, used by every mode.
+
+A user sees a document when one of their groups is among its groups, or among the groups of a duplicate
+of it (identical content under another path is stored once, so the copy's readers must reach the stored
+chunks too). Admins see everything. Retrieval applies this before anything leaves it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy.orm import aliased
+
+from retrieval.filters import SearchFilters
+from retrieval.schema import Collection, Document, DocumentGroup
 
 
 @dataclass(frozen=True)
@@ -15,3 +26,73 @@ class Principal:
     def system(cls) -> Principal:
         """The operator at the server's own console (CLI without --user, Python without user=)."""
         return cls("system", frozenset(), True)
+
+
+def _escape_like(text: str) -> str:
+    """User text inside LIKE matches literally: % and _ are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _like_prefix(prefix: str) -> str:
+    return _escape_like(prefix) + "%"
+
+
+def readable_by(document_id: ColumnElement, principal: Principal) -> ColumnElement[bool]:
+    """SQL condition: the document with id `document_id` is readable by `principal`."""
+    if principal.is_admin:
+        return true()
+    if not principal.groups:
+        return false()
+    groups = sorted(principal.groups)
+    own = exists().where(DocumentGroup.document_id == document_id, DocumentGroup.group.in_(groups))
+    dup = aliased(Document)
+    dup_group = aliased(DocumentGroup)
+    via_duplicate = exists().where(
+        dup.duplicate_of == document_id,
+        dup_group.document_id == dup.id,
+        dup_group.group.in_(groups),
+    )
+    return or_(own, via_duplicate)
+
+
+def filtered(document: type[Document] | object, filters: SearchFilters | None) -> ColumnElement[bool]:
+    """SQL condition on a Document (or alias) for the search filters; a duplicate's path also matches."""
+    if filters is None or filters.empty:
+        return true()
+    d = document
+    conditions: list[ColumnElement[bool]] = []
+    if filters.collections:
+        conditions.append(
+            d.collection_id.in_(select(Collection.id).where(Collection.name.in_(list(filters.collections))))  # type: ignore[attr-defined]
+        )
+    if filters.mimes:
+        conditions.append(d.mime.in_(list(filters.mimes)))  # type: ignore[attr-defined]
+    if filters.extensions:
+        conditions.append(
+            or_(*[func.lower(d.path).like("%" + _escape_like(ext), escape="\\") for ext in filters.extensions])  # type: ignore[attr-defined]
+        )
+    if filters.path_prefix:
+        pattern = _like_prefix(filters.path_prefix)
+        dup = aliased(Document)
+        conditions.append(
+            or_(
+                d.path.like(pattern, escape="\\"),  # type: ignore[attr-defined]
+                exists().where(dup.duplicate_of == d.id, dup.path.like(pattern, escape="\\")),  # type: ignore[attr-defined]
+            )
+        )
+    if filters.modified_after is not None:
+        conditions.append(d.mtime >= filters.modified_after.timestamp())  # type: ignore[attr-defined]
+    if filters.modified_before is not None:
+        conditions.append(d.mtime <= filters.modified_before.timestamp())  # type: ignore[attr-defined]
+    return and_(*conditions)
+
+
+def visible_documents(principal: Principal, filters: SearchFilters | None):  # -> Select
+    """SELECT of the ids of ready documents the principal may read and the filters keep."""
+    return select(Document.id).where(
+        Document.status == "ready", readable_by(Document.id, principal), filtered(Document, filters)
+    )
+
+
+def unrestricted(principal: Principal, filters: SearchFilters | None) -> bool:
+    return principal.is_admin and (filters is None or filters.empty)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from retrieval.ann import IndexKind, IndexPolicy, build_index
 from retrieval.schema import Chunk, Collection, Document, DocumentGroup, IndexState, utcnow
 from retrieval.vector_index import VectorIndex
 
@@ -77,6 +79,9 @@ class DocumentStore:
         self.vectors = VectorIndex(index_dir, dim)
         self.dim = dim
         self._write_lock = threading.Lock()
+        self.index_policy = IndexPolicy()
+        self._rebuild: threading.Thread | None = None
+        self._rebuild_error: BaseException | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
@@ -104,7 +109,17 @@ class DocumentStore:
         with self._write_lock, self.sessions() as session:
             generation = self.generation(session)
             report = ReconcileReport(generation=generation)
-            if self.vectors.generation == generation and self.vectors.read_pointer() is not None:
+            if not self.vectors.documents_known:
+                rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
+                self.vectors.fill_documents(
+                    np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64)
+                )
+                report.notes.append("chunk->document map rebuilt from the database")
+            if (
+                self.vectors.generation == generation
+                and self.vectors.read_pointer() is not None
+                and not self.vectors.dirty
+            ):
                 return report
             db_ids = np.fromiter(session.scalars(select(Chunk.id)), dtype=np.int64)
             index_ids = self.vectors.ids()
@@ -114,10 +129,12 @@ class DocumentStore:
                 report.removed = self.vectors.remove(extra)
             for start in range(0, len(missing), 10_000):
                 batch = missing[start : start + 10_000].tolist()
-                rows = session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(batch))).all()
+                rows = session.execute(
+                    select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
+                ).all()
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
-                self.vectors.add(ids, vecs)
+                self.vectors.add(ids, vecs, np.array([r[2] for r in rows], dtype=np.int64))
                 report.added += len(rows)
             if report.added or report.removed:
                 log.warning(
@@ -128,10 +145,132 @@ class DocumentStore:
             return report
 
     def flush(self) -> None:
-        """Persist the FAISS index if it changed since the last save."""
+        """Persist the FAISS index if it changed since the last save. Does not wait for a background rebuild
+        (it installs and saves itself) but reports one that failed."""
+        self._raise_rebuild_error()
         with self._write_lock:
             if self.vectors.dirty:
                 self.vectors.save(self.generation())
+
+    # --- index choice and background rebuilds ----------------------------------------------------------
+    def rebuild_needed(self) -> IndexKind | None:
+        """The kind to rebuild into, when the policy says the current index no longer fits the corpus."""
+        n = self.vectors.ntotal
+        wanted = self.index_policy.kind_for(n)
+        if wanted != self.vectors.kind:
+            # Shrinking back to flat waits until the corpus is well under the threshold (no flapping).
+            if wanted == "flat" and self.index_policy.choice == "auto" and n > self.index_policy.threshold // 2:
+                return None
+            return wanted
+        if wanted == "flat":
+            return None
+        built = max(self.vectors.built_size, 1)
+        if n >= self.index_policy.regrow_factor * built:
+            return wanted
+        total = n + self.vectors.tombstones
+        if total and self.vectors.tombstones / total >= self.index_policy.tombstone_fraction:
+            return wanted
+        return None
+
+    def start_rebuild(self, kind: IndexKind | None = None) -> bool:
+        """Build a new index from SQL's embeddings on a background thread while writes keep flowing; the
+        thread swaps it in itself (replaying writes made meanwhile) and saves it. The thread is not a
+        daemon, so an ingest process finishes the rebuild before it exits."""
+        kind = kind or self.rebuild_needed()
+        if kind is None or (self._rebuild is not None and self._rebuild.is_alive()):
+            return False
+        self._raise_rebuild_error()
+        self._rebuild = threading.Thread(target=self._rebuild_in_background, args=(kind,), name="sparq-index-rebuild")
+        self._rebuild.start()
+        return True
+
+    def _raise_rebuild_error(self) -> None:
+        if self._rebuild_error is not None:
+            error, self._rebuild_error = self._rebuild_error, None
+            raise StoreError(f"background index rebuild failed: {error!r}") from error
+
+    def _rebuild_in_background(self, kind: IndexKind) -> None:
+        try:
+            ids, docs, vecs = self._snapshot_vectors()
+            started = time.perf_counter()
+            index = build_index(kind, self.dim, ids, vecs)
+            del vecs
+            log.info("built %s index over %d vectors in %.1f s", kind, len(ids), time.perf_counter() - started)
+            self._install(kind, index, ids, docs)
+        except BaseException as exc:  # kept and raised by the next flush/wait, never lost
+            log.exception("background index rebuild failed")
+            self._rebuild_error = exc
+
+    def _snapshot_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self.sessions() as session:
+            n = int(session.scalar(select(func.count(Chunk.id))) or 0)
+            ids = np.empty(n, dtype=np.int64)
+            docs = np.empty(n, dtype=np.int64)
+            vecs = np.empty((n, self.dim), dtype=np.float32)
+            filled = 0
+            last = -1
+            while filled < n:
+                rows = session.execute(
+                    select(Chunk.id, Chunk.document_id, Chunk.embedding)
+                    .where(Chunk.id > last).order_by(Chunk.id).limit(20_000)
+                ).all()
+                if not rows:
+                    break
+                rows = rows[: n - filled]
+                take = len(rows)
+                ids[filled : filled + take] = [r[0] for r in rows]
+                docs[filled : filled + take] = [r[1] for r in rows]
+                vecs[filled : filled + take] = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(
+                    take, self.dim
+                )
+                filled += take
+                last = int(rows[-1][0])
+        return ids[:filled], docs[:filled], vecs[:filled]
+
+    def _install(self, kind: IndexKind, index: object, snap_ids: np.ndarray, snap_docs: np.ndarray) -> None:
+        """Swap a rebuilt index in, replaying chunks added, removed or moved since its snapshot."""
+        with self._write_lock:
+            live = self.vectors.ids()
+            added = np.setdiff1d(live, snap_ids)
+            gone = np.setdiff1d(snap_ids, live)
+            docs = snap_docs.copy()
+            doc_map = self.vectors.document_map()
+            if doc_map is not None and len(snap_ids):
+                inside = snap_ids < len(doc_map)
+                current = doc_map[snap_ids[inside]]
+                docs[inside] = np.where(current >= 0, current, docs[inside])
+            self.vectors.replace(index, kind, docs)
+            if len(gone):
+                self.vectors.remove(gone)
+            if len(added):
+                with self.sessions() as session:
+                    for start in range(0, len(added), 10_000):
+                        batch = added[start : start + 10_000].tolist()
+                        rows = session.execute(
+                            select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
+                        ).all()
+                        self.vectors.add(
+                            np.array([r[0] for r in rows], dtype=np.int64),
+                            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim),
+                            np.array([r[2] for r in rows], dtype=np.int64),
+                        )
+            self.vectors.save(self.generation())
+
+    def wait_for_rebuild(self) -> bool:
+        """Block until a running background rebuild has been swapped in; raises if it failed."""
+        thread = self._rebuild
+        if thread is None:
+            return False
+        thread.join()
+        self._rebuild = None
+        self._raise_rebuild_error()
+        return True
+
+    def rebuild_index(self, kind: IndexKind | None = None) -> str:
+        """Rebuild now (blocking) into `kind` or what the policy wants; returns the kind in use afterwards."""
+        self.start_rebuild(kind or self.index_policy.kind_for(self.vectors.ntotal))
+        self.wait_for_rebuild()
+        return self.vectors.kind
 
     # --- collections ---------------------------------------------------------------------------------
     def collection_id(self, name: str, *, create: bool = False) -> int | None:
@@ -172,6 +311,7 @@ class DocumentStore:
         results: list[WriteResult] = []
         added_ids: list[np.ndarray] = []
         added_vecs: list[np.ndarray] = []
+        added_docs: list[np.ndarray] = []
         removed_ids: list[int] = []
         with self._write_lock:
             with self.sessions() as session, session.begin():
@@ -182,11 +322,13 @@ class DocumentStore:
                     if len(new_ids):
                         added_ids.append(new_ids)
                         added_vecs.append(item.vectors)
+                        added_docs.append(np.full(len(new_ids), result.document_id, dtype=np.int64))
                 self._bump(session)
             # Committed: now mirror into FAISS. A crash here is repaired by reconcile() on next open.
             self.vectors.remove(np.array(removed_ids, dtype=np.int64))
             if added_ids:
-                self.vectors.add(np.concatenate(added_ids), np.concatenate(added_vecs))
+                self.vectors.add(np.concatenate(added_ids), np.concatenate(added_vecs), np.concatenate(added_docs))
+        self.start_rebuild()
         return results
 
     def _write_one(self, session: Session, item: DocumentWrite) -> tuple[WriteResult, list[int], np.ndarray]:
@@ -276,6 +418,7 @@ class DocumentStore:
     def delete_documents(self, document_ids: Iterable[int]) -> int:
         """Delete documents, their chunks and vectors; a duplicate inherits an original's chunks."""
         removed: list[int] = []
+        moved: list[tuple[int, list[int]]] = []
         count = 0
         with self._write_lock:
             with self.sessions() as session, session.begin():
@@ -287,6 +430,7 @@ class DocumentStore:
                         select(Document).where(Document.duplicate_of == doc_id).order_by(Document.id).limit(1)
                     )
                     if heir is not None and doc.status == "ready":
+                        moved.append((heir.id, list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id)))))
                         session.execute(update(Chunk).where(Chunk.document_id == doc_id).values(document_id=heir.id))
                         session.execute(
                             update(Document)
@@ -301,8 +445,22 @@ class DocumentStore:
                     count += 1
                 self._bump(session)
             self.vectors.remove(np.array(removed, dtype=np.int64))
+            for heir_id, chunk_ids in moved:
+                self.vectors.set_documents(np.array(chunk_ids, dtype=np.int64), heir_id)
         self.flush()
         return count
+
+    def set_document_groups(self, document_id: int, groups: Iterable[str]) -> None:
+        """Change who may read a document; bumps the generation so cached access bitmaps are dropped."""
+        wanted = sorted({g.strip() for g in groups if g.strip()})
+        with self._write_lock, self.sessions() as session, session.begin():
+            doc = session.get(Document, document_id)
+            if doc is None:
+                raise StoreError(f"no document with id {document_id}")
+            doc.groups.clear()
+            session.flush()
+            doc.groups.extend(DocumentGroup(group=g) for g in wanted)
+            self._bump(session)
 
     def delete_collection(self, name: str) -> int:
         cid = self.collection_id(name)

@@ -112,6 +112,33 @@ def run_config(label: str, path: str, top_k: int | None, questions: list[dict[st
         raise
 
 
+def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[str, Any]],
+              max_tokens: int, threads: int, q: Any) -> None:
+    """All configurations loaded in one process and interleaved question by question, so that
+    tokens/s are compared under the same machine load (the bench host is shared)."""
+    try:
+        from model.default_model import rag_messages
+        from model.llamacpp_engine import LlamaCppEngine
+
+        engines = {label: LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=k) for label, path, k in configs}
+        acc = {label: [0.0, 0.0, 0.0, 0.0] for label in engines}
+        for i, item in enumerate(questions):
+            order = list(engines.items())
+            order = order[i % len(order):] + order[: i % len(order)]
+            for label, eng in order:
+                s = eng.generate(rag_messages(item["context"], item["question"]), max_tokens=max_tokens).stats
+                a = acc[label]
+                a[0] += s.prompt_tokens
+                a[1] += s.prefill_seconds
+                a[2] += max(s.completion_tokens - 1, 0)
+                a[3] += s.decode_seconds
+        q.put({label: {"prefill_tok_s": a[0] / a[1] if a[1] else 0.0, "decode_tok_s": a[2] / a[3] if a[3] else 0.0,
+                       "decode_tokens": a[2]} for label, a in acc.items()})
+    except BaseException as exc:
+        q.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="sparq-data")
@@ -125,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--squad", default=str(SQUAD))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "moe.json"))
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--speed-questions", type=int, default=12,
+                    help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)")
     args = ap.parse_args(argv)
 
     squad = Path(args.squad)
@@ -160,6 +189,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{label}: F1 {res['f1']:.1f} EM {res['exact_match']:.1f} decode {res['decode_tok_s']:.1f} tok/s "
                   f"({time.time() - t0:.0f} s elapsed)", flush=True)
+    speed: dict[str, Any] = {}
+    if args.speed_questions > 0:
+        q = ctx.Queue()
+        p = ctx.Process(target=run_speed, args=(configs, questions[: args.speed_questions], 64, args.threads, q))
+        p.start()
+        speed = q.get()
+        p.join()
+        if "error" in speed:
+            print(f"speed run FAILED {speed['error']}", file=sys.stderr)
+    for r in results:
+        if r.get("label") in speed:
+            r["decode_tok_s_quality_run"] = r["decode_tok_s"]
+            r["prefill_tok_s_quality_run"] = r["prefill_tok_s"]
+            r["decode_tok_s"] = speed[r["label"]]["decode_tok_s"]
+            r["prefill_tok_s"] = speed[r["label"]]["prefill_tok_s"]
     ok = [r for r in results if "error" not in r]
     dense_r = next((r for r in ok if r["label"] == "dense"), None)
     header = (f"{'config':<10} {'k':>3} {'EM':>6} {'F1':>6} {'F1/dense':>8} {'decode t/s':>10} {'prefill t/s':>11} "
@@ -178,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"questions": len(questions), "squad": str(squad), "source": source, "moe": moe,
                                "dense": dense, "max_tokens": args.max_tokens, "threads": args.threads,
-                               "seconds": round(time.time() - t0, 1), "results": results}, indent=1))
+                               "seconds": round(time.time() - t0, 1), "speed_run": speed,
+                               "speed_questions": args.speed_questions, "results": results}, indent=1))
     tmp.replace(out)
     print(f"wrote {out}")
     return 0 if len(ok) == len(results) else 1

@@ -62,12 +62,7 @@ def default_calibration_samples(skip_articles: int = 10) -> Iterable[list[dict[s
     """RAG-shaped chats from SQuAD dev articles the bench does not score (articles >= skip)."""
     path = squad_path()
     if path is None:
-        bundled = Path(__file__).with_name("calibration.txt")
-        if not bundled.is_file():
-            raise ModelError("no calibration text: set SPARQ_SQUAD_PATH or pass calibration texts")
-        for para in bundled.read_text(encoding="utf-8").split("\n\n"):
-            if para.strip():
-                yield [{"role": "user", "content": para.strip()}]
+        yield from bundled_calibration_samples()
         return
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
     for art in data[skip_articles:]:
@@ -76,6 +71,22 @@ def default_calibration_samples(skip_articles: int = 10) -> Iterable[list[dict[s
                 msgs = rag_messages(para["context"], qa["question"])
                 msgs.append({"role": "assistant", "content": qa["answers"][0]["text"]})
                 yield msgs
+
+
+def bundled_calibration_samples() -> Iterable[list[dict[str, str]]]:
+    """RAG-shaped chats from model/calibration.txt (C:/Q:/A: blocks), for machines without SQuAD.
+
+    The set is small (~2.5k tokens); calibration on the customer's own documents is better.
+    """
+    text = Path(__file__).with_name("calibration.txt").read_text(encoding="utf-8")
+    chats = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.strip().splitlines() if ": " in line)
+        if {"C", "Q", "A"} <= fields.keys():
+            chats.append(rag_messages(fields["C"], fields["Q"]) + [{"role": "assistant", "content": fields["A"]}])
+    if not chats:
+        raise ModelError("bundled calibration text is empty or malformed")
+    yield from chats
 
 
 def capture_ffn_inputs(

@@ -54,6 +54,7 @@ class _GGMLTensor(ctypes.Structure):
 
 
 _GGML: ctypes.CDLL | None = None
+_NAME_OFFSET = _GGMLTensor.name.offset
 
 
 def _ggml() -> ctypes.CDLL:
@@ -130,11 +131,13 @@ class GraphCapture:
         try:
             if not self.enabled:
                 return not ask
-            name = self._name(t)
+            name = ctypes.string_at(t + _NAME_OFFSET) if self._struct_checked else self._name(t)
+            if ask:  # hot path: called for every graph node, keep it cheap
+                if name.startswith(b"ffn_moe_topk-"):
+                    return True
+                return self.capture_ffn_input and name.startswith(b"ffn_norm-")
             m = _TOPK_RE.match(name)
             n = _NORM_RE.match(name) if self.capture_ffn_input else None
-            if ask:
-                return bool(m or n)
             if m:
                 il = int(m.group(1))
                 ids = self._read(t, np.int32)  # [n_tokens, n_expert_used]

@@ -214,8 +214,9 @@ def _dequant_ffn(reader: Any, il: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return out[0], out[1], out[2]
 
 
-def model_dir(data_dir: Path, source: str) -> Path:
-    return Path(data_dir) / "models" / f"sparq-moe-{source}"
+def model_dir(data_dir: Path, source: str, variant: str = "") -> Path:
+    """Cache folder of a build: data_dir/models/sparq-moe-<source>[-<variant>]."""
+    return Path(data_dir) / "models" / (f"sparq-moe-{source}" + (f"-{variant}" if variant else ""))
 
 
 def _manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:
@@ -244,6 +245,7 @@ def build_default_model(
     calibration: Iterable[list[dict[str, str]]] | None = None,
     n_threads: int | None = None,
     force: bool = False,
+    refit_lambda: float | None = None,
 ) -> Path:
     """MoEfy ``source`` into a qwen2moe Q4_K_M GGUF under data_dir/models/ and return its path.
 
@@ -268,8 +270,9 @@ def build_default_model(
         "calib_tokens": calib_tokens,
         "router_steps": router_steps,
         "custom_calibration": calibration is not None,
+        "refit_lambda": refit_lambda,
     }
-    final_dir = model_dir(data_dir, source)
+    final_dir = model_dir(data_dir, source, "refit" if refit_lambda is not None else "")
     manifest_path = final_dir / "manifest.json"
     if not force and _manifest_ok(manifest_path, want):
         _say(progress, "default model already built", 1.0)
@@ -302,7 +305,8 @@ def build_default_model(
         t0 = time.time()
         for il in range(n_layers):
             wg, wu, wd = _dequant_ffn(reader, il)
-            split = moefy_ffn(wg, wu, wd, xs.pop(il), layout, top_k=k_default, router_steps=router_steps, seed=il)
+            split = moefy_ffn(wg, wu, wd, xs.pop(il), layout, top_k=k_default, router_steps=router_steps, seed=il,
+                              refit_lambda=refit_lambda)
             tens = expert_tensors(wg, wu, wd, split, d_model)
             layers[il] = {k: (v.astype(np.float16) if v.ndim > 1 and k != "router" else v) for k, v in tens.items()}
             layer_metrics.append({"layer": il, **{k: round(v, 5) for k, v in split.metrics.items()}})
@@ -323,7 +327,8 @@ def build_default_model(
         quantize_gguf(f16, tmp_dir / out_name, n_threads=n_threads)
         f16.unlink()
         out_file = tmp_dir / out_name
-        keys = ("rel_err_router", "rel_err_oracle", "rel_err_shared_only", "router_recall")
+        keys = ("rel_err_router", "rel_err_oracle", "rel_err_shared_only", "router_recall", "rel_err_router_refit",
+                "refit_used")
         summary = {
             k: round(float(np.mean([m[k] for m in layer_metrics if k in m])), 5)
             for k in keys
@@ -344,7 +349,9 @@ def build_default_model(
             "shared_expert_size": layout.shared_size,
             "active_ffn_fraction": (layout.shared_size + k_default * layout.expert_size) / dense_ffn,
             "routing": "softmax over router logits scaled to ~1e-3 (weights ~1/E), experts' down proj x E, "
-            "shared expert gate ~0.5 and down proj x 2: all experts active == dense block",
+            "shared expert gate ~0.5 and down proj x 2: all experts active == dense block"
+            + ("" if refit_lambda is None else "; down projections ridge-refitted to the top-k masks "
+               "(compensates dropped experts, no longer exactly dense with all experts)"),
             "calibration": {
                 "tokens": calib_tokens,
                 "source": "custom" if calibration is not None else str(squad_path() or "bundled"),

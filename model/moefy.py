@@ -72,6 +72,7 @@ class MoELayer:
     expert_idx: np.ndarray  # [n_experts, expert_size] neuron ids
     router: np.ndarray  # [n_experts, d] router weight, not yet scaled by ROUTER_LOGIT_SCALE
     metrics: dict[str, float] = field(default_factory=dict)
+    down: np.ndarray | None = None  # refitted down projection [d, I] (None: the dense one, exact split)
 
 
 def _swiglu(x: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor) -> torch.Tensor:
@@ -155,8 +156,15 @@ def moefy_ffn(
     kmeans_iters: int = 6,
     holdout: float = 0.2,
     seed: int = 0,
+    refit_lambda: float | None = None,
 ) -> MoELayer:
-    """Split one dense SwiGLU block (wg, wu: [I, d]; wd: [d, I]) using calibration inputs x [N, d]."""
+    """Split one dense SwiGLU block (wg, wu: [I, d]; wd: [d, I]) using calibration inputs x [N, d].
+
+    ``refit_lambda``: optionally refit the down projection by ridge least squares so that the
+    output *under the router's own top-k masks* matches the dense output (compensating dropped
+    experts). It is kept only if it lowers the held-out error. A refitted model is no longer
+    exactly the dense model with all experts active, so it is off by default.
+    """
     if wg.shape != wu.shape or wd.shape != (wg.shape[1], wg.shape[0]):
         raise ValueError(f"inconsistent FFN shapes {wg.shape} {wu.shape} {wd.shape}")
     if wg.shape[0] != layout.dense_ffn:
@@ -185,7 +193,50 @@ def moefy_ffn(
     metrics: dict[str, float] = {"router_logit_absmax": float((xt @ router.T).abs().max())}
     if n_hold:
         metrics.update(evaluate_split(h[hold], td, xt[hold], shared_idx, expert_idx, router, oracle[hold], top_k))
-    return MoELayer(shared_idx=shared_idx, expert_idx=expert_idx, router=router.numpy(), metrics=metrics)
+    down = None
+    if refit_lambda is not None and n_hold:
+        new = _refit_down(h, td, xt, router, shared_idx, expert_idx, top_k, fit, refit_lambda)
+        err_new = evaluate_split(h[hold], new, xt[hold], shared_idx, expert_idx, router, oracle[hold], top_k,
+                                 reference=h[hold] @ td.T)["rel_err_router"]
+        metrics["rel_err_router_refit"] = err_new
+        if err_new < metrics["rel_err_router"]:
+            down = new.numpy()
+        metrics["refit_used"] = float(down is not None)
+    return MoELayer(shared_idx=shared_idx, expert_idx=expert_idx, router=router.numpy(), metrics=metrics, down=down)
+
+
+def _route_mask(
+    h: torch.Tensor, x: torch.Tensor, router: torch.Tensor, shared_idx: np.ndarray, expert_idx: np.ndarray, top_k: int
+) -> torch.Tensor:
+    """[N, I] 0/1 mask of the neurons a token uses: shared + its router's top-k experts."""
+    n_exp = expert_idx.shape[0]
+    mask = torch.zeros(h.shape[0], h.shape[1])
+    mask[:, torch.from_numpy(shared_idx)] = 1.0
+    em = torch.zeros(h.shape[0], n_exp).scatter_(1, (x @ router.T).topk(top_k, dim=1).indices, 1.0)
+    mask[:, torch.from_numpy(expert_idx.reshape(-1))] = em.repeat_interleave(expert_idx.shape[1], dim=1)
+    return mask
+
+
+def _refit_down(
+    h: torch.Tensor,
+    wd: torch.Tensor,
+    x: torch.Tensor,
+    router: torch.Tensor,
+    shared_idx: np.ndarray,
+    expert_idx: np.ndarray,
+    top_k: int,
+    fit: torch.Tensor,
+    lam: float,
+) -> torch.Tensor:
+    """Ridge LS for W' [d, I]: min ||(h*mask) W'^T - h W^T||^2 + lam*s*||W' - W||^2 on fit tokens."""
+    hf = h[fit]
+    hm = hf * _route_mask(hf, x[fit], router, shared_idx, expert_idx, top_k)
+    a = hm.T @ hm
+    b = hm.T @ (hf @ wd.T)
+    reg = lam * float(a.diagonal().mean())
+    a.diagonal().add_(reg)
+    del hm
+    return torch.linalg.solve(a, b + reg * wd.T).T.contiguous()
 
 
 def evaluate_split(
@@ -197,9 +248,10 @@ def evaluate_split(
     router: torch.Tensor,
     oracle: torch.Tensor,
     top_k: int,
+    reference: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Relative output error of router vs oracle selection and router recall of the oracle top-k."""
-    dense = h @ wd.T
+    dense = h @ wd.T if reference is None else reference
     n_exp = expert_idx.shape[0]
 
     def run(sel: torch.Tensor) -> float:
@@ -232,6 +284,8 @@ def expert_tensors(
     Keys: router [E, d], gate_exps/up_exps [E, m, d], down_exps [E, d, m] (scaled by E),
     shexp_gate_inp [d], gate_shexp/up_shexp [S, d], down_shexp [d, S] (scaled by 2).
     """
+    if layer.down is not None:
+        wd = layer.down
     n_exp = layer.expert_idx.shape[0]
     router = layer.router.astype(np.float32)
     # tiny logits: softmax weights ~1/E, ordering kept (scaled by the largest calibration logit)

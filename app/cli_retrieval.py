@@ -72,12 +72,27 @@ def eval_retrieval(
     try:
         report = evaluate_beir(
             beir, mode=mode, limit_queries=limit_queries, split=split, store_dir=store,
-            embedding_model=embedding_model, progress=not as_json,
+            embedding_model=embedding_model, progress=True,
         )
     except (ValueError, OSError) as exc:
         raise SparqError(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps({"details": report.details}), err=True)
         return
-    for key, value in report.to_dict().items():
+    for key, value in {**report.to_dict(), **report.details}.items():
         typer.echo(f"{key:16} {value}")
+
+
+@eval_app.command("build-cmrc")
+def build_cmrc(
+    source: Annotated[Path, typer.Argument(help="cmrc2018_dev.json (or train/trial) from the CMRC 2018 release.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the BEIR-format set into.")],
+) -> None:
+    """Turn CMRC 2018 into a BEIR folder: paragraphs are the corpus, questions the queries."""
+    from app.evaluation.cmrc import build_cmrc_beir
+
+    if not source.is_file():
+        raise SparqError(f"{source} does not exist")
+    counts = build_cmrc_beir(source, out)
+    typer.echo(f"wrote {out}: {counts['documents']} documents, {counts['queries']} queries")

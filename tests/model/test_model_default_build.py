@@ -21,6 +21,21 @@ def qwen05_available():
         pytest.skip(str(exc))
 
 
+def test_describe_model_without_build_says_how(tmp_path):
+    from model.default_model import describe_model
+
+    with pytest.raises(ModelNotFound, match="sparq model build-default"):
+        describe_model(tmp_path)
+
+
+def test_model_info_summary_of_shipped_dense_gguf(smollm2_gguf):
+    from model.default_model import describe_model
+
+    s = describe_model(smollm2_gguf.parent, str(smollm2_gguf))
+    assert s["architecture"] == "llama" and s["experts"] == 0 and s["top_k"] == 0
+    assert s["active_params_per_token"] == s["total_params"] and s["active_fraction"] == 1.0
+
+
 @pytest.mark.slow
 def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_available):
     from model.default_model import build_default_model, model_info_summary
@@ -52,3 +67,10 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
     with LlamaCppEngine(path, n_ctx=512, n_threads=2) as eng:
         g = eng.generate([{"role": "user", "content": "Say hello."}], max_tokens=6)
         assert g.stats.accounting == "measured" and g.stats.completion_tokens >= 1
+    # changing the served top-k re-targets the built file in place, without a rebuild
+    t2 = time.time()
+    again = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", top_k=10, calib_tokens=512, router_steps=30,
+                                calibration=calib, n_threads=2)
+    assert again == path and time.time() - t2 < min(10.0, first / 3)
+    assert model_info_summary(path)["top_k"] == 10
+    assert json.loads((path.parent / "manifest.json").read_text())["train_top_k"] == manifest["train_top_k"]

@@ -139,6 +139,22 @@ def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[s
         raise
 
 
+def markdown_table(doc: dict[str, Any]) -> str:
+    """README table from a results JSON."""
+    rows = [r for r in doc["results"] if "error" not in r]
+    dense = next((r for r in rows if r["label"] == "dense"), None)
+    out = ["| config | top-k | active FFN vs dense | active params/token | EM | F1 | F1 vs dense | "
+           "decode tok/s | prefill tok/s | peak RSS MB | GFLOP/token |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rel = r["f1"] / dense["f1"] if dense and dense["f1"] else float("nan")
+        out.append(f"| {r['label']} | {r['top_k'] or '-'} | {r['active_ffn_fraction']:.0%} | "
+                   f"{r['active_params_per_token'] / 1e6:.0f}M of {r['total_params'] / 1e6:.0f}M | "
+                   f"{r['exact_match']:.1f} | {r['f1']:.1f} | {rel:.2f} | {r['decode_tok_s']:.1f} | "
+                   f"{r['prefill_tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['flops_per_token'] / 1e9:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="sparq-data")
@@ -154,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--speed-questions", type=int, default=12,
                     help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)")
+    ap.add_argument("--table-from", default=None, help="print the README table of an existing results JSON")
     args = ap.parse_args(argv)
+    if args.table_from:
+        print(markdown_table(json.loads(Path(args.table_from).read_text(encoding="utf-8"))))
+        return 0
 
     squad = Path(args.squad)
     if not squad.is_file():

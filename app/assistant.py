@@ -19,8 +19,8 @@ from app.locks import file_lock
 from ingestion.embedder import Embedder
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import TextRecord
-from retrieval.schema import Chunk, Collection, Document
 from retrieval.access import Principal
+from retrieval.schema import Chunk, Collection, Document
 from retrieval.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class Assistant:
             chunk_tokens=s.chunk_tokens,
             overlap_tokens=s.chunk_overlap_tokens,
             max_bytes=s.max_file_mb * 1024 * 1024,
+            encode_window=s.ingest_batch_chunks,
         )
 
     @property

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=None, description="Local sentence-transformers directory; defaults to the shipped all-MiniLM-L6-v2."
     )
     embedding_batch_size: int = 64
+    ingest_batch_chunks: int = Field(
+        default=512, ge=1, description="Chunks embedded together and committed in one transaction."
+    )
     chunk_tokens: int = 200
     chunk_overlap_tokens: int = 32
     max_file_mb: int = 200

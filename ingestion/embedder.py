@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Sequence
@@ -52,7 +53,9 @@ class Embedder:
         self.path = path
         self.name = path.name
         self.batch_size = batch_size
-        self.tokenizer = self.model.tokenizer
+        # A private copy for counting: a fast tokenizer's truncation/padding state is mutated per call, so
+        # sharing one between the chunking thread and encode() corrupts batches.
+        self.tokenizer = copy.deepcopy(self.model.tokenizer)
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         self.dim = int(dim or self.model.get_sentence_embedding_dimension())
         self.max_seq_length = int(self.model.max_seq_length)

@@ -89,6 +89,9 @@ def run_config(label: str, path: str, top_k: int | None, questions: list[dict[st
             dflops += s.dense_flops_prefill + s.dense_flops_decode
             n_tok_total += n
             answers.append({"id": item["id"], "pred": pred})
+            if len(answers) % 25 == 0:
+                print(f"  {label}: {len(answers)}/{len(questions)} F1 so far {100 * f1 / len(answers):.1f}",
+                      file=sys.stderr, flush=True)
         nq = len(questions)
         ffn_frac = 1.0
         if info.is_moe:

@@ -301,6 +301,10 @@ def build_default_model(
             raise ModelError(f"top_k={k} out of range for {layout.n_experts} experts")
 
     tmp_dir = final_dir.parent / f".{final_dir.name}.tmp{os.getpid()}"
+    for stale in final_dir.parent.glob(f".{final_dir.name}.tmp*"):  # left by killed builds
+        pid = stale.name.rsplit(".tmp", 1)[-1]
+        if stale != tmp_dir and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)

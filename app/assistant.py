@@ -19,6 +19,7 @@ from app.locks import file_lock
 from ingestion.embedder import Embedder
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import TextRecord
+from model.base import LLMEngine
 from retrieval.access import Principal
 from retrieval.schema import Chunk, Collection, Document
 from retrieval.store import DocumentStore
@@ -75,12 +76,13 @@ def check_writable(directory: Path) -> None:
 class Assistant:
     """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
 
-    def __init__(self, settings: Settings | None = None, **overrides: object) -> None:
+    def __init__(self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: object) -> None:
         self.settings = settings or Settings(**overrides)  # type: ignore[arg-type]
         self._lock = threading.RLock()
         self._engine: Engine | None = None
         self._embedder: Embedder | None = None
         self._store: DocumentStore | None = None
+        self._llm: LLMEngine | None = llm
 
     # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
     @property
@@ -137,12 +139,36 @@ class Assistant:
             raise SparqError(f"unknown user {user!r}; create it with `sparq users add {user} --groups ...`")
         return info.principal()
 
+    @property
+    def llm(self) -> LLMEngine:
+        """The answer model: the configured engine, or the embedded default MoE (built on first use)."""
+        with self._lock:
+            if self._llm is None:
+                from model.factory import create_engine
+
+                s = self.settings
+                opts: dict[str, object] = {}
+                if s.llm_backend == "llamacpp":
+                    opts["data_dir"] = s.data_dir
+                    if s.llm_context_window:
+                        opts["n_ctx"] = s.llm_context_window
+                elif s.llm_context_window:
+                    opts["context_window"] = s.llm_context_window
+                self._llm = create_engine(
+                    s.llm_backend, s.llm_model, base_url=s.llm_base_url, api_key=s.llm_api_key,
+                    timeout_s=s.llm_timeout_s, n_threads=s.llm_threads, **opts,
+                )
+            return self._llm
+
     def close(self) -> None:
         with self._lock:
             if self._store is not None:
                 self._store.flush()
             if self._engine is not None:
                 self._engine.dispose()
+            if getattr(self, "_searcher", None) is not None:
+                self._searcher.close()
+                self._searcher = None
             self._engine = self._store = None
 
     def __enter__(self) -> Assistant:
@@ -286,3 +312,35 @@ class Assistant:
 
     # --- ask -------------------------------------------------------------------------------------------
     # Assistant.ask lives below this line.
+    def ask(
+        self,
+        question: str,
+        *,
+        user: str | Principal | None = None,
+        collections: Iterable[str] | None = None,
+        history: list[dict[str, str]] | None = None,
+        stream: bool = False,
+    ):  # -> Answer, or Iterator[str | Answer] when stream=True
+        """Answer from the documents `user` may read, with citations and the query's cost.
+
+        With stream=True, yields text pieces as they are generated and then the final Answer (whose text
+        has citations to nothing removed)."""
+        from app.ask import AskService
+
+        events = AskService(self).run(
+            question, user=user, collections=list(collections or []) or None, history=history
+        )
+        if stream:
+            return events
+        answer = None
+        for event in events:
+            answer = event
+        return answer
+
+    def query_log(self, limit: int = 100):
+        from sqlalchemy.orm import Session
+
+        from app.models import QueryLog
+
+        with Session(self.engine) as session:
+            return list(session.scalars(select(QueryLog).order_by(QueryLog.id.desc()).limit(limit)))

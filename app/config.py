@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 120.0
     llm_threads: int | None = None
     max_answer_tokens: int = 256
+    llm_context_window: int | None = Field(
+        default=None, description="Override the engine's window (e.g. to cap llama.cpp's KV cache)."
+    )
+    ask_passages: int = Field(default=6, ge=1, le=50, description="Passages retrieved for each question.")
 
     # Cost model (documented defaults; all overridable)
     cpu_watts: float = 65.0
@@ -74,6 +78,11 @@ class Settings(BaseSettings):
     hardware_usd: float = 8000.0
     hardware_lifetime_years: float = 4.0
     hardware_utilisation: float = 0.3
+    gpu: bool = False
+    cloud_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "claude-3-5-haiku": (0.80, 4.00)},
+        description="USD per million (input, output) tokens, for the cloud comparison.",
+    )
 
     @field_validator("chunk_tokens")
     @classmethod

@@ -20,6 +20,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that touch the database are the ones CI repeats on PostgreSQL (`-m db`).
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
     if config.getoption("--run-slow") or os.environ.get("SPARQ_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow or SPARQ_RUN_SLOW=1")

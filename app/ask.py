@@ -1,0 +1,383 @@
+"""The main path: a question in, a grounded and cited answer out, with what it cost logged in SQL.
+
+Every ask writes one `query_log` row whatever happens (answered, declined, rejected input, model failure),
+so cost reports and audits never miss a query.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from app.costs import CostModel, CostRecord, EnergyMeter
+from app.models import QueryLog
+from model.base import ContextTooLong, Generation, GenerationStats, ModelError
+from model.prompting import (
+    NOT_FOUND,
+    PromptTooLong,
+    check_citations,
+    is_not_found,
+    language_of,
+    pack_prompt,
+    rewrite_messages,
+)
+from retrieval.access import Principal
+
+if TYPE_CHECKING:
+    from app.assistant import Assistant
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 4000
+NO_DOCUMENTS = {
+    "en": "None of the documents you can access match this question, so I cannot answer it.",
+    "zh": "您可访问的文档中没有与此问题相关的内容，因此无法回答。",
+}
+
+
+class AskError(ValueError):
+    """A question that cannot be asked as given; the message says why."""
+
+
+@dataclass
+class Citation:
+    ref: int
+    document_id: int
+    title: str | None
+    path: str
+    location: str
+    snippet: str
+    score: float
+    chunk_id: int
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    status: str  # ok | no_answer | no_documents
+    citations: list[Citation]
+    passages: list[dict[str, Any]]
+    timings_ms: dict[str, float]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: CostRecord
+    rewritten_question: str | None = None
+    language: str = "en"
+    query_id: int | None = None
+    model: str | None = None
+    removed_citations: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["answer"] = data.pop("text")
+        data["cost"] = self.cost.to_dict()
+        return data
+
+
+def location_of(hit: Any) -> str:
+    parts = []
+    if getattr(hit, "page", None):
+        parts.append(f"page {hit.page}")
+    if getattr(hit, "slide", None):
+        parts.append(f"slide {hit.slide}")
+    if getattr(hit, "sheet", None):
+        parts.append(f"sheet {hit.sheet}")
+    if getattr(hit, "heading_path", None):
+        parts.append(hit.heading_path)
+    return ", ".join(parts)
+
+
+def _source_label(hit: Any) -> str:
+    name = hit.title or hit.path.rsplit("/", 1)[-1]
+    loc = location_of(hit)
+    return f"{name}, {loc}" if loc else name
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _merge_stats(parts: Sequence[GenerationStats]) -> dict[str, float]:
+    return {
+        "prompt_tokens": sum(p.prompt_tokens for p in parts),
+        "completion_tokens": sum(p.completion_tokens for p in parts),
+        "flops": sum(p.flops_prefill + p.flops_decode for p in parts),
+        "dense_flops": sum(p.dense_flops_prefill + p.dense_flops_decode for p in parts),
+    }
+
+
+class AskService:
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+        s = assistant.settings
+        self.cost_model = CostModel(
+            pue=s.pue,
+            electricity_usd_per_kwh=s.electricity_usd_per_kwh,
+            hardware_usd=s.hardware_usd,
+            hardware_lifetime_years=s.hardware_lifetime_years,
+            hardware_utilisation=s.hardware_utilisation,
+            cloud_prices={k: (float(v[0]), float(v[1])) for k, v in s.cloud_prices.items()},
+        )
+
+    def run(
+        self,
+        question: str,
+        *,
+        user: str | Principal | None,
+        collections: Sequence[str] | None,
+        history: Sequence[dict[str, str]] | None,
+    ) -> Iterator[str | Answer]:
+        """Yields answer text pieces as the model produces them, then the final Answer."""
+        settings = self.assistant.settings
+        started = time.perf_counter()
+        meter = EnergyMeter(settings.cpu_watts, settings.gpu_watts, settings.gpu).start()
+        timings: dict[str, float] = {}
+        gens: list[Generation] = []
+        row: dict[str, Any] = {
+            "question": (question or "")[:MAX_QUESTION_CHARS],
+            "collections": list(collections or []),
+            "status": "error",
+        }
+        principal: Principal | None = None
+        partial: list[str] = []
+        answer: Answer | None = None
+        try:
+            text = self._validate(question)
+            principal = self.assistant.principal(user)
+            row["user_name"] = principal.name
+            language = language_of(text)
+            standalone = text
+            if history:
+                t = time.perf_counter()
+                standalone, rewrite = self._rewrite(history, text)
+                timings["rewrite"] = (time.perf_counter() - t) * 1000
+                gens.append(rewrite)
+                row["rewritten_question"] = standalone
+
+            t = time.perf_counter()
+            hits = self._retrieve(standalone, principal, collections)
+            timings["retrieve"] = (time.perf_counter() - t) * 1000
+
+            if not hits:
+                answer_text = NO_DOCUMENTS[language]
+                yield answer_text
+                answer = self._finish(text, answer_text, "no_documents", [], [], timings, gens, meter, started,
+                                      standalone if history else None, language)
+            else:
+                answer = yield from self._answer(
+                    text, standalone if history else None, hits, language, timings, gens, partial, meter, started
+                )
+        except AskError as exc:
+            row.update(status="rejected", error=str(exc))
+            raise
+        except (ContextTooLong, PromptTooLong) as exc:
+            row.update(status="rejected", error=str(exc))
+            raise AskError(str(exc)) from exc
+        except ModelError as exc:
+            row.update(status="error", error=f"model failed: {exc}", answer="".join(partial) or None)
+            raise
+        except Exception as exc:
+            row.update(status="error", error=f"{type(exc).__name__}: {exc}", answer="".join(partial) or None)
+            raise
+        finally:
+            if answer is not None:
+                row.update(status=answer.status, answer=answer.text)
+            else:
+                # Failed before an answer: still account the energy and tokens spent.
+                cost = self._cost(gens, meter, started)
+                row.update(cost=cost, timings=timings)
+            if principal is not None:
+                row.setdefault("user_name", principal.name)
+            row.setdefault("user_name", str(user) if user else "system")
+            query_id = self._log(row, answer, gens)
+            if answer is not None:
+                answer.query_id = query_id
+        yield answer
+
+    def _answer(self, text, rewritten, hits, language, timings, gens, partial, meter, started):
+        """Pack, generate (streaming), check citations; yields pieces and returns the Answer."""
+        settings = self.assistant.settings
+        llm = self.assistant.llm
+        t = time.perf_counter()
+        max_tokens = settings.max_answer_tokens
+        packed = pack_prompt(
+            rewritten or text,
+            [(h.text, _source_label(h), h) for h in hits],
+            count_chat_tokens=llm.count_chat_tokens,
+            count_tokens=llm.count_tokens,
+            context_window=llm.info.context_window,
+            max_answer_tokens=max_tokens,
+            language=language,
+        )
+        llm.check_fits(packed.prompt_tokens, max_tokens)
+        timings["prompt"] = (time.perf_counter() - t) * 1000
+
+        generation: Generation | None = None
+        for item in llm.stream(packed.messages, max_tokens=max_tokens, temperature=0.0):
+            if isinstance(item, Generation):
+                generation = item
+            else:
+                partial.append(item)
+                yield item
+        if generation is None:
+            raise ModelError("the model stream ended without a result")
+        gens.append(generation)
+        timings["prefill"] = generation.stats.prefill_seconds * 1000
+        timings["decode"] = generation.stats.decode_seconds * 1000
+
+        checked = check_citations(generation.text, len(packed.passages))
+        status = "ok"
+        citations: list[Citation] = []
+        if is_not_found(checked.text) or not checked.text.strip():
+            status = "no_answer"
+            answer_text = checked.text.strip() or NOT_FOUND[language]
+        else:
+            answer_text = checked.text
+            by_ref = {p.ref: p.key for p in packed.passages}
+            for ref in checked.cited:
+                hit = by_ref[ref]
+                citations.append(
+                    Citation(ref, hit.document_id, hit.title, hit.path, location_of(hit), _snippet(hit.text),
+                             float(hit.score_fused), hit.chunk_id)
+                )
+        passages = [
+            {"ref": p.ref, "chunk_id": p.key.chunk_id, "document_id": p.key.document_id, "path": p.key.path,
+             "title": p.key.title, "location": location_of(p.key), "text": p.text,
+             "score": float(p.key.score_fused)}
+            for p in packed.passages
+        ]
+        return self._finish(text, answer_text, status, citations, passages, timings, gens, meter, started,
+                            rewritten, language, checked.removed)
+
+    # --- stages --------------------------------------------------------------------------------------
+    @staticmethod
+    def _validate(question: str) -> str:
+        if question is None or not str(question).strip():
+            raise AskError("the question is empty")
+        text = str(question).strip()
+        if len(text) > MAX_QUESTION_CHARS:
+            raise AskError(
+                f"the question is {len(text):,} characters long; the limit is {MAX_QUESTION_CHARS:,}. "
+                "Ask about one thing at a time, or ingest long material as a document."
+            )
+        return text
+
+    def _rewrite(self, history: Sequence[dict[str, str]], question: str) -> tuple[str, Generation]:
+        llm = self.assistant.llm
+        generation = llm.generate(rewrite_messages(history, question), max_tokens=64, temperature=0.0)
+        rewritten = generation.text.strip().strip('"').splitlines()[0].strip() if generation.text.strip() else ""
+        return (rewritten or question), generation
+
+    def _retrieve(self, query: str, principal: Principal, collections: Sequence[str] | None) -> list[Any]:
+        from retrieval.filters import SearchFilters
+
+        filters = SearchFilters(collections=tuple(collections)) if collections else None
+        return self.assistant.search(query, user=principal, k=self.assistant.settings.ask_passages, filters=filters)
+
+    # --- accounting ----------------------------------------------------------------------------------
+    def _cost(self, gens: Sequence[Generation], meter: EnergyMeter, started: float) -> CostRecord:
+        energy = meter.stop()
+        wall = time.perf_counter() - started
+        stats = [g.stats for g in gens]
+        merged = _merge_stats(stats)
+        llm = self.assistant._llm
+        total_params = float(llm.info.total_params) if llm is not None else 0.0
+        decode_tokens = sum(s.completion_tokens for s in stats)
+        decode_s = sum(s.decode_seconds for s in stats)
+        active = (
+            sum(s.active_params_per_token * (s.prompt_tokens + s.completion_tokens) for s in stats)
+            / max(1, merged["prompt_tokens"] + merged["completion_tokens"])
+            if stats else 0.0
+        )
+        flops = {}
+        if len(gens) == 2:
+            flops["rewrite"] = gens[0].stats.flops_total
+        if gens:
+            flops["prefill"] = gens[-1].stats.flops_prefill
+            flops["decode"] = gens[-1].stats.flops_decode
+        electricity = self.cost_model.electricity_usd(energy.joules)
+        hardware = self.cost_model.hardware_usd_for(wall)
+        return CostRecord(
+            prompt_tokens=int(merged["prompt_tokens"]),
+            completion_tokens=int(merged["completion_tokens"]),
+            tokens_per_second=decode_tokens / decode_s if decode_s > 0 else 0.0,
+            total_params=total_params,
+            active_params_per_token=active,
+            flops=flops,
+            flops_total=merged["flops"],
+            dense_flops_total=merged["dense_flops"],
+            sparsity_saving=1 - merged["flops"] / merged["dense_flops"] if merged["dense_flops"] else 0.0,
+            accounting="measured" if stats and all(s.accounting == "measured" for s in stats) else "modelled",
+            energy_joules=energy.joules,
+            energy_source=energy.source,
+            energy_method=energy.method,
+            electricity_usd=electricity,
+            hardware_usd=hardware,
+            total_usd=electricity + hardware,
+            cloud_usd=self.cost_model.cloud_usd(int(merged["prompt_tokens"]), int(merged["completion_tokens"])),
+            wall_seconds=wall,
+        )
+
+    def _finish(self, question, text, status, citations, passages, timings, gens, meter, started,
+                rewritten, language, removed=None) -> Answer:
+        cost = self._cost(gens, meter, started)
+        timings["total"] = cost.wall_seconds * 1000
+        llm = self.assistant._llm
+        return Answer(
+            question=question, text=text, status=status, citations=citations, passages=passages,
+            timings_ms={k: round(v, 2) for k, v in timings.items()}, prompt_tokens=cost.prompt_tokens,
+            completion_tokens=cost.completion_tokens, cost=cost, rewritten_question=rewritten,
+            language=language, model=llm.info.name if llm is not None else None, removed_citations=removed or [],
+        )
+
+    def _log(self, row: dict[str, Any], answer: Answer | None, gens: Sequence[Generation]) -> int | None:
+        cost: CostRecord = answer.cost if answer is not None else row["cost"]
+        timings = answer.timings_ms if answer is not None else row.get("timings", {})
+        llm = self.assistant._llm
+        entry = QueryLog(
+            user_name=row["user_name"],
+            collections=row["collections"],
+            question=row["question"],
+            rewritten_question=row.get("rewritten_question"),
+            answer=row.get("answer"),
+            status=row["status"],
+            error=row.get("error"),
+            model=llm.info.name if llm is not None else None,
+            backend=llm.info.backend if llm is not None else None,
+            prompt_tokens=cost.prompt_tokens,
+            completion_tokens=cost.completion_tokens,
+            total_ms=cost.wall_seconds * 1000,
+            timings_ms=timings,
+            tokens_per_second=cost.tokens_per_second or None,
+            active_params_per_token=cost.active_params_per_token or None,
+            total_params=cost.total_params or None,
+            flops=cost.flops_total or None,
+            dense_flops=cost.dense_flops_total or None,
+            accounting=cost.accounting,
+            energy_joules=cost.energy_joules,
+            energy_source=cost.energy_source,
+            cost_usd=cost.total_usd,
+            cloud_cost_usd=min(cost.cloud_usd.values()) if cost.cloud_usd else None,
+            details={
+                "cost": cost.to_dict(),
+                "citations": [asdict(c) for c in answer.citations] if answer else [],
+                "expert_histogram": next(
+                    (g.stats.expert_histogram for g in reversed(gens) if g.stats.expert_histogram), None
+                ),
+            },
+        )
+        try:
+            with Session(self.assistant.engine) as session:
+                session.add(entry)
+                session.commit()
+                return entry.id
+        except Exception:
+            log.exception("could not write the query log row")  # the answer itself must still reach the user
+            raise

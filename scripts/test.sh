@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up (first time), start PostgreSQL if it is down, then run the test suite on SQLite and the
+# database-touching tests again on PostgreSQL. Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+PG_READY=0
+if command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+      for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+    fi
+  fi
+  pg_isready -h 127.0.0.1 -p 5432 -q && PG_READY=1
+fi
+
+.venv/bin/python -m pytest -q "$@"
+if [ "$PG_READY" = 1 ]; then
+  echo "--- again on PostgreSQL (127.0.0.1:5432/test) ---"
+  SPARQ_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q -m db "$@"
+else
+  echo "PostgreSQL is not reachable on 127.0.0.1:5432; the PostgreSQL pass was not run" >&2
+  if [ "${CI:-}" = "true" ]; then exit 1; fi
+fi

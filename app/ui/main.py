@@ -1,0 +1,81 @@
+"""Entry file of the web app (`sparq ui`, or `streamlit run app/ui/main.py`): sign-in, then the pages the
+signed-in user's role allows. Admin pages are not even offered to employees, and each one checks again."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script by Streamlit: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st
+
+from app.ui import session
+from app.ui.views import account, chat, costs, documents, ingest, model
+from app.users import UserInfo
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    title: str
+    render: Callable[[], None]
+    url_path: str
+    icon: str
+    admin_only: bool
+
+
+PAGES = [
+    PageSpec("Chat", chat.render, "chat", ":material/chat:", False),
+    PageSpec("Ingest", ingest.render, "ingest", ":material/upload_file:", True),
+    PageSpec("Documents", documents.render, "documents", ":material/folder:", True),
+    PageSpec("Costs", costs.render, "costs", ":material/payments:", True),
+    PageSpec("Model", model.render, "model", ":material/memory:", True),
+    PageSpec("Account", account.render, "account", ":material/person:", False),
+]
+
+
+def pages_for(user: UserInfo | None) -> list[PageSpec]:
+    """The pages a user may open: none before sign-in, everything but admin pages for employees."""
+    if user is None:
+        return []
+    return [p for p in PAGES if user.is_admin or not p.admin_only]
+
+
+def sign_in_page() -> None:
+    st.title("sparq")
+    st.caption("Answers from your company's documents, on your own hardware.")
+    with st.form("sign_in"):
+        name = st.text_input("User name", key="signin_name")
+        password = st.text_input("Password", type="password", key="signin_password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        if session.sign_in(name, password) is None:
+            st.error("Wrong user name or password.")
+        else:
+            st.rerun()
+
+
+def main() -> None:
+    st.set_page_config(page_title="sparq", page_icon=":material/chat:", layout="wide")
+    session.get_assistant()  # first run: creates the admin and says how to sign in, on the server console
+    user = session.current_user()
+    if user is None:
+        st.navigation([st.Page(sign_in_page, title="Sign in", url_path="signin")], position="hidden").run()
+        return
+    specs = pages_for(user)
+    nav = st.navigation(
+        [st.Page(p.render, title=p.title, url_path=p.url_path, icon=p.icon, default=(i == 0))
+         for i, p in enumerate(specs)]
+    )
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        if st.button("Sign out", key="sign_out"):
+            session.sign_out()
+            st.rerun()
+    nav.run()
+
+
+main()

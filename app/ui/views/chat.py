@@ -1,0 +1,154 @@
+"""Chat: streamed answers from the documents the signed-in user may read, with sources and cost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import streamlit as st
+
+from app.ask import Answer, AskError
+from app.assistant import SparqError
+from app.ui import session
+from app.ui.format import cost_line
+from app.users import UserInfo
+from model.base import ModelError
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEY = "chat_messages"
+HISTORY_TURNS = 6  # previous messages sent for follow-up rewriting
+
+
+def _history() -> list[dict[str, Any]]:
+    return st.session_state.setdefault(HISTORY_KEY, [])
+
+
+def _download(user: UserInfo, document_id: int):
+    """Read the file only when the button is pressed, and only after the access check passes again."""
+
+    def read() -> bytes:
+        found = session.source_file(session.get_assistant(), user, document_id)
+        if found is None:
+            raise PermissionError("this document is not available to you")
+        return found[0].read_bytes()
+
+    return read
+
+
+def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
+    """Citations as expanders with the quoted snippet and a download of the source (access-checked)."""
+    assistant = session.get_assistant()
+    citations = message.get("citations") or []
+    if not citations and message.get("status") == "ok" and message.get("passages"):
+        st.caption("The answer cites no passage; these were retrieved:")
+        citations = [
+            {"ref": p["ref"], "document_id": p["document_id"], "title": p.get("title"), "path": p["path"],
+             "location": p.get("location", ""), "snippet": " ".join(p["text"].split())[:300], "score": p["score"]}
+            for p in message["passages"][:3]
+        ]
+    for i, c in enumerate(citations):
+        name = c.get("title") or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
+        label = f"[{c['ref']}] {name}" + (f" — {c['location']}" if c.get("location") else "")
+        with st.expander(label):
+            st.markdown("> " + c["snippet"].replace("\n", "\n> "))
+            st.caption(f"score {c['score']:.3f} · {c['path']}")
+            found = session.source_file(assistant, user, int(c["document_id"]))
+            if found is not None:
+                path, mime = found
+                st.download_button(
+                    "Download source", data=_download(user, int(c["document_id"])), file_name=path.name,
+                    mime=mime, key=f"dl-{key}-{i}", on_click="ignore",
+                )
+            else:
+                st.caption("The source file is not available for download.")
+
+
+def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
+    status = message.get("status")
+    if status in ("no_answer", "no_documents"):
+        st.info("**Not in the documents.** " + message["content"])
+    else:
+        st.markdown(message["content"])
+    show_sources(message, user, key)
+    cost = message.get("cost")
+    if cost:
+        with st.expander(cost_line(cost)):
+            st.json({"cost": cost, "timings_ms": message.get("timings_ms", {}), "model": message.get("model"),
+                     "query_id": message.get("query_id")}, expanded=True)
+
+
+def answer_message(answer: Answer) -> dict[str, Any]:
+    data = answer.to_dict()
+    return {
+        "role": "assistant", "content": answer.text, "status": answer.status, "citations": data["citations"],
+        "passages": data["passages"], "cost": data["cost"], "timings_ms": answer.timings_ms,
+        "model": answer.model, "query_id": answer.query_id,
+    }
+
+
+def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answer | None:
+    """Stream the answer into the page; returns the final Answer (None after an error shown to the user)."""
+    assistant = session.get_assistant()
+    history = [{"role": m["role"], "content": m["content"]} for m in _history()[-HISTORY_TURNS - 1:-1]]
+    result: dict[str, Answer] = {}
+
+    def pieces() -> Iterator[str]:
+        for item in assistant.ask(question, user=user.name, collections=collections or None,
+                                  history=history or None, stream=True):
+            if isinstance(item, Answer):
+                result["answer"] = item
+            else:
+                yield item
+
+    placeholder = st.empty()
+    try:
+        with placeholder.container():
+            st.write_stream(pieces())
+    except AskError as exc:
+        placeholder.warning(str(exc))
+        return None
+    except (ModelError, SparqError) as exc:
+        log.exception("ask failed for %s", user.name)
+        placeholder.error(f"The answer could not be produced: {exc}")
+        return None
+    placeholder.empty()  # the final text (with unsupported citations removed) replaces the stream
+    return result.get("answer")
+
+
+def render() -> None:
+    user = session.require_user()
+    assistant = session.get_assistant()
+    st.title("Ask sparq")
+    available = session.readable_collections(assistant, user)
+    if not available:
+        st.info("There are no documents you can read yet. Ask an administrator to share a collection with your groups.")
+    with st.sidebar:
+        chosen = st.multiselect("Collections", available, default=[], placeholder="All you can read",
+                                key="chat_collections")
+        if st.button("New conversation", key="chat_reset"):
+            st.session_state[HISTORY_KEY] = []
+
+    messages = _history()
+    for n, message in enumerate(messages):
+        with st.chat_message(message["role"]):
+            if message["role"] == "user":
+                st.markdown(message["content"])
+            else:
+                show_answer(message, user, key=str(n))
+
+    question = st.chat_input("Ask a question about your documents")
+    if not question:
+        return
+    messages.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        answer = ask_streaming(question, user, chosen)
+        if answer is None:
+            messages.pop()
+            return
+        message = answer_message(answer)
+        messages.append(message)
+        show_answer(message, user, key=str(len(messages) - 1))

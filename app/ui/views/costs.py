@@ -1,0 +1,96 @@
+"""Costs (admins): what answering has cost, over time and by user, collection and model, and where the
+MoE's experts are used."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app import reports
+from app.ui import session
+from app.ui.format import usd
+
+
+def metric_chart(data: pd.DataFrame, x: str, metric: str, kind: str = "line") -> alt.Chart:
+    base = alt.Chart(data)
+    mark = base.mark_line(point=True) if kind == "line" else base.mark_bar()
+    x_enc = alt.X(f"{x}:T", title=None) if kind == "line" else alt.X(f"{x}:N", sort="-y", title=None)
+    return mark.encode(x=x_enc, y=alt.Y(f"{metric}:Q", title=reports.METRICS[metric]),
+                       tooltip=[x, metric, "queries"]).properties(height=220)
+
+
+def heatmap_chart(data: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=alt.X("expert:O", title="expert"),
+            y=alt.Y("layer:O", title="layer", sort="descending"),
+            color=alt.Color("share:Q", title="share of layer's selections", scale=alt.Scale(scheme="viridis")),
+            tooltip=["layer", "expert", "count", alt.Tooltip("share:Q", format=".1%")],
+        )
+        .properties(height=max(200, 12 * int(data["layer"].max() + 1)))
+    )
+
+
+def render() -> None:
+    session.require_admin()
+    assistant = session.get_assistant()
+    st.title("Costs")
+    limit = st.sidebar.number_input("Queries to analyse (newest)", 100, 1_000_000, 20_000, step=1000, key="costs_limit")
+    frame, histograms = reports.load_queries(assistant.engine, int(limit))
+    if frame.empty:
+        st.info("No queries yet: costs appear here once people ask questions.")
+        return
+
+    summary = reports.sparsity_summary(frame)
+    a, b, c, d = st.columns(4)
+    a.metric("Queries", f"{len(frame):,}")
+    b.metric("On-prem cost", usd(summary["cost_usd"]))
+    c.metric("Cheapest cloud, same tokens", usd(summary["cloud_cost_usd"]))
+    d.metric("FLOPs saved vs dense", f"{summary['saving']:.0%}")
+    st.caption(f"Energy: {frame['energy_joules'].sum():,.1f} J "
+               f"({', '.join(f'{k}: {v}' for k, v in frame['energy_source'].value_counts().items())}).")
+
+    st.subheader("Over time")
+    freq = st.radio("Period", ["day", "hour"], horizontal=True, key="costs_freq")
+    timeline = reports.over_time(frame, "D" if freq == "day" else "h")
+    cols = st.columns(2)
+    for i, metric in enumerate(reports.METRICS):
+        cols[i % 2].altair_chart(metric_chart(timeline, "period", metric), width="stretch")
+
+    st.subheader("Breakdown")
+    dimension = st.radio("By", ["user_name", "collection", "model"], horizontal=True, key="costs_by",
+                         format_func=lambda d: {"user_name": "user"}.get(d, d))
+    metric = st.radio("Measure", list(reports.METRICS), horizontal=True, key="costs_metric",
+                      format_func=reports.METRICS.get)
+    breakdown = reports.by_dimension(frame, dimension)
+    st.altair_chart(metric_chart(breakdown, dimension, metric, kind="bar"), width="stretch")
+
+    st.subheader("Sparsity saving")
+    saving = frame.dropna(subset=["sparsity_saving"])
+    if saving.empty:
+        st.caption("No FLOPs recorded yet.")
+    else:
+        st.altair_chart(
+            alt.Chart(saving).mark_circle().encode(
+                x=alt.X("created_at:T", title=None),
+                y=alt.Y("sparsity_saving:Q", title="FLOPs saved vs dense", axis=alt.Axis(format="%")),
+                color="model:N", tooltip=["id", "model", alt.Tooltip("sparsity_saving:Q", format=".1%")],
+            ).properties(height=200),
+            width="stretch",
+        )
+
+    st.subheader("Expert utilisation")
+    heat = reports.expert_heatmap(histograms)
+    if heat.empty:
+        st.caption("No expert selections recorded (a dense model, or no MoE query yet).")
+    else:
+        st.caption("Share of each layer's expert selections, summed over the analysed queries.")
+        st.altair_chart(heatmap_chart(heat), width="stretch")
+
+    st.subheader("Most expensive queries")
+    st.dataframe(reports.most_expensive(frame), hide_index=True, width="stretch")
+    st.download_button("Export all as CSV", reports.to_csv(frame), file_name="sparq-queries.csv",
+                       mime="text/csv", key="costs_csv", on_click="ignore")

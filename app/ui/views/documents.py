@@ -1,0 +1,94 @@
+"""Documents and collections (admins): search the table, delete or re-ingest documents, drop collections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app.assistant import Assistant, DocumentInfo, SparqError
+from app.ui import session
+from app.ui.views.ingest import run_with_progress, show_summary
+
+
+def documents_frame(docs: list[DocumentInfo], search: str = "") -> pd.DataFrame:
+    """The documents table, filtered by a case-insensitive match on path, title, collection or group."""
+    rows = [
+        {"id": d.id, "collection": d.collection, "title": d.title or "", "path": d.path, "status": d.status,
+         "chunks": d.chunks, "groups": ", ".join(d.groups), "size_kb": round(d.size / 1024, 1),
+         "error": d.error or "", "updated": d.updated_at}
+        for d in docs
+    ]
+    frame = pd.DataFrame(rows, columns=["id", "collection", "title", "path", "status", "chunks", "groups",
+                                        "size_kb", "error", "updated"])
+    needle = search.strip().lower()
+    if needle and not frame.empty:
+        hay = frame[["collection", "title", "path", "groups"]].astype(str).agg(" ".join, axis=1).str.lower()
+        frame = frame[hay.str.contains(needle, regex=False)]
+    return frame.reset_index(drop=True)
+
+
+def reingest(assistant: Assistant, docs: list[DocumentInfo]):
+    """Ingest each document's file again into its collection with its groups (changed files get re-embedded)."""
+    present = [d for d in docs if Path(d.path).is_file()]
+    missing = [d for d in docs if not Path(d.path).is_file()]
+
+    def work(progress):
+        return [assistant.ingest(d.path, collection=d.collection, groups=d.groups, progress=progress) for d in present]
+
+    summaries = run_with_progress(work, total_hint=len(present))[0] if present else []
+    return summaries, missing
+
+
+def render() -> None:
+    session.require_admin()
+    assistant = session.get_assistant()
+    st.title("Documents and collections")
+
+    collections = assistant.collections()
+    st.subheader("Collections")
+    if not collections:
+        st.info("No collections yet: ingest documents first.")
+    else:
+        st.dataframe(
+            pd.DataFrame([{"collection": c.name, "documents": c.documents, "chunks": c.chunks,
+                           "created": c.created_at} for c in collections]),
+            hide_index=True, width="stretch",
+        )
+        with st.expander("Delete a collection"):
+            name = st.selectbox("Collection", [c.name for c in collections], key="docs_drop_name")
+            confirm = st.checkbox(f"Yes, delete {name!r} and all its documents", key="docs_drop_confirm")
+            if st.button("Delete collection", key="docs_drop_go", disabled=not confirm, type="primary"):
+                n = assistant.delete_collection(name)
+                st.success(f"Deleted collection {name!r} ({n} documents).")
+                st.rerun()
+
+    st.subheader("Documents")
+    col_filter = st.selectbox("Show", ["All collections"] + [c.name for c in collections], key="docs_collection")
+    search = st.text_input("Search path, title, collection or group", key="docs_search")
+    docs = assistant.documents(None if col_filter == "All collections" else col_filter)
+    frame = documents_frame(docs, search)
+    st.caption(f"{len(frame)} of {len(docs)} documents")
+    event = st.dataframe(frame, hide_index=True, width="stretch", key="docs_table", on_select="rerun",
+                         selection_mode="multi-row")
+    selected_rows = list(event.selection.rows) if event is not None else []
+    selected_ids = [int(frame.iloc[i]["id"]) for i in selected_rows if i < len(frame)]
+    by_id = {d.id: d for d in docs}
+    chosen = [by_id[i] for i in selected_ids if i in by_id]
+    st.caption(f"{len(chosen)} selected" if chosen else "Select rows to delete or re-ingest them.")
+    left, right = st.columns(2)
+    if left.button("Delete selected", key="docs_delete", disabled=not chosen):
+        for d in chosen:
+            try:
+                assistant.delete_document(d.id)
+            except SparqError as exc:  # already gone (another admin): say so, carry on with the rest
+                st.warning(str(exc))
+        st.success(f"Deleted {len(chosen)} documents.")
+        st.rerun()
+    if right.button("Re-ingest selected", key="docs_reingest", disabled=not chosen):
+        summaries, missing = reingest(assistant, chosen)
+        if summaries:
+            show_summary(summaries)
+        if missing:
+            st.warning("No longer on disk, not re-ingested:\n\n" + "\n".join(f"- `{d.path}`" for d in missing))

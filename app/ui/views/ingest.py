@@ -1,0 +1,154 @@
+"""Ingest (admins): upload files or name a server folder, pick collection and groups, watch it run."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app.assistant import Assistant
+from app.ui import session
+from ingestion.pipeline import FileEvent, IngestSummary
+
+NEW_COLLECTION = "➕ New collection…"
+
+
+def parse_groups(text: str) -> list[str]:
+    return sorted({g.strip() for g in (text or "").split(",") if g.strip()})
+
+
+def run_with_progress(
+    work: Callable[[Callable[[FileEvent], None]], list[IngestSummary]],
+    total_hint: int | None = None,
+) -> tuple[list[IngestSummary], list[FileEvent]]:
+    """Run an ingest in a worker thread and draw its progress here; the script thread owns the page, the
+    worker only queues events. Errors from the worker are re-raised here, not lost."""
+    events: queue.Queue[FileEvent] = queue.Queue()
+    seen: list[FileEvent] = []
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(events.put)
+        except BaseException as exc:  # noqa: BLE001 - handed to the script thread and re-raised there
+            outcome["error"] = exc
+
+    bar = st.progress(0.0, text="Starting…")
+    table = st.empty()
+    worker = threading.Thread(target=target, name="sparq-ui-ingest", daemon=True)
+    worker.start()
+    while True:
+        alive = worker.is_alive()
+        changed = False
+        while True:
+            try:
+                seen.append(events.get_nowait())
+                changed = True
+            except queue.Empty:
+                break
+        if changed:
+            last = seen[-1]
+            total = total_hint or last.total or len(seen)
+            done = len(seen) if total_hint else last.done
+            bar.progress(min(1.0, done / max(1, total)), text=f"{done}/{total} · {Path(last.path).name}: {last.status}")
+            table.dataframe(events_frame(seen), hide_index=True, width="stretch")
+        if not alive:
+            break
+        time.sleep(0.2)
+    worker.join()
+    if "error" in outcome:
+        bar.progress(1.0, text="Failed")
+        raise outcome["error"]  # type: ignore[misc]
+    bar.progress(1.0, text=f"Done: {len(seen)} files")
+    table.dataframe(events_frame(seen), hide_index=True, width="stretch")
+    return outcome["result"], seen  # type: ignore[return-value]
+
+
+def events_frame(events: list[FileEvent]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"file": e.path, "status": e.status, "chunks": e.chunks, "reason": e.error or ""} for e in events],
+        columns=["file", "status", "chunks", "reason"],
+    )
+
+
+def ingest_uploads(assistant: Assistant, files: list, collection: str, groups: list[str]):
+    """Save each upload under data_dir/uploads/<collection>/ (sanitised name) and ingest it; never run it."""
+    saved: list[Path] = []
+    for f in files:
+        target = session.upload_path(assistant.settings.data_dir, collection, f.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.getvalue())
+        saved.append(target)
+
+    def work(progress: Callable[[FileEvent], None]) -> list[IngestSummary]:
+        return [assistant.ingest(p, collection=collection, groups=groups, progress=progress) for p in saved]
+
+    return run_with_progress(work, total_hint=len(saved))
+
+
+def ingest_folder(assistant: Assistant, folder: str, collection: str, groups: list[str], sync: bool):
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist on the server")
+
+    def work(progress: Callable[[FileEvent], None]) -> list[IngestSummary]:
+        return [assistant.ingest(path, collection=collection, groups=groups, sync=sync, progress=progress)]
+
+    return run_with_progress(work)
+
+
+def show_summary(summaries: list[IngestSummary]) -> None:
+    new = sum(s.files_new for s in summaries)
+    updated = sum(s.files_updated for s in summaries)
+    unchanged = sum(s.files_unchanged for s in summaries)
+    failures = [f for s in summaries for f in s.failures]
+    skipped = [f for s in summaries for f in s.skipped]
+    chunks = sum(s.chunks_added for s in summaries)
+    st.success(f"{new} new, {updated} updated, {unchanged} unchanged, {len(failures)} failed, "
+               f"{len(skipped)} skipped; {chunks} chunks written.")
+    if failures:
+        st.error("Failed files:\n\n" + "\n".join(f"- `{f.path}`: {f.error}" for f in failures))
+    if skipped:
+        st.warning("Skipped files:\n\n" + "\n".join(f"- `{f.path}`: {f.error}" for f in skipped))
+
+
+def render() -> None:
+    session.require_admin()
+    assistant = session.get_assistant()
+    st.title("Ingest documents")
+    existing = [c.name for c in assistant.collections()]
+    choice = st.selectbox("Collection", existing + [NEW_COLLECTION], key="ingest_collection_choice")
+    if choice == NEW_COLLECTION:
+        collection = st.text_input("New collection name", key="ingest_collection_new").strip()
+    else:
+        collection = choice
+    groups_text = st.text_input("Groups that may read these documents (comma-separated)", key="ingest_groups",
+                                help="Employees see a document when one of their groups is listed here.")
+    groups = parse_groups(groups_text)
+    if not groups:
+        st.caption("No groups: only administrators will see these documents.")
+
+    upload_tab, folder_tab = st.tabs(["Upload files", "Server folder"])
+    with upload_tab:
+        files = st.file_uploader("Files", accept_multiple_files=True, key="ingest_files")
+        go_upload = st.button("Ingest uploads", key="ingest_upload_go", disabled=not files or not collection)
+    with folder_tab:
+        folder = st.text_input("Folder or file on the server", key="ingest_folder")
+        sync = st.checkbox("Remove documents whose files are gone (sync)", key="ingest_sync")
+        go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection)
+
+    if go_upload and files:
+        summaries, _ = ingest_uploads(assistant, list(files), collection, groups)
+        show_summary(summaries)
+    elif go_folder and folder:
+        try:
+            summaries, _ = ingest_folder(assistant, folder, collection, groups, sync)
+        except FileNotFoundError as exc:
+            st.error(str(exc))
+            return
+        show_summary(summaries)

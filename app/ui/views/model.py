@@ -1,0 +1,71 @@
+"""Model (admins): which engine and model answer, their size and sparsity, and the default model's build."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import session
+from app.ui.format import params
+from model.base import ModelError
+
+
+def engine_facts(info: Any) -> dict[str, Any]:
+    """The loaded engine's facts, in the words the page shows."""
+    total = info.total_params or 0
+    return {
+        "Engine": info.backend,
+        "Model": info.name,
+        "File": info.path or "",
+        "Architecture": info.architecture,
+        "Context window": f"{info.context_window:,} tokens",
+        "Total parameters": params(total),
+        "Active parameters per token": params(info.active_params_per_token)
+        + (f" ({info.active_params_per_token / total:.0%})" if total else ""),
+        "Experts per MoE layer": info.n_experts if info.is_moe else "dense (no experts)",
+        "Experts used per token (top-k)": info.n_experts_used if info.is_moe else "–",
+        "Shared experts": info.n_shared_experts if info.is_moe else "–",
+        "MoE layers / layers": f"{info.n_moe_layers} / {info.n_layers}",
+    }
+
+
+def default_model_status(data_dir) -> tuple[str, dict[str, Any] | None]:
+    """('built', summary) or ('not built', None), from the default model's manifest; never builds it."""
+    from model.default_model import describe_model
+
+    try:
+        return "built", describe_model(data_dir)
+    except ModelError as exc:  # ModelNotFound: the manifest is missing
+        return f"not built: {exc}", None
+
+
+def render() -> None:
+    session.require_admin()
+    assistant = session.get_assistant()
+    s = assistant.settings
+    st.title("Model")
+
+    st.subheader("Answer model")
+    loaded = assistant._llm  # noqa: SLF001 - read only: do not trigger a load (or a default-model build) here
+    if loaded is None:
+        st.info(f"Not loaded yet (it loads on the first question). Configured: backend `{s.llm_backend}`, "
+                f"model `{s.llm_model or 'embedded default MoE'}`.")
+        if st.button("Load it now", key="model_load"):
+            with st.spinner("Loading the model…"):
+                loaded = assistant.llm
+    if loaded is not None:
+        facts = engine_facts(loaded.info)
+        st.table(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}).set_index(""))
+
+    st.subheader("Default model build")
+    status, summary = default_model_status(s.data_dir)
+    source = os.environ.get("SPARQ_DEFAULT_SOURCE", "default source")
+    if summary is None:
+        st.warning(f"The embedded default MoE ({source}) is {status}")
+        st.caption("Build it with `sparq model build-default` (it is also built on first use when no model is configured).")
+    else:
+        st.success(f"The embedded default MoE is built: {summary.get('name')}")
+        st.json(summary, expanded=False)

@@ -1,0 +1,146 @@
+"""`sparq ask`, `sparq costs`, `sparq model ...` and `sparq eval qa` (registered by importing this module)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.assistant import Assistant, SparqError
+from app.cli import _print_json, cli
+
+model_app = typer.Typer(no_args_is_help=True, help="The local MoE model: build the default, show what is loaded.")
+cli.add_typer(model_app, name="model")
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer from your documents.")],
+    user: Annotated[str | None, typer.Option(help="Ask as this user (their groups decide what is read).")] = None,
+    collection: Annotated[list[str] | None, typer.Option("--collection", "-c", help="Restrict to collections.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full answer record as JSON.")] = False,
+) -> None:
+    """Answer a question with citations, and show what it cost."""
+    from app.ask import AskError
+
+    with Assistant() as assistant:
+        try:
+            if as_json:
+                answer = assistant.ask(question, user=user, collections=collection)
+            else:
+                answer = None
+                for event in assistant.ask(question, user=user, collections=collection, stream=True):
+                    if isinstance(event, str):
+                        sys.stdout.write(event)
+                        sys.stdout.flush()
+                    else:
+                        answer = event
+                sys.stdout.write("\n")
+        except AskError as exc:
+            raise SparqError(str(exc)) from exc
+    assert answer is not None
+    if as_json:
+        _print_json(answer.to_dict())
+        return
+    if answer.status == "no_documents":
+        typer.echo(answer.text)
+    if answer.removed_citations:
+        typer.echo(f"(removed citations to passages that were not given: {answer.removed_citations})")
+    for c in answer.citations:
+        where = f", {c.location}" if c.location else ""
+        typer.echo(f"  [{c.ref}] {c.title or Path(c.path).name}{where}  ({c.path})")
+    typer.echo(answer.cost.summary_line())
+
+
+@cli.command()
+def costs(
+    by: Annotated[str, typer.Option("--by", help="user, collection, day, model or status")] = "user",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What the queries cost, rolled up."""
+    from app.cost_reports import rollup
+
+    with Assistant() as assistant:
+        try:
+            rows = rollup(assistant.engine, by)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    if as_json:
+        _print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        typer.echo("no queries logged yet")
+    typer.echo(f"{by:24} {'queries':>8} {'tokens':>10} {'energy J':>10} {'cost $':>12} {'cloud $':>12} {'saving':>7}")
+    for r in rows:
+        typer.echo(
+            f"{r.key[:24]:24} {r.queries:8} {r.prompt_tokens + r.completion_tokens:10} {r.energy_joules:10.1f} "
+            f"{r.cost_usd:12.6f} {r.cloud_cost_usd:12.6f} {r.sparsity_saving:7.1%}"
+        )
+
+
+@model_app.command("build-default")
+def build_default() -> None:
+    """Build the embedded default sparse MoE from the shipped dense model (once; cached in the data dir)."""
+    from tqdm import tqdm
+
+    from model.default_model import ensure_default_model
+
+    settings = Assistant().settings
+    bar = tqdm(total=100, unit="%", desc="build default MoE", file=sys.stderr)
+
+    def progress(message: str, fraction: float) -> None:
+        bar.n = int(fraction * 100)
+        bar.set_postfix_str(message[:60])
+        bar.refresh()
+
+    path = ensure_default_model(settings.data_dir, progress=progress)
+    bar.close()
+    typer.echo(f"default model ready: {path}")
+
+
+@model_app.command("info")
+def model_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Total and active parameters, experts, top-k and shared experts of the configured model."""
+    from model.default_model import describe_model
+
+    settings = Assistant().settings
+    info = describe_model(settings.data_dir, settings.llm_model)
+    if as_json:
+        _print_json(info)
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:28} {value}")
+
+
+def _register_eval_qa() -> None:
+    from app.cli_retrieval import eval_app
+
+    @eval_app.command("qa")
+    def eval_qa(
+        squad: Annotated[Path, typer.Option("--squad", help="A SQuAD-format JSON file (SQuAD v1.1, CMRC 2018).")],
+        limit: Annotated[int, typer.Option(help="Evaluate the first N questions.")] = 200,
+        llm_model: Annotated[str | None, typer.Option(help="Override SPARQ_LLM_MODEL (e.g. the dense source GGUF).")] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Exact match, F1, containment, retrieval hit rate, cost and speed of the full ask path."""
+        from tqdm import tqdm
+
+        from app.config import Settings
+        from app.evaluation.qa import evaluate_qa
+
+        settings = Settings()
+        if llm_model:
+            settings = settings.model_copy(update={"llm_model": llm_model})
+        bar = tqdm(total=limit, unit="q", desc="eval qa", file=sys.stderr, disable=not sys.stderr.isatty())
+        result = evaluate_qa(squad, limit=limit, settings=settings, progress=lambda n, total: bar.update(1))
+        bar.close()
+        if as_json:
+            _print_json(result)
+            return
+        for key, value in result.items():
+            typer.echo(f"{key:30} {value}")
+
+
+_register_eval_qa()

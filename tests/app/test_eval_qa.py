@@ -1,0 +1,53 @@
+"""Answer scoring against the official scorers' rules, and `eval qa` end to end on a tiny SQuAD file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.evaluation.qa_metrics import cmrc_em, cmrc_f1, score, squad_em, squad_f1
+
+
+def test_squad_normalisation_matches_the_official_rules():
+    assert squad_em("The Denver Broncos!", "denver broncos") == 1.0
+    assert squad_f1("Denver Broncos won", "Denver Broncos") == pytest.approx(0.8)
+    assert squad_f1("Carolina", "Denver") == 0.0
+
+
+def test_cmrc_scoring_segments_chinese_by_character():
+    assert cmrc_em("《战国无双3》", "战国无双3") == 1.0
+    # Prediction segments: 光 荣 和 ωforce 开 发 ('-' dropped); LCS with 光荣 is 2 -> P=2/6, R=1, F1=0.5.
+    assert cmrc_f1("光荣和ω-force开发", "光荣") == pytest.approx(0.5)
+
+
+def test_score_strips_citations_and_reports_containment():
+    s = score("It was Denver Broncos [1][2].", ["Denver Broncos"], "en")
+    assert s["contains"] == 1.0 and s["exact_match"] == 0.0 and s["f1"] > 0.5
+    z = score("答案是光荣 [1]", ["光荣"], "zh")
+    assert z["contains"] == 1.0
+
+
+def test_eval_qa_runs_the_full_path(tmp_path, settings, embedder, shared_data):
+    pytest.importorskip("llama_cpp")
+    from app.evaluation.qa import evaluate_qa
+    from model.factory import create_engine
+    from model.sources import smollm2_path
+
+    try:
+        path = smollm2_path()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    squad = json.loads((shared_data / "squad_v1.1_dev" / "dev-v1.1.json").read_text())
+    small = {"data": [{"title": a["title"], "paragraphs": a["paragraphs"][:3]} for a in squad["data"][:2]]}
+    file = tmp_path / "mini.json"
+    file.write_text(json.dumps(small))
+    llm = create_engine("llamacpp", str(path), n_ctx=2048)
+    settings.max_answer_tokens = 16
+    result = evaluate_qa(file, limit=3, settings=settings, llm=llm, embedder=embedder)
+    llm.close()
+    assert result["n"] == 3
+    for key in ("exact_match", "f1", "contains", "retrieval_hit_at_k", "mean_cost_usd", "mean_latency_ms"):
+        assert key in result and result[key] >= 0
+    assert result["retrieval_hit_at_k"] >= 2 / 3  # the gold paragraph is almost always retrieved
+    assert result["mean_cost_usd"] > 0

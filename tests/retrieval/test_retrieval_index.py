@@ -182,8 +182,8 @@ def test_acl_bitmap_works_with_ann_kinds(vstore):
 
 
 def test_ivfpq_index_builds_and_approximates_exact_search():
-    vecs = clustered(3000, seed=7)
-    ids = np.arange(10, 3010, dtype=np.int64)
+    vecs = clustered(1000, seed=7)
+    ids = np.arange(10, 1010, dtype=np.int64)
     index = build_index("ivfpq", DIM, ids, vecs)
     report = measure_recall(index, ids, vecs, clustered(50, seed=8), k=10)
     assert report.kind == "ivfpq"

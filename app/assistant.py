@@ -260,6 +260,27 @@ class Assistant:
                 raise SparqError(f"no collection named {name!r}")
             return self.store.delete_collection(name)
 
+    # --- backup ----------------------------------------------------------------------------------------
+    def backup(self, target: str | Path) -> dict:
+        """Database, FAISS index and uploads into `target` (a new folder), while no ingest runs."""
+        from app.backup import dump
+
+        with self._ingest_lock():
+            if self._store is not None:
+                self._store.flush()
+            return dump(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(target))
+
+    def restore(self, source: str | Path) -> dict:
+        """Restore a backup into this (empty) installation; the index is verified against SQL after."""
+        from app.backup import restore
+
+        with self._ingest_lock():
+            with self._lock:
+                self._store = None
+            manifest = restore(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(source))
+        self.store.reconcile()
+        return manifest
+
     # --- search (retrieval) ----------------------------------------------------------------------------
     # Assistant.search lives below this line.
     @property

@@ -115,6 +115,6 @@ def _defuse(value: Any) -> Any:
 def to_csv(frame: pd.DataFrame) -> bytes:
     out = frame.drop(columns=["collections"], errors="ignore").copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].map(_defuse)
     return out.to_csv(index=False).encode("utf-8")

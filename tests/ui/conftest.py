@@ -1,0 +1,74 @@
+"""UI fixtures: a real Assistant (SQLite, FAISS, embedder) with the small SmolLM2 model through llama.cpp,
+served to the Streamlit pages through the UI's one factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DOCS = {
+    "policy.md": "# Travel policy\n\nEmployees book economy class for flights under six hours.\n\n"
+    "# Expenses\n\nMeals are reimbursed up to 40 euros per day.\n",
+    "it.md": "# IT\n\nThe VPN server is vpn.example.com. Passwords expire every 90 days.\n",
+}
+ADMIN_PASSWORD = "admin-pass-123"
+ALICE_PASSWORD = "alice-pass-123"
+
+
+@pytest.fixture(scope="session")
+def small_llm():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from model.factory import create_engine
+    from model.sources import smollm2_path
+
+    try:
+        path = smollm2_path()
+    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    engine = create_engine("llamacpp", str(path), n_ctx=2048)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def docs_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def ui_assistant(assistant, monkeypatch) -> Iterator:
+    """The conftest Assistant, served by the UI; an admin and two employees exist (no model yet)."""
+    from app.ui import session
+
+    monkeypatch.setenv("SPARQ_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    assistant.settings.max_answer_tokens = 24
+    session.ensure_admin(assistant, announce=lambda _text: None)
+    assistant.users.add("alice", groups=["staff"], password=ALICE_PASSWORD)
+    assistant.users.add("mallory", groups=["contractors"], password="mallory-pass-1")
+    session.use_assistant(assistant)
+    yield assistant
+    session.use_assistant(None)
+
+
+@pytest.fixture
+def ready(ui_assistant, small_llm, docs_dir):
+    """Documents ingested for group `staff`, and the real small model loaded."""
+    ui_assistant._llm = small_llm
+    ui_assistant.ingest(docs_dir, collection="hr", groups=["staff"])
+    return ui_assistant
+
+
+def page(view: str, user: str | None):
+    """An AppTest running one page's render() as `user` (the session as the sign-in leaves it)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string(f"from app.ui.views import {view}\n{view}.render()\n", default_timeout=300)
+    if user is not None:
+        at.session_state["sparq_user"] = user
+    return at

@@ -1,0 +1,86 @@
+"""Sign-in, first-run admin, role checks and upload-name safety."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.ui import session
+from tests.ui.conftest import ADMIN_PASSWORD, page
+
+ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "ui" / "main.py")
+
+
+def test_first_run_creates_one_admin_with_a_random_password_in_a_private_file(assistant, monkeypatch):
+    monkeypatch.delenv("SPARQ_ADMIN_PASSWORD", raising=False)
+    said: list[str] = []
+    assert session.ensure_admin(assistant, announce=said.append) == "admin"
+    secret = assistant.settings.data_dir / session.ADMIN_PASSWORD_FILE
+    password = secret.read_text().strip()
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert all(password not in line for line in said) and str(secret.resolve()) in said[0]
+    assert assistant.users.authenticate("admin", password).is_admin
+    assert session.ensure_admin(assistant, announce=said.append) is None  # only once
+
+
+def test_sign_in_page_signs_in_and_refuses_wrong_password(ui_assistant):
+    at = AppTest.from_file(ENTRY, default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value == "sparq" and not at.sidebar.button  # nothing but the sign-in form
+    at.text_input(key="signin_name").input("admin")
+    at.text_input(key="signin_password").input("wrong-password")
+    at.button[0].click().run()
+    assert "Wrong user name or password." in [e.value for e in at.error]
+    assert "sparq_user" not in at.session_state
+
+    at.text_input(key="signin_password").input(ADMIN_PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["sparq_user"] == "admin"
+    assert at.title[0].value == "Ask sparq"  # the default page after sign-in
+    assert any("Signed in as **admin** (admin)" in c.value for c in at.sidebar.caption)
+
+
+def test_employees_are_offered_no_admin_page():
+    from app.ui.main import pages_for
+    from app.users import UserInfo
+
+    employee = UserInfo(1, "alice", "employee", ["staff"])
+    admin = UserInfo(2, "root", "admin", [])
+    assert [p.url_path for p in pages_for(employee)] == ["chat", "account"]
+    assert {"ingest", "documents", "costs", "model"} <= {p.url_path for p in pages_for(admin)}
+    assert pages_for(None) == []
+
+
+@pytest.mark.parametrize("view", ["ingest", "documents", "costs", "model"])
+def test_admin_pages_refuse_employees_and_anonymous_visitors(ui_assistant, view):
+    at = page(view, "alice").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["This page is for administrators."]
+    assert not at.title and not at.dataframe and not at.button
+    at = page(view, None).run()
+    assert [e.value for e in at.error] == ["Please sign in."]
+
+
+def test_removed_user_is_signed_out(ui_assistant):
+    at = page("chat", "alice")
+    ui_assistant.users.remove("alice")
+    at.run()
+    assert [e.value for e in at.error] == ["Please sign in."]
+    assert "sparq_user" not in at.session_state
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), ("..", "file"), (".bashrc", "bashrc"),
+     ("report (final).pdf", "report _final_.pdf"), ("a/b/\x00c.txt", "_c.txt")],
+)
+def test_upload_names_cannot_leave_the_upload_folder(tmp_path, name, expected):
+    assert session.safe_name(name) == expected
+    target = session.upload_path(tmp_path, "../hr", name)
+    assert (tmp_path / "uploads").resolve() in target.parents
+    assert target.parent.name == "hr"

@@ -142,6 +142,13 @@ def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[s
         raise
 
 
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """README table from a results JSON."""
     rows = [r for r in doc["results"] if "error" not in r]
@@ -207,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         res = q.get()
         p.join()
         results.append(res)
+        _write(Path(args.out).with_suffix(".partial.json"), {"partial": True, "results": results})
         if "error" in res:
             print(f"{label}: FAILED {res['error']}", file=sys.stderr)
         else:

@@ -83,7 +83,7 @@ ProgressCallback = Callable[[FileEvent], None]
 @dataclass
 class _Prepared:
     item: SourceItem
-    status: str  # new | updated | unchanged | duplicate | failed | skipped
+    status: str  # new | updated | unchanged | duplicate | failed | still_failed | skipped
     sha256: str = ""
     mime: str = "application/octet-stream"
     title: str | None = None
@@ -100,6 +100,7 @@ class _Known:
     size: int
     mtime: float
     status: str
+    error: str | None = None
 
 
 def _header(title: str | None, heading: str | None) -> str:
@@ -273,6 +274,10 @@ class IngestPipeline:
         if not item.extension and item.key.startswith("/"):
             return _Prepared(item, "skipped", error="file has no extension; format unknown")
         if existing and existing.size == item.size and existing.mtime == item.mtime and item.mtime:
+            if existing.status == "failed":
+                # Still broken: reported again (the summary is the folder's state), but nothing is written.
+                return _Prepared(item, "still_failed", sha256=existing.sha256, error=existing.error,
+                                 existing_id=existing.id)
             return _Prepared(item, "unchanged", sha256=existing.sha256, existing_id=existing.id)
         if item.size > self.max_bytes:
             return _Prepared(
@@ -345,7 +350,7 @@ class IngestPipeline:
             n = len(p.chunks)
             vecs = vectors[offset : offset + n]
             offset += n
-            if p.status in ("unchanged", "skipped"):
+            if p.status in ("unchanged", "skipped", "still_failed"):
                 continue
             meta = DocumentMeta(p.item.key, p.sha256, p.item.size, p.item.mtime, p.mime, p.title)
             if p.status == "failed":
@@ -361,6 +366,11 @@ class IngestPipeline:
                 if p.existing_id is not None and p.item.mtime:
                     self.store.touch(p.existing_id, p.item.mtime)
                 report(p, "unchanged")
+                continue
+            if p.status == "still_failed":
+                summary.files_failed += 1
+                summary.failures.append(Failure(p.item.key, p.error or "failed"))
+                report(p, "failed")
                 continue
             if p.status == "skipped":
                 summary.files_skipped += 1
@@ -413,10 +423,11 @@ class IngestPipeline:
     def _known_documents(self, cid: int) -> dict[str, _Known]:
         with self.store.sessions() as session:
             rows = session.execute(
-                select(Document.id, Document.path, Document.sha256, Document.size, Document.mtime, Document.status)
+                select(Document.id, Document.path, Document.sha256, Document.size, Document.mtime, Document.status,
+                       Document.error)
                 .where(Document.collection_id == cid)
             ).all()
-        return {r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status) for r in rows}
+        return {r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status, r.error) for r in rows}
 
     def _start_run(self, cid: int, source: str) -> int:
         with self.store.sessions() as session, session.begin():

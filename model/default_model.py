@@ -424,14 +424,35 @@ def default_model_manifest(data_dir: Path, source: str = DEFAULT_SOURCE) -> dict
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
+def _info_from_checkpoint_dir(path: Path) -> Any:
+    """ModelInfo of a Hugging Face checkpoint without loading weights (meta device)."""
+    import torch
+    import transformers
+
+    from model.base import ModelNotFound, UnsupportedArchitecture
+    from model.transformers_engine import DENSE_TYPES, FAMILIES, info_from_model
+
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"{path} is not a Hugging Face checkpoint (no config.json)")
+    cfg = transformers.AutoConfig.from_pretrained(str(path))
+    if cfg.model_type not in FAMILIES and cfg.model_type not in DENSE_TYPES:
+        raise UnsupportedArchitecture(f"model_type {cfg.model_type!r} is not supported: {path}")
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    return info_from_model(model, name=path.name, path=str(path), context_window=None)
+
+
 def model_info_summary(path_or_engine: Any) -> dict[str, Any]:
     """What ``sparq model info`` prints: total/active params, experts, top-k, shared experts."""
     from model.base import LLMEngine
     from model.gguf_info import info_from_gguf
 
-    info = path_or_engine.info if isinstance(path_or_engine, LLMEngine) else info_from_gguf(
-        Path(path_or_engine), backend="llamacpp", context_window=None
-    )
+    if isinstance(path_or_engine, LLMEngine):
+        info = path_or_engine.info
+    elif Path(path_or_engine).is_dir():
+        info = _info_from_checkpoint_dir(Path(path_or_engine))
+    else:
+        info = info_from_gguf(Path(path_or_engine), backend="llamacpp", context_window=None)
     dense_ffn_params = 3 * info.hidden_size * info.dense_ffn_size * info.n_moe_layers
     active_ffn = info.n_moe_layers * 3 * info.hidden_size * (
         info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size

@@ -74,3 +74,14 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
     assert again == path and time.time() - t2 < min(10.0, first / 3)
     assert model_info_summary(path)["top_k"] == 10
     assert json.loads((path.parent / "manifest.json").read_text())["train_top_k"] == manifest["train_top_k"]
+
+
+def test_model_info_of_checkpoint_dir_without_loading_weights(tmp_path):
+    pytest.importorskip("transformers")
+    from model.default_model import describe_model
+    from model.tiny import save_tiny_checkpoint
+
+    d = save_tiny_checkpoint("qwen2_moe", tmp_path / "ckpt")
+    s = describe_model(tmp_path, str(d))
+    assert s["architecture"] == "qwen2_moe" and s["experts"] == 8 and s["top_k"] == 2
+    assert s["shared_experts"] == 1 and s["active_params_per_token"] < s["total_params"]

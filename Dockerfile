@@ -17,4 +17,4 @@ RUN useradd --create-home sparq && mkdir -p /data && chown sparq /data
 USER sparq
 ENV SPARQ_DATA_DIR=/data HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 EXPOSE 8501
-CMD ["sparq", "ui", "--host", "0.0.0.0", "--port", "8501"]
+CMD ["sparq", "ui", "--address", "0.0.0.0", "--port", "8501"]

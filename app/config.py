@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     embedding_batch_size: int = 64
     ingest_batch_chunks: int = Field(
-        default=512, ge=1, description="Chunks embedded together and committed in one transaction."
+        default=1024, ge=1, description="Chunks embedded together and committed in one transaction."
     )
     chunk_tokens: int = 200
     chunk_overlap_tokens: int = 32

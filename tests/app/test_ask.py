@@ -134,3 +134,16 @@ def test_model_failure_mid_stream_is_reported_and_logged(ready, small_llm):
     assert row.status == "error" and "crashed" in row.error
     assert row.answer  # the partial text is kept for the audit
     ready._llm = small_llm
+
+
+def test_follow_up_is_rewritten_before_retrieval(ready):
+    history = [
+        {"role": "user", "content": "What is the travel policy for flights?"},
+        {"role": "assistant", "content": "Economy class for flights under six hours [1]."},
+    ]
+    answer = ready.ask("And what about meals?", user="alice", history=history)
+    assert answer.rewritten_question and answer.rewritten_question.strip()
+    assert "rewrite" in answer.timings_ms
+    row = _log_rows(ready)[-1]
+    assert row.rewritten_question == answer.rewritten_question
+    assert "rewrite" in answer.cost.flops  # the rewrite's compute is part of the query's cost

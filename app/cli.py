@@ -137,3 +137,4 @@ if __name__ == "__main__":
 
     _main()
 from app import cli_ui  # noqa: E402,F401  registers ui and users commands
+from app import cli_retrieval  # noqa: E402,F401  registers search and eval commands

@@ -96,3 +96,29 @@ def build_cmrc(
         raise SparqError(f"{source} does not exist")
     counts = build_cmrc_beir(source, out)
     typer.echo(f"wrote {out}: {counts['documents']} documents, {counts['queries']} queries")
+
+
+@eval_app.command("tune-fusion")
+def tune_fusion_command(
+    beir: Annotated[Path, typer.Option("--beir", help="A BEIR folder with a training qrels file.")],
+    split: Annotated[str, typer.Option("--split", help="The qrels split to tune on (never the test split).")] = "train",
+    store: Annotated[Path | None, typer.Option("--store", help="Reuse/keep the scratch store here.")] = None,
+    embedding_model: Annotated[str | None, typer.Option("--embedding-model")] = None,
+    limit_queries: Annotated[int | None, typer.Option("--limit-queries", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Grid-search dense/keyword weights and the RRF constant on a training split; prints the best first."""
+    from dataclasses import asdict
+
+    from app.evaluation.fusion_tuning import tune_fusion
+
+    if split == "test":
+        raise SparqError("tuning on the test split would overfit the figures it reports; use --split train")
+    choices = tune_fusion(beir, split=split, store_dir=store, embedding_model=embedding_model,
+                          limit_queries=limit_queries)
+    if as_json:
+        _print_json([asdict(c) for c in choices])
+        return
+    for c in choices[:10]:
+        typer.echo(f"dense_weight={c.dense_weight} keyword_weight={c.keyword_weight} rrf_k={c.rrf_k}  "
+                   f"nDCG@10={c.ndcg_at_10:.4f} ({c.queries} {c.split} queries)")

@@ -82,6 +82,8 @@ class DocumentStore:
         self.index_policy = IndexPolicy()
         self._rebuild: threading.Thread | None = None
         self._rebuild_error: BaseException | None = None
+        # The database generation the in-memory index reflects (set by every write this store mirrors).
+        self._mirrored: int | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
@@ -120,6 +122,7 @@ class DocumentStore:
                 and self.vectors.read_pointer() is not None
                 and not self.vectors.dirty
             ):
+                self._mirrored = generation
                 return report
             db_ids = np.fromiter(session.scalars(select(Chunk.id)), dtype=np.int64)
             index_ids = self.vectors.ids()
@@ -142,6 +145,7 @@ class DocumentStore:
                     report.added, report.removed, self.vectors.generation, generation,
                 )
             self.vectors.save(generation)
+            self._mirrored = generation
             return report
 
     def flush(self) -> None:
@@ -254,7 +258,15 @@ class DocumentStore:
                             np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim),
                             np.array([r[2] for r in rows], dtype=np.int64),
                         )
-            self.vectors.save(self.generation())
+            # The rebuild may finish after this process released the ingest lock and another process wrote
+            # and saved: never overwrite a newer index with one that lacks that process's chunks.
+            on_disk = self.vectors.read_pointer()
+            mirrored = self._mirrored if self._mirrored is not None else self.generation()
+            if on_disk is not None and on_disk.generation > mirrored:
+                log.warning("rebuilt %s index not saved: another process saved generation %d meanwhile",
+                            kind, on_disk.generation)
+                return
+            self.vectors.save(mirrored)
 
     def wait_for_rebuild(self) -> bool:
         """Block until a running background rebuild has been swapped in; raises if it failed."""
@@ -323,7 +335,7 @@ class DocumentStore:
                         added_ids.append(new_ids)
                         added_vecs.append(item.vectors)
                         added_docs.append(np.full(len(new_ids), result.document_id, dtype=np.int64))
-                self._bump(session)
+                self._mirrored = self._bump(session)
             # Committed: now mirror into FAISS. A crash here is repaired by reconcile() on next open.
             self.vectors.remove(np.array(removed_ids, dtype=np.int64))
             if added_ids:
@@ -443,7 +455,7 @@ class DocumentStore:
                         session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
                     session.delete(doc)
                     count += 1
-                self._bump(session)
+                self._mirrored = self._bump(session)
             self.vectors.remove(np.array(removed, dtype=np.int64))
             for heir_id, chunk_ids in moved:
                 self.vectors.set_documents(np.array(chunk_ids, dtype=np.int64), heir_id)
@@ -460,7 +472,7 @@ class DocumentStore:
             doc.groups.clear()
             session.flush()
             doc.groups.extend(DocumentGroup(group=g) for g in wanted)
-            self._bump(session)
+            self._mirrored = self._bump(session)
 
     def delete_collection(self, name: str) -> int:
         cid = self.collection_id(name)

@@ -72,3 +72,11 @@ def page(view: str, user: str | None):
     if user is not None:
         at.session_state["sparq_user"] = user
     return at
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Remember each phase's report on the test item, so the browser fixture can save what it saw on failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

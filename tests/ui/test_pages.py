@@ -83,6 +83,7 @@ def test_ingest_page_ingests_a_server_folder(ui_assistant, docs_dir):
     at.selectbox(key="ingest_collection_choice").set_value(NEW_COLLECTION).run()
     at.text_input(key="ingest_collection_new").input("handbook")
     at.text_input(key="ingest_groups").input("staff, finance")
+    at.radio(key="ingest_source").set_value("Server folder").run()
     at.text_input(key="ingest_folder").input(str(docs_dir)).run()
     at.button(key="ingest_folder_go").click().run()
     assert not at.exception, at.exception

@@ -15,7 +15,7 @@ from app.assistant import Assistant
 from app.ui import session
 from ingestion.pipeline import FileEvent, IngestSummary
 
-NEW_COLLECTION = "➕ New collection…"
+NEW_COLLECTION = "(new collection)"
 
 
 def parse_groups(text: str) -> list[str]:
@@ -133,14 +133,18 @@ def render() -> None:
     if not groups:
         st.caption("No groups: only administrators will see these documents.")
 
-    upload_tab, folder_tab = st.tabs(["Upload files", "Server folder"])
-    with upload_tab:
-        files = st.file_uploader("Files", accept_multiple_files=True, key="ingest_files")
-        go_upload = st.button("Ingest uploads", key="ingest_upload_go", disabled=not files or not collection)
-    with folder_tab:
+    # A radio, not st.tabs: tabs jump back to the first one whenever the page reruns.
+    source = st.radio("Source", ["Upload files", "Server folder"], horizontal=True, key="ingest_source")
+    files, folder, sync, go_upload, go_folder = [], "", False, False, False
+    if source == "Upload files":
+        files = st.file_uploader("Files", accept_multiple_files=True, key="ingest_files") or []
+        go_upload = st.button("Ingest uploads", key="ingest_upload_go", disabled=not files or not collection,
+                              type="primary")
+    else:
         folder = st.text_input("Folder or file on the server", key="ingest_folder")
         sync = st.checkbox("Remove documents whose files are gone (sync)", key="ingest_sync")
-        go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection)
+        go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection,
+                              type="primary")
 
     if go_upload and files:
         summaries, _ = ingest_uploads(assistant, list(files), collection, groups)

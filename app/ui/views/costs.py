@@ -14,7 +14,7 @@ from app.ui.format import usd
 
 def metric_chart(data: pd.DataFrame, x: str, metric: str, kind: str = "line") -> alt.Chart:
     base = alt.Chart(data)
-    mark = base.mark_line(point=True) if kind == "line" else base.mark_bar()
+    mark = base.mark_line(point=True) if kind == "line" else base.mark_bar(size=40)
     x_enc = alt.X(f"{x}:T", title=None) if kind == "line" else alt.X(f"{x}:N", sort="-y", title=None)
     return mark.encode(x=x_enc, y=alt.Y(f"{metric}:Q", title=reports.METRICS[metric]),
                        tooltip=[x, metric, "queries"]).properties(height=220)
@@ -75,8 +75,9 @@ def render() -> None:
     else:
         st.altair_chart(
             alt.Chart(saving).mark_circle().encode(
-                x=alt.X("created_at:T", title=None),
-                y=alt.Y("sparsity_saving:Q", title="FLOPs saved vs dense", axis=alt.Axis(format="%")),
+                x=alt.X("created_at:T", title=None, axis=alt.Axis(format="%b %d %H:%M")),
+                y=alt.Y("sparsity_saving:Q", title="FLOPs saved vs dense", axis=alt.Axis(format=".0%"),
+                        scale=alt.Scale(domain=[0, 1])),
                 color="model:N", tooltip=["id", "model", alt.Tooltip("sparsity_saving:Q", format=".1%")],
             ).properties(height=200),
             width="stretch",

@@ -11,6 +11,8 @@ from app.assistant import Assistant, DocumentInfo, SparqError
 from app.ui import session
 from app.ui.views.ingest import run_with_progress, show_summary
 
+FLASH_KEY = "docs_flash"  # a message that survives the rerun after a change
+
 
 def documents_frame(docs: list[DocumentInfo], search: str = "") -> pd.DataFrame:
     """The documents table, filtered by a case-insensitive match on path, title, collection or group."""
@@ -45,6 +47,9 @@ def render() -> None:
     session.require_admin()
     assistant = session.get_assistant()
     st.title("Documents and collections")
+    flash = st.session_state.pop(FLASH_KEY, None)
+    if flash:
+        st.success(flash)
 
     collections = assistant.collections()
     st.subheader("Collections")
@@ -61,7 +66,7 @@ def render() -> None:
             confirm = st.checkbox(f"Yes, delete {name!r} and all its documents", key="docs_drop_confirm")
             if st.button("Delete collection", key="docs_drop_go", disabled=not confirm, type="primary"):
                 n = assistant.delete_collection(name)
-                st.success(f"Deleted collection {name!r} ({n} documents).")
+                st.session_state[FLASH_KEY] = f"Deleted collection {name!r} ({n} documents)."
                 st.rerun()
 
     st.subheader("Documents")
@@ -79,12 +84,14 @@ def render() -> None:
     st.caption(f"{len(chosen)} selected" if chosen else "Select rows to delete or re-ingest them.")
     left, right = st.columns(2)
     if left.button("Delete selected", key="docs_delete", disabled=not chosen):
+        gone: list[str] = []
         for d in chosen:
             try:
                 assistant.delete_document(d.id)
-            except SparqError as exc:  # already gone (another admin): say so, carry on with the rest
-                st.warning(str(exc))
-        st.success(f"Deleted {len(chosen)} documents.")
+            except SparqError as exc:  # already deleted by another admin: say so, carry on with the rest
+                gone.append(str(exc))
+        st.session_state[FLASH_KEY] = f"Deleted {len(chosen) - len(gone)} documents." + (
+            f" Already gone: {'; '.join(gone)}" if gone else "")
         st.rerun()
     if right.button("Re-ingest selected", key="docs_reingest", disabled=not chosen):
         summaries, missing = reingest(assistant, chosen)

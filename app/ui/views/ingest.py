@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app.assistant import Assistant
+from app.assistant import Assistant, SparqError
 from app.ui import session
 from ingestion.pipeline import FileEvent, IngestSummary
 
@@ -146,13 +146,14 @@ def render() -> None:
         go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection,
                               type="primary")
 
-    if go_upload and files:
-        summaries, _ = ingest_uploads(assistant, list(files), collection, groups)
-        show_summary(summaries)
-    elif go_folder and folder:
-        try:
+    try:
+        if go_upload and files:
+            summaries, _ = ingest_uploads(assistant, list(files), collection, groups)
+        elif go_folder and folder:
             summaries, _ = ingest_folder(assistant, folder, collection, groups, sync)
-        except FileNotFoundError as exc:
-            st.error(str(exc))
+        else:
             return
-        show_summary(summaries)
+    except (FileNotFoundError, SparqError) as exc:  # a wrong path, a full or read-only data dir: say which
+        st.error(str(exc))
+        return
+    show_summary(summaries)

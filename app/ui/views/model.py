@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -39,7 +38,7 @@ def default_model_status(data_dir) -> tuple[str, dict[str, Any] | None]:
     try:
         return "built", describe_model(data_dir)
     except ModelError as exc:  # ModelNotFound: the manifest is missing
-        return f"not built: {exc}", None
+        return str(exc), None
 
 
 def render() -> None:
@@ -58,14 +57,13 @@ def render() -> None:
                 loaded = assistant.llm
     if loaded is not None:
         facts = engine_facts(loaded.info)
-        st.table(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}).set_index(""))
+        st.table(pd.DataFrame({"Fact": list(facts), "Value": [str(v) for v in facts.values()]}).set_index("Fact"))
 
     st.subheader("Default model build")
     status, summary = default_model_status(s.data_dir)
-    source = os.environ.get("SPARQ_DEFAULT_SOURCE", "default source")
     if summary is None:
-        st.warning(f"The embedded default MoE ({source}) is {status}")
-        st.caption("Build it with `sparq model build-default` (it is also built on first use when no model is configured).")
+        st.warning(f"Not built: {status}.")
+        st.caption("It is also built on first use when no model is configured (SPARQ_LLM_MODEL unset).")
     else:
         st.success(f"The embedded default MoE is built: {summary.get('name')}")
         st.json(summary, expanded=False)

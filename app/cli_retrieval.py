@@ -59,6 +59,8 @@ def eval_retrieval(
     beir: Annotated[Path, typer.Option("--beir", help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")],
     mode: Annotated[str, typer.Option("--mode", help="hybrid, dense or keyword.")] = "hybrid",
     limit_queries: Annotated[int | None, typer.Option("--limit-queries", min=1, help="Evaluate the first N queries.")] = None,
+    sample_queries: Annotated[int | None, typer.Option(
+        "--sample-queries", min=1, help="Evaluate a seeded random sample of N queries.")] = None,
     split: Annotated[str, typer.Option("--split", help="Which qrels file: test, train, dev.")] = "test",
     store: Annotated[Path | None, typer.Option(
         "--store", help="Keep the scratch store here and reuse it on the next run (default: a temp dir).")] = None,
@@ -72,7 +74,7 @@ def eval_retrieval(
     try:
         report = evaluate_beir(
             beir, mode=mode, limit_queries=limit_queries, split=split, store_dir=store,
-            embedding_model=embedding_model, progress=True,
+            embedding_model=embedding_model, progress=True, sample_queries=sample_queries,
         )
     except (ValueError, OSError) as exc:
         raise SparqError(str(exc)) from exc

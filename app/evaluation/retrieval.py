@@ -6,6 +6,7 @@ embedding, both rankings, fusion, access check, reading the hits) at the depth t
 
 from __future__ import annotations
 
+import random
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ def evaluate_beir(
     embedding_model: str | None = None,
     progress: bool = False,
     settings_overrides: dict | None = None,
+    sample_queries: int | None = None,
 ) -> RetrievalReport:
     if mode not in ("hybrid", "dense", "keyword"):
         raise ValueError(f"mode must be hybrid, dense or keyword, not {mode!r}")
@@ -69,6 +71,10 @@ def evaluate_beir(
     query_ids = list(data.qrels)
     if limit_queries:
         query_ids = query_ids[:limit_queries]
+    if sample_queries and sample_queries < len(query_ids):
+        # A seeded random sample: unlike the first N, it spans the whole set (all SQuAD articles, say).
+        chosen = set(random.Random(0).sample(query_ids, sample_queries))
+        query_ids = [q for q in query_ids if q in chosen]
     with tempfile.TemporaryDirectory(prefix="sparq-eval-") as tmp:
         data_dir = Path(store_dir) if store_dir else Path(tmp)
         settings = Settings(data_dir=data_dir, embedding_model=embedding_model, **(settings_overrides or {}))
@@ -108,7 +114,9 @@ def evaluate_beir(
                 "queries": len(query_ids), "corpus_documents": data.corpus_size,
                 "chunks": assistant.store.chunk_count(), "ingest_seconds": round(ingest_s, 1),
                 "embedding_model": assistant.embedder.name, "chunk_depth": CHUNK_DEPTH,
-                "index_kind": assistant.store.vectors.kind,
+                "index_kind": assistant.store.vectors.kind, "sampled": bool(sample_queries),
+                "dense_weight": settings.dense_weight, "keyword_weight": settings.keyword_weight,
+                "rrf_k": settings.rrf_k,
             }
         return RetrievalReport(
             ndcg / nq, r10 / nq, r100 / nq, mrr / nq, percentile(latencies, 50), percentile(latencies, 95), mode, details

@@ -50,7 +50,7 @@ def _fts() -> sqlite3.Connection:
     return con
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=60))
 def test_any_user_text_is_a_valid_fts5_query(text):
     terms = keyword_terms(text)

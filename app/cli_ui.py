@@ -31,12 +31,13 @@ def ui(
 
     with Assistant() as assistant:  # first run: create the admin here, where the operator reads the console
         ensure_admin(assistant, announce=typer.echo)
+        max_upload_mb = assistant.settings.max_file_mb
     typer.echo(f"sparq: serving the web app on http://{address}:{port}")
     command = [
         sys.executable, "-m", "streamlit", "run", str(ENTRY),
         "--server.headless=true", f"--server.port={port}", f"--server.address={address}",
         "--browser.gatherUsageStats=false", "--client.showErrorDetails=none",
-        "--client.toolbarMode=viewer", "--server.fileWatcherType=none",
+        "--client.toolbarMode=viewer", "--server.fileWatcherType=none", f"--server.maxUploadSize={max_upload_mb}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENTRY.parents[2]), os.environ.get("PYTHONPATH")]))}
     raise SystemExit(subprocess.call(command, env=env))

@@ -44,3 +44,18 @@ def cost_line(cost: dict[str, Any]) -> str:
                 f"{1 - ratio:.0%} cheaper than {name}" if ratio <= 1 else f"{ratio:.1f}× the cost of {name}"
             )
     return " · ".join(parts)
+
+
+_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~"
+
+
+def inert_markdown(text: str) -> str:
+    """Model output as Markdown that cannot load anything: `![..](url)` would make every reader's browser
+    fetch that URL (a way for a poisoned document to leak the conversation), so `!` is escaped. Piecewise
+    safe: escaping each streamed piece gives the same result as escaping the whole text."""
+    return text.replace("!", "\\!")
+
+
+def literal_markdown(text: str) -> str:
+    """Document text shown exactly as written (a quoted snippet), with no Markdown or HTML effect."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)

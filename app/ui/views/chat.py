@@ -11,7 +11,7 @@ import streamlit as st
 from app.ask import Answer, AskError
 from app.assistant import SparqError
 from app.ui import session
-from app.ui.format import cost_line
+from app.ui.format import cost_line, inert_markdown, literal_markdown
 from app.users import UserInfo
 from model.base import ModelError
 
@@ -52,7 +52,7 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
         name = c.get("title") or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
         label = f"[{c['ref']}] {name}" + (f" — {c['location']}" if c.get("location") else "")
         with st.expander(label):
-            st.markdown("> " + c["snippet"].replace("\n", "\n> "))
+            st.markdown("> " + literal_markdown(" ".join(c["snippet"].split())))
             st.caption(f"score {c['score']:.3f} · {c['path']}")
             found = session.source_file(assistant, user, int(c["document_id"]))
             if found is not None:
@@ -68,9 +68,9 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
 def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
     status = message.get("status")
     if status in ("no_answer", "no_documents"):
-        st.info("**Not in the documents.** " + message["content"])
+        st.info("**Not in the documents.** " + inert_markdown(message["content"]))
     else:
-        st.markdown(message["content"])
+        st.markdown(inert_markdown(message["content"]))
     show_sources(message, user, key)
     cost = message.get("cost")
     if cost:
@@ -100,7 +100,7 @@ def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answ
             if isinstance(item, Answer):
                 result["answer"] = item
             else:
-                yield item
+                yield inert_markdown(item)
 
     placeholder = st.empty()
     try:
@@ -134,7 +134,7 @@ def render() -> None:
     for n, message in enumerate(messages):
         with st.chat_message(message["role"]):
             if message["role"] == "user":
-                st.markdown(message["content"])
+                st.markdown(literal_markdown(message["content"]))
             else:
                 show_answer(message, user, key=str(n))
 
@@ -143,7 +143,7 @@ def render() -> None:
         return
     messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(literal_markdown(question))
     with st.chat_message("assistant"):
         answer = ask_streaming(question, user, chosen)
         if answer is None:

@@ -219,7 +219,7 @@ class HybridSearcher:
     @staticmethod
     def _bitmap_access(visible: object | None, mask: np.ndarray) -> _Access:
         bitmap = np.packbits(mask, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n is in bytes
         return _Access(visible, selector, bitmap, int(np.count_nonzero(mask)))
 
     # --- the two rankings ----------------------------------------------------------------------------

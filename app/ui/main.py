@@ -52,7 +52,12 @@ def sign_in_page() -> None:
         password = st.text_input("Password", type="password", key="signin_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        if session.sign_in(name, password) is None:
+        try:
+            user = session.sign_in(name, password)
+        except session.TooManyAttempts as exc:
+            st.error(str(exc))
+            return
+        if user is None:
             st.error("Wrong user name or password.")
         else:
             st.rerun()

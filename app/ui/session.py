@@ -12,6 +12,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -94,13 +95,42 @@ def ensure_admin(assistant: Assistant, announce: Callable[[str], None] | None = 
 
 
 # --- who is signed in --------------------------------------------------------------------------------
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
+_failures: dict[str, list[float]] = {}
+_failures_lock = threading.Lock()
+
+
+class TooManyAttempts(RuntimeError):
+    """Sign-in refused for a while after repeated wrong passwords for the same name (per server process)."""
+
+
+def _recent_failures(name: str, now: float) -> list[float]:
+    times = [t for t in _failures.get(name, []) if now - t < FAILURE_WINDOW_S]
+    _failures[name] = times
+    return times
+
+
 def sign_in(name: str, password: str) -> UserInfo | None:
-    user = get_assistant().users.authenticate(name.strip(), password)
+    """The user on a right password (and remembered in this browser session); None on a wrong one.
+    Raises TooManyAttempts after MAX_FAILURES wrong passwords for a name within FAILURE_WINDOW_S."""
+    key = name.strip()[:200]
+    now = time.monotonic()
+    with _failures_lock:
+        recent = _recent_failures(key, now)
+        if len(recent) >= MAX_FAILURES:
+            wait = int(FAILURE_WINDOW_S - (now - recent[0])) + 1
+            raise TooManyAttempts(f"Too many failed sign-ins for this name; try again in {wait} s.")
+    user = get_assistant().users.authenticate(key, password)
     if user is not None:
         st.session_state[USER_KEY] = user.name
+        with _failures_lock:
+            _failures.pop(key, None)
         log.info("sign-in: %s", user.name)
     else:
-        log.warning("failed sign-in for %r", name.strip()[:200])
+        with _failures_lock:
+            _failures.setdefault(key, []).append(time.monotonic())
+        log.warning("failed sign-in for %r", key)
     return user
 
 

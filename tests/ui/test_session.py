@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.ui import session
-from tests.ui.conftest import ADMIN_PASSWORD, page
+from tests.ui.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, page
 
 ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "ui" / "main.py")
 
@@ -84,3 +84,20 @@ def test_upload_names_cannot_leave_the_upload_folder(tmp_path, name, expected):
     target = session.upload_path(tmp_path, "../hr", name)
     assert (tmp_path / "uploads").resolve() in target.parents
     assert target.parent.name == "hr"
+
+
+def test_repeated_wrong_passwords_lock_the_name_for_a_while(ui_assistant, monkeypatch):
+    monkeypatch.setattr(session, "_failures", {})
+    at = AppTest.from_file(ENTRY, default_timeout=120).run()
+    at.text_input(key="signin_name").input("alice")
+    for _ in range(session.MAX_FAILURES):
+        at.text_input(key="signin_password").input("wrong-password")
+        at.button[0].click().run()
+        assert at.error[0].value == "Wrong user name or password."
+    at.text_input(key="signin_password").input(ALICE_PASSWORD)  # even the right one, for now
+    at.button[0].click().run()
+    assert at.error[0].value.startswith("Too many failed sign-ins")
+    assert "sparq_user" not in at.session_state
+    session._failures.clear()
+    at.button[0].click().run()
+    assert at.session_state["sparq_user"] == "alice"

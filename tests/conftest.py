@@ -54,6 +54,24 @@ def embedder():
     return Embedder()
 
 
+@pytest.fixture(scope="session")
+def small_llm():
+    """A real, small chat model (SmolLM2-135M GGUF, shipped on PyPI) through llama.cpp, once per session.
+
+    It exercises the whole engine path quickly; its answers are not expected to be good."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from model.factory import create_engine
+    from model.sources import smollm2_path
+
+    try:
+        path = smollm2_path()
+    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
+        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    engine = create_engine("llamacpp", str(path), n_ctx=2048)
+    yield engine
+    engine.close()
+
+
 def _postgres_schema_url() -> Iterator[str]:
     """A private schema per use, so concurrent test runs on database `test` never see each other."""
     from sqlalchemy import create_engine, text

@@ -19,21 +19,6 @@ DOCS = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_llm():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.factory import create_engine
-    from model.sources import smollm2_path
-
-    try:
-        path = smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
-    engine = create_engine("llamacpp", str(path), n_ctx=2048)
-    yield engine
-    engine.close()
-
-
 @pytest.fixture
 def ready(assistant, small_llm, tmp_path):
     folder = tmp_path / "docs"

@@ -28,24 +28,15 @@ def test_score_strips_citations_and_reports_containment():
     assert z["contains"] == 1.0
 
 
-def test_eval_qa_runs_the_full_path(tmp_path, settings, embedder, shared_data):
-    pytest.importorskip("llama_cpp")
+def test_eval_qa_runs_the_full_path(tmp_path, settings, embedder, shared_data, small_llm):
     from app.evaluation.qa import evaluate_qa
-    from model.factory import create_engine
-    from model.sources import smollm2_path
 
-    try:
-        path = smollm2_path()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
     squad = json.loads((shared_data / "squad_v1.1_dev" / "dev-v1.1.json").read_text())
     small = {"data": [{"title": a["title"], "paragraphs": a["paragraphs"][:3]} for a in squad["data"][:2]]}
     file = tmp_path / "mini.json"
     file.write_text(json.dumps(small))
-    llm = create_engine("llamacpp", str(path), n_ctx=2048)
     settings.max_answer_tokens = 16
-    result = evaluate_qa(file, limit=3, settings=settings, llm=llm, embedder=embedder)
-    llm.close()
+    result = evaluate_qa(file, limit=3, settings=settings, llm=small_llm, embedder=embedder)
     assert result["n"] == 3
     for key in ("exact_match", "f1", "contains", "retrieval_hit_at_k", "mean_cost_usd", "mean_latency_ms"):
         assert key in result and result[key] >= 0

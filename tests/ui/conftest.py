@@ -1,5 +1,5 @@
-"""UI fixtures: a real Assistant (SQLite, FAISS, embedder) with the small SmolLM2 model through llama.cpp,
-served to the Streamlit pages through the UI's one factory."""
+"""UI fixtures: a real Assistant (SQLite, FAISS, embedder) with the small SmolLM2 model through llama.cpp
+(`small_llm` from tests/conftest.py), served to the Streamlit pages through the UI's one factory."""
 
 from __future__ import annotations
 
@@ -15,21 +15,6 @@ DOCS = {
 }
 ADMIN_PASSWORD = "admin-pass-123"
 ALICE_PASSWORD = "alice-pass-123"
-
-
-@pytest.fixture(scope="session")
-def small_llm():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.factory import create_engine
-    from model.sources import smollm2_path
-
-    try:
-        path = smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
-    engine = create_engine("llamacpp", str(path), n_ctx=2048)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture

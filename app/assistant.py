@@ -140,6 +140,11 @@ class Assistant:
         return info.principal()
 
     @property
+    def loaded_llm(self) -> LLMEngine | None:
+        """The engine if one is loaded already; never loads or builds a model."""
+        return self._llm
+
+    @property
     def llm(self) -> LLMEngine:
         """The answer model: the configured engine, or the embedded default MoE (built on first use)."""
         with self._lock:

@@ -130,11 +130,9 @@ def main() -> None:
 
 
 # Importing these modules registers their commands on `cli`.
-from app import cli_admin, cli_ask, cli_retrieval  # noqa: E402,F401
+from app import cli_admin, cli_ask, cli_retrieval, cli_ui  # noqa: E402,F401
 
 if __name__ == "__main__":
     from app.cli import main as _main  # the importable module, on which every command is registered
 
     _main()
-from app import cli_ui  # noqa: E402,F401  registers ui and users commands
-from app import cli_retrieval  # noqa: E402,F401  registers search and eval commands

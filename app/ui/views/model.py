@@ -48,7 +48,7 @@ def render() -> None:
     st.title("Model")
 
     st.subheader("Answer model")
-    loaded = assistant._llm  # noqa: SLF001 - read only: do not trigger a load (or a default-model build) here
+    loaded = assistant.loaded_llm  # never triggers a load (or a default-model build)
     if loaded is None:
         st.info(f"Not loaded yet (it loads on the first question). Configured: backend `{s.llm_backend}`, "
                 f"model `{s.llm_model or 'embedded default MoE'}`.")

@@ -142,6 +142,20 @@ def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[s
         raise
 
 
+def _result(p: Any, q: Any, label: str) -> dict[str, Any]:
+    """Wait for a worker's result without hanging if it dies natively (llama.cpp aborts)."""
+    import queue
+
+    while True:
+        try:
+            res = q.get(timeout=5)
+            p.join()
+            return res
+        except queue.Empty:
+            if not p.is_alive():
+                return {"label": label, "error": f"worker died with exit code {p.exitcode}"}
+
+
 def _write(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--speed-questions", type=int, default=12,
                     help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)")
+    ap.add_argument("--merge", default=None,
+                    help="results JSON of an earlier run on the same questions: its configurations are reused")
     ap.add_argument("--table-from", default=None, help="print the README table of an existing results JSON")
     args = ap.parse_args(argv)
     if args.table_from:
@@ -205,14 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     configs += [(f"moe k={k}", moe, int(k)) for k in args.top_k.split(",") if k.strip()]
 
     ctx = mp.get_context("spawn")
-    results = []
+    results: list[dict[str, Any]] = []
+    if args.merge:
+        prev = [r for r in json.loads(Path(args.merge).read_text(encoding="utf-8"))["results"] if "error" not in r]
+        prev = [r for r in prev if r.get("questions") == len(questions)]
+        results.extend(prev)
+        done = {r["label"] for r in prev}
+        all_configs = configs if any(c[0] == "dense" for c in configs) else [("dense", dense, None)] + configs
+        all_configs += [(r["label"], r["path"], r["top_k"]) for r in prev
+                        if r["label"] != "dense" and r["label"] not in {c[0] for c in all_configs}]
+        speed_configs = sorted(all_configs, key=lambda c: (c[2] is not None, c[2] or 0))
+        configs = [c for c in configs if c[0] not in done]
+    else:
+        speed_configs = configs
     t0 = time.time()
     for label, path, k in configs:
         q = ctx.Queue()
         p = ctx.Process(target=run_config, args=(label, path, k, questions, args.max_tokens, args.threads, q))
         p.start()
-        res = q.get()
-        p.join()
+        res = _result(p, q, label)
         results.append(res)
         _write(Path(args.out).with_suffix(".partial.json"), {"partial": True, "results": results})
         if "error" in res:
@@ -223,10 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     speed: dict[str, Any] = {}
     if args.speed_questions > 0:
         q = ctx.Queue()
-        p = ctx.Process(target=run_speed, args=(configs, questions[: args.speed_questions], 64, args.threads, q))
+        p = ctx.Process(target=run_speed, args=(speed_configs, questions[: args.speed_questions], 64, args.threads, q))
         p.start()
-        speed = q.get()
-        p.join()
+        speed = _result(p, q, "speed run")
         if "error" in speed:
             print(f"speed run FAILED {speed['error']}", file=sys.stderr)
     for r in results:

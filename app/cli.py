@@ -136,4 +136,3 @@ if __name__ == "__main__":
     from app.cli import main as _main  # the importable module, on which every command is registered
 
     _main()
-from app import cli_retrieval  # noqa: E402,F401  registers search and eval commands

@@ -122,7 +122,7 @@ def info_from_gguf(path: Path, *, backend: str, context_window: int | None, top_
         active_params_per_token=int(meta["__n_params__"]),
         tied_embeddings="output.weight" not in shapes,
         path=str(path),
-        extra={"train_context": train_ctx, "file_type": meta.get("general.file_type")},
+        extra={"train_context": train_ctx, "file_type": meta.get("general.file_type"), "n_tensors": len(shapes)},
     )
     return _with_active(info)
 

@@ -203,10 +203,12 @@ def check_graph_budget(path: Path, info: ModelInfo, top_k: int) -> None:
     expert per MoE layer (one view + one add when summing expert outputs). The per-layer constant
     is empirical: on the 28-layer 1.5B default (479 tensors) top-k 35 runs and 36 aborts in ggml.
     """
-    from model.gguf_info import read_gguf_header
+    n_tensors = info.extra.get("n_tensors")
+    if n_tensors is None:
+        from model.gguf_info import read_gguf_header
 
-    _meta, shapes = read_gguf_header(path)
-    budget = max(1024, 8 * len(shapes))
+        n_tensors = len(read_gguf_header(path)[1])
+    budget = max(1024, 8 * int(n_tensors))
     need = info.n_moe_layers * (2 * top_k + 66)
     if need > budget:
         max_k = max(budget // max(info.n_moe_layers, 1) - 66, 2) // 2

@@ -43,7 +43,7 @@ def smollm2_gguf(llama_cpp_mod) -> Path:
 def smollm2_engine(smollm2_gguf):
     from model.llamacpp_engine import LlamaCppEngine
 
-    eng = LlamaCppEngine(smollm2_gguf, n_ctx=512, n_threads=2)
+    eng = LlamaCppEngine(smollm2_gguf, n_ctx=512, n_threads=1)
     yield eng
     eng.close()
 

@@ -132,7 +132,7 @@ def tiny_pair(tmp_path_factory, smollm2_gguf):
     dense = write_tiny_qwen2_gguf(d / "dense.gguf", smollm2_gguf)
     samples = [[{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
                for i in range(30)]
-    xs = capture_ffn_inputs(dense, samples, 400, n_threads=2)
+    xs = capture_ffn_inputs(dense, samples, 400, n_threads=1)
     reader = gguf.GGUFReader(str(dense))
     layout = ExpertLayout(160, 8, 16, 32)
     layers = {}
@@ -150,12 +150,12 @@ def test_moe_with_all_experts_reproduces_dense_logits(tiny_pair):
 
     dense, moe, _ = tiny_pair
     text = "The old tower stands by the river."
-    with LlamaCppEngine(dense, n_ctx=256, n_threads=2) as de:
+    with LlamaCppEngine(dense, n_ctx=256, n_threads=1) as de:
         ld = de.last_logits(text)
-    with LlamaCppEngine(moe, n_ctx=256, n_threads=2, top_k=8) as me:
+    with LlamaCppEngine(moe, n_ctx=256, n_threads=1, top_k=8) as me:
         assert me.info.architecture == "qwen2moe" and me.info.n_experts == 8 and me.info.n_experts_used == 8
         lm = me.last_logits(text)
-    with LlamaCppEngine(moe, n_ctx=256, n_threads=2, top_k=2) as me2:
+    with LlamaCppEngine(moe, n_ctx=256, n_threads=1, top_k=2) as me2:
         l2 = me2.last_logits(text)
     scale = float(np.abs(ld).max())
     assert float(np.abs(lm - ld).max()) < 0.01 * scale  # F16 experts: tiny rounding only
@@ -166,7 +166,7 @@ def test_expert_capture_matches_numpy_router(tiny_pair):
     from model.llamacpp_engine import LlamaCppEngine
 
     _, moe, layers = tiny_pair
-    with LlamaCppEngine(moe, n_ctx=256, n_threads=2, capture_ffn_input=True) as eng:
+    with LlamaCppEngine(moe, n_ctx=256, n_threads=1, capture_ffn_input=True) as eng:
         seen: list[tuple[int, np.ndarray]] = []
         eng.capture.on_topk = lambda il, ids: seen.append((il, ids))
         toks = eng.tokenize("Where does the river flow past the tower?")
@@ -182,7 +182,7 @@ def test_moe_generation_reports_measured_histogram(tiny_pair):
     from model.llamacpp_engine import LlamaCppEngine
 
     _, moe, _ = tiny_pair
-    with LlamaCppEngine(moe, n_ctx=256, n_threads=2) as eng:
+    with LlamaCppEngine(moe, n_ctx=256, n_threads=1) as eng:
         g = eng.generate([{"role": "user", "content": "Tell me about the river."}], max_tokens=6)
         s = g.stats
         assert s.accounting == "measured"

@@ -71,7 +71,7 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
     t2 = time.time()
     again = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", top_k=10, calib_tokens=512, router_steps=30,
                                 calibration=calib, n_threads=2)
-    assert again == path and time.time() - t2 < min(10.0, first / 3)
+    assert again == path and time.time() - t2 < first / 3  # a checksum + 4-byte patch, not a rebuild
     assert model_info_summary(path)["top_k"] == 10
     assert json.loads((path.parent / "manifest.json").read_text())["train_top_k"] == manifest["train_top_k"]
 

@@ -64,7 +64,7 @@ class KeywordIndex:
         terms = keyword_terms(query)
         if not terms or k <= 0:
             return []
-        stmt = self._sqlite(terms) if self.dialect == "sqlite" else self._postgres(terms)
+        stmt = self._sqlite(terms, joined=visible is not None) if self.dialect == "sqlite" else self._postgres(terms)
         if visible is not None:
             stmt = stmt.where(Chunk.document_id.in_(visible))
         rows = session.execute(stmt.limit(k)).all()
@@ -74,16 +74,14 @@ class KeywordIndex:
         return [KeywordHit(int(r[0]), float(r[1])) for r in rows]
 
     @staticmethod
-    def _sqlite(terms: list[str]) -> Select:
+    def _sqlite(terms: list[str], *, joined: bool) -> Select:
+        """FTS5 ranking; joined to `chunks` only when an ACL/filter condition needs the document id
+        (the per-match join costs as much as the bm25() scoring itself)."""
         fts = table("chunks_fts", column("rowid"))
         score = literal_column("bm25(chunks_fts)").label("score")
         match = text("chunks_fts MATCH :match").bindparams(match=fts5_match_expression(terms))
-        return (
-            select(fts.c.rowid, score)
-            .select_from(fts.join(Chunk.__table__, Chunk.id == fts.c.rowid))
-            .where(match)
-            .order_by(literal_column("score"))
-        )
+        source = fts.join(Chunk.__table__, Chunk.id == fts.c.rowid) if joined else fts
+        return select(fts.c.rowid, score).select_from(source).where(match).order_by(literal_column("score"))
 
     @staticmethod
     def _postgres(terms: list[str]) -> Select:

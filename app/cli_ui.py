@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +39,8 @@ def ui(
         "--client.toolbarMode=viewer", "--server.fileWatcherType=none", f"--server.maxUploadSize={max_upload_mb}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENTRY.parents[2]), os.environ.get("PYTHONPATH")]))}
-    raise SystemExit(subprocess.call(command, env=env))
+    # Replace this process with Streamlit, so a supervisor's signals (stop, restart) reach the server itself.
+    os.execve(sys.executable, command, env)
 
 
 @users_app.command("add")

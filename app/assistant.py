@@ -105,7 +105,10 @@ class Assistant:
     def store(self) -> DocumentStore:
         with self._lock:
             if self._store is None:
+                from retrieval.ann import IndexPolicy
+
                 store = DocumentStore(self.engine, self.settings.index_dir, self.embedder.dim)
+                store.index_policy = IndexPolicy(choice=self.settings.index_type, threshold=self.settings.ann_threshold)
                 store.open()
                 self._store = store
             return self._store
@@ -203,7 +206,7 @@ class Assistant:
             self.store.vectors.reload_if_changed()
             self.store.reconcile()
             return self.pipeline().ingest_path(
-                target, collection=collection, groups=list(groups or []), sync=sync, progress=progress
+                target, collection=collection, groups=None if groups is None else list(groups), sync=sync, progress=progress
             )
 
     def ingest_records(
@@ -220,7 +223,7 @@ class Assistant:
             self.store.vectors.reload_if_changed()
             self.store.reconcile()
             return self.pipeline().ingest_records(
-                records, collection=collection, groups=list(groups or []), total=total, progress=progress
+                records, collection=collection, groups=None if groups is None else list(groups), total=total, progress=progress
             )
 
     # --- listing and deleting -------------------------------------------------------------------------

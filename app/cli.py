@@ -55,7 +55,8 @@ def ingest(
             bar.write(f"failed: {event.path}: {event.error}")
 
     with Assistant() as assistant:
-        summary = assistant.ingest(path, collection=collection, groups=_groups(groups), sync=sync, progress=progress)
+        summary = assistant.ingest(path, collection=collection, groups=None if groups is None else _groups(groups),
+                                   sync=sync, progress=progress)
     bar.close()
     if as_json:
         data = summary.to_dict()

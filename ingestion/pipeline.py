@@ -8,6 +8,7 @@ flight; the next run finds those files not yet stored and does them again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,7 +27,7 @@ from ingestion.embedder import Embedder
 from ingestion.loaders import load_file, mime_for, supported_extensions
 from ingestion.loaders.base import LoaderError, UnsupportedFormat
 from ingestion.sources import SourceItem, TextRecord, file_items, record_items, walk_files
-from retrieval.schema import Document, IngestRun
+from retrieval.schema import Document, DocumentGroup, IngestRun
 from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
 from retrieval.text_analysis import search_text
 
@@ -91,6 +92,7 @@ class _Prepared:
     embed_texts: list[str] = field(default_factory=list)
     error: str | None = None
     existing_id: int | None = None
+    existing_groups: frozenset[str] | None = None
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Known:
     mtime: float
     status: str
     error: str | None = None
+    groups: frozenset[str] = frozenset()
 
 
 def _header(title: str | None, heading: str | None) -> str:
@@ -173,7 +176,8 @@ class IngestPipeline:
         started = time.perf_counter()
         cid = self.store.collection_id(collection, create=True)
         assert cid is not None
-        groups = sorted({g.strip() for g in (groups or []) if g.strip()})
+        # None: keep the groups stored documents already have (new documents get none: admins only).
+        groups = None if groups is None else sorted({g.strip() for g in groups if g.strip()})
         summary = IngestSummary(collection=collection)
         summary.run_id = self._start_run(cid, source)
         known = self._known_documents(cid)
@@ -223,17 +227,24 @@ class IngestPipeline:
                 while write_q.get() is not _DONE:
                     pass
 
-        threads = [threading.Thread(target=reader, name="sparq-ingest-reader", daemon=True)]
-        threads.append(threading.Thread(target=writer, name="sparq-ingest-writer", daemon=True))
-        for t in threads:
-            t.start()
+        reader_thread = threading.Thread(target=reader, name="sparq-ingest-reader", daemon=True)
+        writer_thread = threading.Thread(target=writer, name="sparq-ingest-writer", daemon=True)
+        reader_thread.start()
+        writer_thread.start()
         try:
             self._encode_loop(prepared_q, write_q, stop)
+        except BaseException as exc:
+            errors.append(exc)
         finally:
-            stop.set() if errors else None
+            if errors:
+                stop.set()
             write_q.put(_DONE)
-            for t in threads:
-                t.join()
+            writer_thread.join()
+            # A reader blocked on a full queue (the encoder stopped early) is released by draining it.
+            while reader_thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    prepared_q.get(timeout=0.1)
+            reader_thread.join()
         status = "failed" if errors else "completed"
         if not errors:
             self.store.flush()
@@ -278,7 +289,8 @@ class IngestPipeline:
                 # Still broken: reported again (the summary is the folder's state), but nothing is written.
                 return _Prepared(item, "still_failed", sha256=existing.sha256, error=existing.error,
                                  existing_id=existing.id)
-            return _Prepared(item, "unchanged", sha256=existing.sha256, existing_id=existing.id)
+            return _Prepared(item, "unchanged", sha256=existing.sha256, existing_id=existing.id,
+                             existing_groups=existing.groups)
         if item.size > self.max_bytes:
             return _Prepared(
                 item, "failed", error=f"file too large: {item.size} bytes (limit {self.max_bytes})",
@@ -289,7 +301,7 @@ class IngestPipeline:
         except OSError as exc:
             return _Prepared(item, "failed", error=f"cannot read file: {exc}")
         if existing and existing.sha256 == sha and existing.status != "failed":
-            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id)
+            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id, existing_groups=existing.groups)
         status = "updated" if existing else "new"
         mime = mime_for(Path(item.key)) if item.key.startswith("/") else "text/plain"
         if sha in seen_sha or ready_shas.get(sha, item.key) != item.key:
@@ -339,7 +351,7 @@ class IngestPipeline:
         self,
         payload: tuple[list[_Prepared], np.ndarray],
         cid: int,
-        groups: list[str],
+        groups: list[str] | None,
         summary: IngestSummary,
         report: Callable[..., None],
     ) -> None:
@@ -365,6 +377,10 @@ class IngestPipeline:
                 summary.files_unchanged += 1
                 if p.existing_id is not None and p.item.mtime:
                     self.store.touch(p.existing_id, p.item.mtime)
+                if (groups is not None and p.existing_id is not None and p.existing_groups is not None
+                        and set(groups) != p.existing_groups):
+                    # Same content, new --groups: only who may read it changes (no re-embedding).
+                    self.store.set_document_groups(p.existing_id, groups)
                 report(p, "unchanged")
                 continue
             if p.status == "still_failed":
@@ -427,7 +443,18 @@ class IngestPipeline:
                        Document.error)
                 .where(Document.collection_id == cid)
             ).all()
-        return {r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status, r.error) for r in rows}
+            group_rows = session.execute(
+                select(DocumentGroup.document_id, DocumentGroup.group)
+                .join(Document, Document.id == DocumentGroup.document_id)
+                .where(Document.collection_id == cid)
+            ).all()
+        groups: dict[int, set[str]] = {}
+        for doc_id, group in group_rows:
+            groups.setdefault(doc_id, set()).add(group)
+        return {
+            r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status, r.error, frozenset(groups.get(r.id, ())))
+            for r in rows
+        }
 
     def _start_run(self, cid: int, source: str) -> int:
         with self.store.sessions() as session, session.begin():

@@ -87,7 +87,7 @@ def test_readers_search_while_two_ingests_run(tmp_path, shared_data, database_ur
     with fresh.store.sessions() as s:
         db_ids = set(s.scalars(select(Chunk.id)))
     assert set(fresh.store.vectors.ids().tolist()) == db_ids
-    top = reader.search("cerebral white matter diffusion", k=3)  # the reader sees the new documents
+    top = reader.search("cerebral white matter diffusion", k=10)  # the reader sees the new documents
     assert any(h.collection in ("a", "b") for h in top)
     reader.close()
     fresh.close()

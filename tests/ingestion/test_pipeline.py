@@ -210,3 +210,52 @@ def test_python_api_ingest(settings, embedder, example_docs_dir, tmp_path):
     assert summary.files_new == 1 and summary.chunks_added >= 1
     assert a.collections()[0].name == "one"
     a.close()
+
+
+def test_regrouping_unchanged_files_changes_access_without_reembedding(assistant, example_docs_dir, tmp_path):
+    folder = tmp_path / "docs"
+    _copy_real(example_docs_dir, folder)
+    assistant.ingest(folder, collection="c", groups=["hr"])
+    ids = set(assistant.store.vectors.ids().tolist())
+    summary = assistant.ingest(folder, collection="c", groups=["finance", "hr"])
+    assert summary.files_unchanged == len(REAL_FILES) and summary.chunks_added == 0
+    assert {tuple(d.groups) for d in assistant.documents("c")} == {("finance", "hr")}
+    assert set(assistant.store.vectors.ids().tolist()) == ids  # nothing re-embedded
+    generation = assistant.store.generation()
+    assistant.ingest(folder, collection="c")  # no --groups: existing access is kept, nothing written
+    assert {tuple(d.groups) for d in assistant.documents("c")} == {("finance", "hr")}
+    assert assistant.store.generation() == generation
+
+
+def test_a_failing_write_is_reported_not_hung(assistant, tmp_path, monkeypatch):
+    """The store failing mid-run (e.g. disk full) must surface as an error, with the reader released."""
+    import threading
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(150):
+        (folder / f"note-{i:03d}.txt").write_text(f"Note {i}. The weekly meeting moved to room {i}.\n")
+    assistant.settings.ingest_batch_chunks = 4
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(assistant.store, "write_documents", disk_full)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            assistant.ingest(folder, collection="c")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "ingest hung after a write failure"
+    assert isinstance(outcome[0], OSError) and "No space left" in str(outcome[0])
+    with assistant.store.sessions() as s:
+        from retrieval.schema import IngestRun
+
+        assert s.scalars(select(IngestRun.status)).all()[-1] == "failed"

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.assistant import Assistant  # noqa: E402
 from app.config import Settings  # noqa: E402
-from ingestion.sources import TextRecord  # noqa: E402
 from ingestion.loaders.base import LoadedDocument, Section  # noqa: E402
+from ingestion.sources import TextRecord  # noqa: E402
 
 
 def read_corpus(path: Path, limit: int | None) -> list[TextRecord]:

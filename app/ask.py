@@ -161,9 +161,15 @@ class AskService:
                 gens.append(rewrite)
                 row["rewritten_question"] = standalone
 
+            self.assistant.last_embed_ms(reset=True)
             t = time.perf_counter()
             hits = self._retrieve(standalone, principal, collections)
             timings["retrieve"] = (time.perf_counter() - t) * 1000
+            embed_ms = self.assistant.last_embed_ms()
+            if embed_ms is not None:
+                # The keyword half runs while the query embeds, so "search" is what retrieval added on top.
+                timings["embed"] = embed_ms
+                timings["search"] = max(0.0, timings["retrieve"] - embed_ms)
 
             if not hits:
                 answer_text = NO_DOCUMENTS[language]

@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,7 @@ class Assistant:
         self._embedder: Embedder | None = None
         self._store: DocumentStore | None = None
         self._llm: LLMEngine | None = llm
+        self._stage_times = threading.local()
 
     # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
     @property
@@ -309,13 +311,33 @@ class Assistant:
                 threads = s.query_threads
                 searcher = HybridSearcher(
                     store,
-                    lambda q: embedder.encode_query(q, threads=threads),
+                    self._timed_encoder(embedder, threads),
                     dense_weight=s.dense_weight,
                     keyword_weight=s.keyword_weight,
                     rrf_k=s.rrf_k,
                 )
                 self._searcher = searcher
             return searcher
+
+    def _timed_encoder(self, embedder: Embedder, threads: int):
+        """Query encoding that records its own duration per thread, so ask can report the embed stage."""
+        local = self._stage_times
+
+        def encode(query: str):
+            started = time.perf_counter()
+            try:
+                return embedder.encode_query(query, threads=threads)
+            finally:
+                local.embed_ms = (time.perf_counter() - started) * 1000
+
+        return encode
+
+    def last_embed_ms(self, *, reset: bool = False) -> float | None:
+        """How long this thread's latest query embedding took (None if none since the last reset)."""
+        value = getattr(self._stage_times, "embed_ms", None)
+        if reset:
+            self._stage_times.embed_ms = None
+        return value
 
     def search(
         self,

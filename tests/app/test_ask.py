@@ -45,7 +45,8 @@ def test_ask_returns_grounded_answer_with_cost_and_log(ready):
     assert answer.passages and "40 euros" in answer.passages[0]["text"]
     for c in answer.citations:  # every citation points at a passage that was given to the model
         assert c.ref in {p["ref"] for p in answer.passages}
-    assert {"retrieve", "prompt", "prefill", "decode", "total"} <= set(answer.timings_ms)
+    assert {"embed", "search", "retrieve", "prompt", "prefill", "decode", "total"} <= set(answer.timings_ms)
+    assert answer.timings_ms["embed"] > 0
     cost = answer.cost
     assert cost.prompt_tokens > 50 and cost.completion_tokens >= 1
     assert cost.flops_total > 0 and cost.dense_flops_total >= cost.flops_total

@@ -155,3 +155,35 @@ def write_tiny_qwen2_gguf(
     w.write_tensors_to_file()
     w.close()
     return out
+
+
+def build_tiny_moe_gguf(
+    out_dir: Path,
+    source_gguf: Path,
+    samples: list[list[dict[str, str]]],
+    *,
+    calib_tokens: int,
+    router_steps: int,
+    n_threads: int = 1,
+) -> tuple[Path, Path, dict[int, Any]]:
+    """A random-weight dense qwen2 GGUF and the qwen2moe GGUF the MoEfication pipeline makes of it
+    (8 experts of 16 neurons, a 32-neuron shared expert, top-2, both layers): (dense, moe, split tensors).
+
+    Tests use it to run the real conversion and serving code on a model small enough to build in seconds."""
+    import gguf
+
+    from model.default_model import _dequant_ffn, capture_ffn_inputs, write_moe_gguf
+    from model.moefy import ExpertLayout, expert_tensors, moefy_ffn
+
+    dense = write_tiny_qwen2_gguf(out_dir / "dense.gguf", source_gguf)
+    xs = capture_ffn_inputs(dense, samples, calib_tokens, n_threads=n_threads)
+    reader = gguf.GGUFReader(str(dense))
+    layout = ExpertLayout(160, 8, 16, 32)
+    layers = {}
+    for il in range(2):
+        wg, wu, wd = _dequant_ffn(reader, il)
+        split = moefy_ffn(wg, wu, wd, xs[il], layout, top_k=2, router_steps=router_steps, seed=il)
+        layers[il] = expert_tensors(wg, wu, wd, split, 64)
+    moe = out_dir / "moe.gguf"
+    write_moe_gguf(dense, moe, layers, layout, top_k=2)
+    return dense, moe, layers

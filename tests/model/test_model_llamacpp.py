@@ -122,27 +122,12 @@ def test_unsupported_architecture(tmp_path, llama_cpp_mod):
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory, smollm2_gguf):
     """(dense qwen2 GGUF, MoE qwen2moe GGUF with 8 experts, split tensors of layer 0)."""
-    import gguf
+    from model.tiny import build_tiny_moe_gguf
 
-    from model.default_model import _dequant_ffn, capture_ffn_inputs, write_moe_gguf
-    from model.moefy import ExpertLayout, expert_tensors, moefy_ffn
-    from model.tiny import write_tiny_qwen2_gguf
-
-    d = tmp_path_factory.mktemp("tinymoe")
-    dense = write_tiny_qwen2_gguf(d / "dense.gguf", smollm2_gguf)
     samples = [[{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
                for i in range(30)]
-    xs = capture_ffn_inputs(dense, samples, 400, n_threads=1)
-    reader = gguf.GGUFReader(str(dense))
-    layout = ExpertLayout(160, 8, 16, 32)
-    layers = {}
-    for il in range(2):
-        wg, wu, wd = _dequant_ffn(reader, il)
-        split = moefy_ffn(wg, wu, wd, xs[il], layout, top_k=2, router_steps=40, seed=il)
-        layers[il] = expert_tensors(wg, wu, wd, split, 64)
-    moe = d / "moe.gguf"
-    write_moe_gguf(dense, moe, layers, layout, top_k=2)
-    return dense, moe, layers
+    return build_tiny_moe_gguf(tmp_path_factory.mktemp("tinymoe"), smollm2_gguf, samples,
+                               calib_tokens=400, router_steps=40, n_threads=1)
 
 
 def test_moe_with_all_experts_reproduces_dense_logits(tiny_pair):

@@ -71,28 +71,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def tiny_moe_llm(tmp_path_factory, small_llm):
     """A real (random-weight) qwen2moe GGUF made by the MoEfication pipeline, served by llama.cpp, so the
     query log gets measured expert selections for the heatmap (the same recipe as the model tests)."""
-    import gguf
-
-    from model.default_model import _dequant_ffn, capture_ffn_inputs, write_moe_gguf
     from model.llamacpp_engine import LlamaCppEngine
-    from model.moefy import ExpertLayout, expert_tensors, moefy_ffn
     from model.sources import smollm2_path
-    from model.tiny import write_tiny_qwen2_gguf
+    from model.tiny import build_tiny_moe_gguf
 
-    d = tmp_path_factory.mktemp("tinymoe")
-    dense = write_tiny_qwen2_gguf(d / "dense.gguf", smollm2_path())
     samples = [[{"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."}]
                for i in range(20)]
-    xs = capture_ffn_inputs(dense, samples, 300, n_threads=2)
-    reader = gguf.GGUFReader(str(dense))
-    layout = ExpertLayout(160, 8, 16, 32)
-    layers = {}
-    for il in range(2):
-        wg, wu, wd = _dequant_ffn(reader, il)
-        split = moefy_ffn(wg, wu, wd, xs[il], layout, top_k=2, router_steps=20, seed=il)
-        layers[il] = expert_tensors(wg, wu, wd, split, 64)
-    moe = d / "moe.gguf"
-    write_moe_gguf(dense, moe, layers, layout, top_k=2)
+    _, moe, _ = build_tiny_moe_gguf(tmp_path_factory.mktemp("tinymoe"), smollm2_path(), samples,
+                                    calib_tokens=300, router_steps=20, n_threads=2)
     engine = LlamaCppEngine(moe, n_ctx=512, n_threads=2)
     yield engine
     engine.close()

@@ -293,7 +293,7 @@ class AskService:
         wall = time.perf_counter() - started
         stats = [g.stats for g in gens]
         merged = _merge_stats(stats)
-        llm = self.assistant._llm
+        llm = self.assistant.loaded_llm
         total_params = float(llm.info.total_params) if llm is not None else 0.0
         decode_tokens = sum(s.completion_tokens for s in stats)
         decode_s = sum(s.decode_seconds for s in stats)
@@ -335,7 +335,7 @@ class AskService:
                 rewritten, language, removed=None) -> Answer:
         cost = self._cost(gens, meter, started)
         timings["total"] = cost.wall_seconds * 1000
-        llm = self.assistant._llm
+        llm = self.assistant.loaded_llm
         return Answer(
             question=question, text=text, status=status, citations=citations, passages=passages,
             timings_ms={k: round(v, 2) for k, v in timings.items()}, prompt_tokens=cost.prompt_tokens,
@@ -346,7 +346,7 @@ class AskService:
     def _log(self, row: dict[str, Any], answer: Answer | None, gens: Sequence[Generation]) -> int | None:
         cost: CostRecord = answer.cost if answer is not None else row["cost"]
         timings = answer.timings_ms if answer is not None else row.get("timings", {})
-        llm = self.assistant._llm
+        llm = self.assistant.loaded_llm
         entry = QueryLog(
             user_name=row["user_name"],
             collections=row["collections"],

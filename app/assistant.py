@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -191,6 +192,15 @@ class Assistant:
     def _ingest_lock(self):
         return file_lock(self.settings.data_dir / "ingest.lock")
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the ingest lock over a store brought up to date with whatever another process saved."""
+        check_writable(self.settings.data_dir)
+        with self._ingest_lock():
+            self.store.vectors.reload_if_changed()
+            self.store.reconcile()
+            yield
+
     def ingest(
         self,
         path: str | Path,
@@ -203,10 +213,7 @@ class Assistant:
         target = Path(path).expanduser()
         if not target.exists():
             raise SparqError(f"{target} does not exist")
-        check_writable(self.settings.data_dir)
-        with self._ingest_lock():
-            self.store.vectors.reload_if_changed()
-            self.store.reconcile()
+        with self._writing():
             return self.pipeline().ingest_path(
                 target, collection=collection, groups=None if groups is None else list(groups), sync=sync, progress=progress
             )
@@ -220,10 +227,7 @@ class Assistant:
         total: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> IngestSummary:
-        check_writable(self.settings.data_dir)
-        with self._ingest_lock():
-            self.store.vectors.reload_if_changed()
-            self.store.reconcile()
+        with self._writing():
             return self.pipeline().ingest_records(
                 records, collection=collection, groups=None if groups is None else list(groups), total=total, progress=progress
             )

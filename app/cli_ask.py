@@ -44,8 +44,6 @@ def ask(
     if as_json:
         _print_json(answer.to_dict())
         return
-    if answer.status == "no_documents":
-        typer.echo(answer.text)
     if answer.removed_citations:
         typer.echo(f"(removed citations to passages that were not given: {answer.removed_citations})")
     for c in answer.citations:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ingestion.chunker import Chunker
 from ingestion.embedder import Embedder
@@ -93,6 +93,7 @@ class _Prepared:
     error: str | None = None
     existing_id: int | None = None
     existing_groups: frozenset[str] | None = None
+    mtime_changed: bool = False  # unchanged content under a newer mtime: record it, so next time is fast
 
 
 @dataclass
@@ -301,7 +302,8 @@ class IngestPipeline:
         except OSError as exc:
             return _Prepared(item, "failed", error=f"cannot read file: {exc}")
         if existing and existing.sha256 == sha and existing.status != "failed":
-            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id, existing_groups=existing.groups)
+            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id, existing_groups=existing.groups,
+                             mtime_changed=bool(item.mtime))
         status = "updated" if existing else "new"
         mime = mime_for(Path(item.key)) if item.key.startswith("/") else "text/plain"
         if sha in seen_sha or ready_shas.get(sha, item.key) != item.key:
@@ -375,7 +377,7 @@ class IngestPipeline:
         for p in batch:
             if p.status == "unchanged":
                 summary.files_unchanged += 1
-                if p.existing_id is not None and p.item.mtime:
+                if p.existing_id is not None and p.mtime_changed:
                     self.store.touch(p.existing_id, p.item.mtime)
                 if (groups is not None and p.existing_id is not None and p.existing_groups is not None
                         and set(groups) != p.existing_groups):
@@ -424,8 +426,8 @@ class IngestPipeline:
         if not gone:
             return
         with self.store.sessions() as session:
-            removed_chunks = sum(
-                session.scalar(select(Document.n_chunks).where(Document.id == i)) or 0 for i, _ in gone
+            removed_chunks = session.scalar(
+                select(func.coalesce(func.sum(Document.n_chunks), 0)).where(Document.id.in_([i for i, _ in gone]))
             )
         self.store.delete_documents([i for i, _ in gone])
         summary.files_removed += len(gone)

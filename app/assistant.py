@@ -200,6 +200,7 @@ class Assistant:
             self.store.vectors.reload_if_changed()
             self.store.reconcile()
             yield
+            self.store.sync_keyword()  # tokenise new chunks now, not inside the next user's query
 
     def ingest(
         self,

@@ -117,6 +117,11 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
         store, build_s = build_store(Path(tmp), n, embedder, texts, vecs, sentences, policy)
         kind = store.vectors.kind
         print(f"[{n}] store built in {build_s:.0f} s, index {kind}", file=sys.stderr, flush=True)
+        t_kw = time.perf_counter()
+        store.sync_keyword()
+        keyword_build_s = time.perf_counter() - t_kw
+        print(f"[{n}] BM25 index over {store.keyword.live_rows} chunks in {keyword_build_s:.1f} s",
+              file=sys.stderr, flush=True)
         searcher = HybridSearcher(store, lambda q: embedder.encode_query(q, threads=1))
         index = store.vectors.faiss_index
         admin = Principal.system()
@@ -155,7 +160,8 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             del ids
         searcher.close()
         result = {
-            "chunks": n, "index_kind": kind, "build_seconds": round(build_s, 1), "queries": len(queries), "k": k,
+            "chunks": n, "index_kind": kind, "build_seconds": round(build_s, 1),
+            "keyword_build_seconds": round(keyword_build_s, 1), "queries": len(queries), "k": k,
             "bare_ms_p50": round(pct(bare, 50), 2), "bare_ms_p95": round(pct(bare, 95), 2),
             "embed_ms_p50": round(pct(embed_only, 50), 2), "faiss_ms_p50": round(pct(faiss_only, 50), 2),
             "faiss_qps": round(1000 / max(np.mean(faiss_only), 1e-9), 1),

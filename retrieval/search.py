@@ -1,8 +1,8 @@
 """Hybrid search: dense (FAISS) and keyword (BM25) rankings fused, diversified and access-checked.
 
-Access control happens twice, both times inside retrieval: as a FAISS IDSelector bitmap and an SQL
-condition on the keyword query (so unreadable chunks never compete for a rank), and again when hits are
-read from SQL (the authoritative check against the database as it is at that moment).
+Access control happens twice, both times inside retrieval: as one chunk mask that is both FAISS's
+IDSelector bitmap and the BM25 index's filter (so unreadable chunks never compete for a rank), and again
+when hits are read from SQL (the authoritative check against the database as it is at that moment).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from retrieval.ann import search_parameters
 from retrieval.diversity import diversify
 from retrieval.filters import SearchFilters
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import KeywordHit, KeywordIndex
+from retrieval.keyword import KeywordHit
 from retrieval.schema import Chunk, Collection, Document, DocumentGroup
 from retrieval.store import DocumentStore
 from retrieval.vector_index import NO_DOCUMENT
@@ -71,6 +71,7 @@ class _Access:
     selector: faiss.IDSelector | None
     bitmap: np.ndarray | None  # kept alive for the selector
     allowed_chunks: int
+    mask: np.ndarray | None = None  # chunk id -> may be returned (None: every live chunk)
 
 
 class HybridSearcher:
@@ -99,7 +100,6 @@ class HybridSearcher:
         self.candidates = candidates
         self.duplicate_threshold = duplicate_threshold
         self.mmr_lambda = mmr_lambda
-        self.keyword = KeywordIndex(store.engine)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sparq-keyword")
         self._cache: OrderedDict[tuple, _Access] = OrderedDict()
         self._cache_size = cache_size
@@ -172,6 +172,7 @@ class HybridSearcher:
                         rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
                     known = {int(r[0]): int(r[1]) for r in rows}
                     vectors.fill_documents(ids, np.array([known.get(int(i), NO_DOCUMENT) for i in ids], dtype=np.int64))
+        self.store.sync_keyword()
 
     def _access(self, principal: Principal, filters: SearchFilters | None) -> _Access:
         vectors = self.store.vectors
@@ -220,7 +221,7 @@ class HybridSearcher:
     def _bitmap_access(visible: object | None, mask: np.ndarray) -> _Access:
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n is in bytes
-        return _Access(visible, selector, bitmap, int(np.count_nonzero(mask)))
+        return _Access(visible, selector, bitmap, int(np.count_nonzero(mask)), mask)
 
     # --- the two rankings ----------------------------------------------------------------------------
     def _dense(self, qvec: np.ndarray, n: int, access: _Access) -> tuple[list[int], dict[int, float]]:
@@ -239,8 +240,9 @@ class HybridSearcher:
         return out_ids, out_scores
 
     def _keyword(self, query: str, n: int, access: _Access) -> list[KeywordHit]:
-        with self.store.sessions() as session:
-            return self.keyword.search(session, query, n, access.visible)  # type: ignore[arg-type]
+        if access.allowed_chunks == 0:
+            return []
+        return self.store.keyword.search(query, n, access.mask)
 
     # --- from ids to hits ----------------------------------------------------------------------------
     def _materialise(

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.ann import IndexKind, IndexPolicy, build_index
+from retrieval.keyword import KeywordIndex
 from retrieval.schema import Chunk, Collection, Document, DocumentGroup, IndexState, utcnow
 from retrieval.vector_index import VectorIndex
 
@@ -72,11 +73,16 @@ class StoreError(RuntimeError):
     pass
 
 
+KEYWORD_CACHE = "keyword.npz"
+
+
 class DocumentStore:
     def __init__(self, engine: Engine, index_dir: Path, dim: int) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.vectors = VectorIndex(index_dir, dim)
+        # BM25 over the same chunks as `vectors`; its file in the index dir is only a cache.
+        self.keyword = KeywordIndex(Path(index_dir) / KEYWORD_CACHE)
         self.dim = dim
         self._write_lock = threading.Lock()
         self.index_policy = IndexPolicy()
@@ -147,6 +153,23 @@ class DocumentStore:
             self.vectors.save(generation)
             self._mirrored = generation
             return report
+
+    def sync_keyword(self) -> int:
+        """Bring the BM25 index to the vector index's chunk set (reading new chunks' text from SQL);
+        returns the chunks it read. Searches call it; ingest calls it at the end so the first query after a
+        large ingest does not pay for tokenising it."""
+        vectors = self.vectors
+        version = (id(vectors), vectors.version)  # read before the map: a change during the sync resyncs
+        doc_map = vectors.document_map()
+        if doc_map is None:
+            return 0
+
+        def fetch(ids: np.ndarray) -> list[tuple[int, str]]:
+            with self.sessions() as session:
+                rows = session.execute(select(Chunk.id, Chunk.search_text).where(Chunk.id.in_(ids.tolist())))
+                return [(int(r[0]), r[1]) for r in rows]
+
+        return self.keyword.sync(doc_map, fetch, version)
 
     def flush(self) -> None:
         """Persist the FAISS index if it changed since the last save. Does not wait for a background rebuild

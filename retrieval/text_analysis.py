@@ -1,7 +1,7 @@
 """Turning text into what the keyword index matches on, the same way at ingest and at query time.
 
-FTS5's unicode61 tokenizer and PostgreSQL's parser split on spaces and punctuation, which leaves a Chinese
-sentence as one giant token; CJK runs are therefore segmented into words with jieba (loaded lazily, once).
+Word tokenizers split on spaces and punctuation, which leaves a Chinese sentence as one giant token; CJK
+runs are therefore segmented into words with jieba (loaded lazily, once) before the keyword index sees them.
 """
 
 from __future__ import annotations
@@ -41,14 +41,3 @@ def search_text(text: str) -> str:
     if not has_cjk(text):
         return text
     return _CJK.sub(lambda m: " " + " ".join(segment_cjk(m.group(0))) + " ", text)
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def query_terms(query: str) -> list[str]:
-    """Distinct lower-cased terms of a query, CJK segmented, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for token in _WORD.findall(search_text(query).lower()):
-        seen.setdefault(token, None)
-    return list(seen)

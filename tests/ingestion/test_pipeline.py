@@ -66,14 +66,14 @@ def _make_broken(dest: Path, example_docs_dir: Path) -> dict[str, str]:
 
 
 def _consistent(assistant) -> tuple[int, int]:
-    """Database chunks, FTS rows and FAISS ids are the same set; returns (chunks, documents)."""
+    """Database chunks, BM25 rows and FAISS ids are the same set; returns (chunks, documents)."""
     store = assistant.store
     with store.sessions() as s:
         db_ids = set(s.scalars(select(Chunk.id)))
         docs = s.scalar(select(func.count(Document.id)))
-        if s.bind.dialect.name == "sqlite":
-            fts = s.scalar(text("SELECT count(*) FROM chunks_fts"))
-            assert fts == len(db_ids)
+    store.sync_keyword()
+    state = store.keyword._state
+    assert set(state.chunk_ids[state.live].tolist()) == db_ids
     assert set(store.vectors.ids().tolist()) == db_ids
     assert store.vectors.ntotal == len(db_ids)
     return len(db_ids), docs

@@ -1,17 +1,12 @@
-"""Pure parts of ranking: RRF, duplicate suppression / MMR, and FTS5 query quoting against real SQLite FTS5."""
+"""Pure parts of ranking: RRF and duplicate suppression / MMR."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from retrieval.diversity import diversify
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import fts5_match_expression, keyword_terms
 
 
 def test_rrf_matches_the_formula_and_honours_weights():
@@ -41,31 +36,3 @@ def test_mmr_prefers_novelty_when_asked():
     vecs = np.stack([a, near_a, b])
     assert diversify(np.array([1.0, 0.95, 0.5], np.float32), vecs, 2) == [0, 1]
     assert diversify(np.array([1.0, 0.95, 0.5], np.float32), vecs, 2, mmr_lambda=0.3) == [0, 2]
-
-
-def _fts() -> sqlite3.Connection:
-    con = sqlite3.connect(":memory:")
-    con.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')")
-    con.executemany("INSERT INTO t(x) VALUES (?)", [("cats and dogs",), ("NEAR the OR gate",), ("col umn x",)])
-    return con
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.text(max_size=60))
-def test_any_user_text_is_a_valid_fts5_query(text):
-    terms = keyword_terms(text)
-    if not terms:
-        return
-    con = _fts()
-    con.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t)", (fts5_match_expression(terms),)).fetchall()
-
-
-def test_operators_in_user_text_are_plain_words():
-    con = _fts()
-    rows = con.execute("SELECT x FROM t WHERE t MATCH ?", (fts5_match_expression(keyword_terms("cats NOT dogs")),))
-    assert [r[0] for r in rows] == ["cats and dogs"]
-    near = con.execute("SELECT x FROM t WHERE t MATCH ?", (fts5_match_expression(keyword_terms("NEAR(gate)")),))
-    assert [r[0] for r in near] == ["NEAR the OR gate"]
-    assert keyword_terms("the of and") == ["the", "of", "and"]  # only stopwords: keep them
-    assert keyword_terms("what is the capital of France") == ["capital", "france"]
-    assert "北京" in keyword_terms("北京是首都")

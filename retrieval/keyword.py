@@ -378,9 +378,6 @@ class KeywordIndex:
             inside = chunk_ids < len(allowed)
             ok[inside] = allowed[chunk_ids[inside]]
             chunk_ids, scores = chunk_ids[ok], scores[ok]
-        if len(scores) > k:
-            top = np.argpartition(-scores, k - 1)[:k]
-        else:
-            top = np.arange(len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
         top = top[np.lexsort((chunk_ids[top], -scores[top]))]  # best first; ties by chunk id, deterministic
         return [KeywordHit(int(chunk_ids[i]), float(scores[i])) for i in top]

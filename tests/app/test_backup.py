@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from app.assistant import Assistant
 from app.backup import BackupError

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.keyword import B, K1, KeywordIndex, analyze, keyword_terms
+from retrieval.keyword import K1, B, KeywordIndex, analyze, keyword_terms
 
 TEXTS = [
     "The cat sat on the mat with another cat.",

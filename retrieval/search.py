@@ -16,9 +16,9 @@ from typing import Literal
 
 import faiss
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
-from retrieval.access import Principal, unrestricted, visible_documents
+from retrieval.access import Principal, filtered, readable_by, unrestricted, visible_documents
 from retrieval.ann import search_parameters
 from retrieval.diversity import diversify
 from retrieval.filters import SearchFilters
@@ -67,7 +67,7 @@ class Hit:
 class _Access:
     """The documents a (principal, filters) pair may see, and the matching FAISS selector."""
 
-    visible: object | None  # SQL SELECT of document ids, None when unrestricted
+    visible: object | None  # SQL condition on Document (readable and filtered), None when unrestricted
     selector: faiss.IDSelector | None
     bitmap: np.ndarray | None  # kept alive for the selector
     allowed_chunks: int
@@ -197,9 +197,8 @@ class HybridSearcher:
                 if found is not None:
                     self._cache.move_to_end(key)
                     return found
-        visible = visible_documents(principal, filters)
         with self.store.sessions() as session:
-            allowed = np.fromiter(session.scalars(visible), dtype=np.int64)
+            allowed = np.fromiter(session.scalars(visible_documents(principal, filters)), dtype=np.int64)
         doc_map = vectors.document_map()
         assert doc_map is not None
         if len(allowed):
@@ -209,7 +208,9 @@ class HybridSearcher:
             mask = doc_ok[safe] & (doc_map >= 0) & (doc_map < len(doc_ok))
         else:
             mask = np.zeros(len(doc_map), dtype=bool)
-        access = self._bitmap_access(visible, mask)
+        # Hits are re-checked row by row with the same rule (a few correlated EXISTS, not the whole set).
+        condition = and_(Document.status == "ready", readable_by(Document.id, principal), filtered(Document, filters))
+        access = self._bitmap_access(condition, mask)
         if cacheable:
             with self._cache_lock:
                 self._cache[key] = access
@@ -319,7 +320,7 @@ class HybridSearcher:
             .where(Chunk.id.in_(chunk_ids), Document.status == "ready")
         )
         if access.visible is not None:
-            stmt = stmt.where(Chunk.document_id.in_(access.visible))  # type: ignore[arg-type]
+            stmt = stmt.where(access.visible)  # type: ignore[arg-type]
         with self.store.sessions() as session:
             result = session.execute(stmt).all()
             rows = {

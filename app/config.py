@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     rrf_k: int = 60
-    ann_threshold: int = 200_000
+    ann_threshold: int = 50_000
     index_type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
 
     # Model

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,13 +152,10 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             acl.append(1000 * (t4 - t3))
         recall = None
         if kind != "flat":
-            sample = np.random.default_rng(1).choice(store.vectors.ntotal, 20_000, replace=False)
-            ids = store.vectors.ids()[sample]
             qvecs = np.stack([embedder.encode_query(q, threads=1) for q in queries[:100]])
             # Recall of the ANN index against exact search over the full index is measured directly:
             rep = measure_recall(index, store.vectors.ids(), _all_vectors(store), qvecs, k=10)
             recall = rep.__dict__
-            del ids
         searcher.close()
         result = {
             "chunks": n, "index_kind": kind, "build_seconds": round(build_s, 1),
@@ -171,6 +169,8 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             "ratio_p95": round(pct(whole, 95) / pct(bare, 95), 2),
             "acl_ratio_p50": round(pct(acl, 50) / pct(bare, 50), 2),
             "recall_vs_exact": recall,
+            "faiss_index_mb": round(len(faiss.serialize_index(index)) / 2**20, 1),
+            "keyword_index_mb": round(store.keyword.nbytes / 2**20, 1),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
         }
         store.engine.dispose()
@@ -178,9 +178,11 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
 
 
 def _all_vectors(store: DocumentStore) -> np.ndarray:
-    ids = store.vectors.ids()
-    return np.stack([store.vectors.faiss_index.reconstruct(int(i)) for i in ids]) if len(ids) < 50_000 else \
-        np.vstack([store.vectors.faiss_index.reconstruct_batch(ids[s : s + 50_000]) for s in range(0, len(ids), 50_000)])
+    """The original vectors in the index's id order, from SQL (an IVF-PQ index only holds their codes)."""
+    ids, _, vecs = store._snapshot_vectors()
+    order = np.argsort(ids)
+    wanted = store.vectors.ids()
+    return vecs[order[np.searchsorted(ids[order], wanted)]]
 
 
 def main() -> None:
@@ -189,7 +191,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--real-store", type=Path, default=None)
     parser.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto")
-    parser.add_argument("--ann-threshold", type=int, default=200_000)
+    parser.add_argument("--ann-threshold", type=int, default=50_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/search.json")
     args = parser.parse_args()
     embedder = Embedder()

@@ -30,7 +30,7 @@ class IndexPolicy:
     """What the store builds: `choice` 'auto' means flat below `threshold` vectors, HNSW above."""
 
     choice: IndexChoice = "auto"
-    threshold: int = 200_000
+    threshold: int = 50_000
     large_kind: IndexKind = "hnsw"
     # An ANN index is rebuilt when the corpus grew by this factor since it was built, or when this
     # fraction of its entries are tombstones (HNSW cannot delete in place).

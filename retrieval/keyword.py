@@ -188,6 +188,14 @@ class KeywordIndex:
     def live_rows(self) -> int:
         return self._state.n_live
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the postings and per-row arrays (the vocabulary dict not counted)."""
+        state = self._state
+        arrays = [state.chunk_ids, state.row_docs, state.lengths, state.live, self._row_of]
+        arrays += [a for seg in state.segments for a in (seg.term_ids, seg.starts, seg.rows, seg.tfs)]
+        return int(sum(a.nbytes for a in arrays))
+
     def sync(self, doc_map: np.ndarray, fetch: TextFetcher, version: object = None) -> int:
         """Follow the vector index's chunk->document map (chunk id -> document id, < 0 = absent). Returns
         the number of rows read from SQL. `version` identifies the map: an unchanged version is a no-op."""

@@ -2,7 +2,7 @@
 peak memory is that size's alone.
 
     python bench/scale.py [--sizes 10000 100000 1000000:ivfpq] [--queries 100] [--index auto|flat|hnsw|ivfpq]
-                          [--real-store DIR]
+                          [--real-store DIR] [--keep DIR]
 
 Each size runs `bench/search.py` (same store builder, same interleaved timing of the whole search call
 against bare FAISS + query embedding); this script collects the figures into one table and writes
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto")
     parser.add_argument("--real-store", type=Path, default=None, help="passed on to bench/search.py")
+    parser.add_argument("--keep", type=Path, default=None, help="passed on to bench/search.py (reuse built stores)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scale.json")
     args = parser.parse_args()
     rows = []
@@ -38,6 +39,8 @@ def main() -> None:
                    "--index", kind or args.index, "--out", out.name]
             if args.real_store:
                 cmd += ["--real-store", str(args.real_store)]
+            if args.keep:
+                cmd += ["--keep", str(args.keep)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"bench/search.py failed at {n} chunks:\n{done.stderr[-3000:]}")

@@ -31,6 +31,7 @@ from retrieval.vector_index import NO_DOCUMENT
 SearchMode = Literal["hybrid", "dense", "keyword"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "keyword")
 MAX_QUERY_CHARS = 4000
+RERANK_DEPTH = 2  # IVF-PQ: fetch this many times the candidates, keep the best by exact score
 
 
 class SearchError(ValueError):
@@ -230,15 +231,33 @@ class HybridSearcher:
         if access.allowed_chunks == 0 or vectors.ntotal == 0:
             return [], {}
         selectivity = access.allowed_chunks / max(vectors.ntotal, 1)
-        params = search_parameters(vectors.kind, access.selector, selectivity)  # type: ignore[arg-type]
-        scores, ids = vectors.search(qvec[None, :], n, params)
+        kind = vectors.kind
+        params = search_parameters(kind, access.selector, selectivity)  # type: ignore[arg-type]
+        scores, ids = vectors.search(qvec[None, :], RERANK_DEPTH * n if kind == "ivfpq" else n, params)
         out_ids: list[int] = []
         out_scores: dict[int, float] = {}
         for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
             if i >= 0 and i not in out_scores:
                 out_ids.append(i)
                 out_scores[i] = s
+        if kind == "ivfpq":
+            out_ids, out_scores = self._rerank_exact(qvec, out_ids, n)
         return out_ids, out_scores
+
+    def _rerank_exact(self, qvec: np.ndarray, ids: list[int], n: int) -> tuple[list[int], dict[int, float]]:
+        """IVF-PQ scores come from 48-byte codes, too coarse to order near neighbours; SQL keeps every
+        chunk's embedding, so the candidates are re-scored exactly (memory stays compressed)."""
+        if not ids:
+            return [], {}
+        with self.store.sessions() as session:
+            rows = session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(ids))).all()
+        found = {int(r[0]): np.frombuffer(r[1], dtype=np.float32) for r in rows}
+        kept = [i for i in ids if i in found]
+        if not kept:
+            return [], {}
+        exact = np.stack([found[i] for i in kept]) @ qvec
+        order = np.argsort(-exact, kind="stable")[:n]
+        return [kept[j] for j in order], {kept[j]: float(exact[j]) for j in order}
 
     def _keyword(self, query: str, n: int, access: _Access) -> list[KeywordHit]:
         if access.allowed_chunks == 0:

@@ -56,6 +56,9 @@ def evaluate_qa(
     if not items:
         raise ValueError(f"{squad_file} has no answerable questions")
     base = settings or Settings()
+    if llm is None:
+        # The model (and the default MoE's build cache) belongs to the real data dir, not the scratch store.
+        llm = Assistant(base).llm
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = store_dir or Path(tmp)
         scratch = base.model_copy(update={"data_dir": data_dir, "database_url": None})

@@ -31,9 +31,10 @@ from retrieval.text_analysis import search_text
 log = logging.getLogger(__name__)
 
 MAX_TERMS = 32
+MAX_TERM_CHARS = 64  # longer "words" are hashes, base64 and the like: noise for BM25, and unbounded memory
 K1 = 1.2
 B = 0.75
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 SNAPSHOT_MIN_NEW_ROWS = 20_000  # catching up on fewer rows than this is cheaper than rewriting the cache
 MAX_SEGMENTS = 8
 _COMPACT_MIN_DEAD = 10_000  # dead rows are dropped once there are this many and more dead than live
@@ -68,7 +69,7 @@ def _stem_words(words: list[str]) -> list[str]:
 def analyze(segmented: str) -> list[str]:
     """Index terms of a chunk's `search_text` (CJK already segmented at ingest): lower-cased words,
     stopwords dropped, English words stemmed. Query and chunks go through the same function."""
-    words = [w for w in _WORD.findall(segmented.lower()) if w not in STOPWORDS]
+    words = [w for w in _WORD.findall(segmented.lower()) if w not in STOPWORDS and len(w) <= MAX_TERM_CHARS]
     return _stem_words(words) if words else []
 
 
@@ -317,7 +318,8 @@ class KeywordIndex:
             fd, tmp = tempfile.mkstemp(dir=self.snapshot.parent, prefix=".keyword-", suffix=".npz")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(
-                    fh, version=np.array([SNAPSHOT_VERSION]), vocab=np.array([t for t, _ in vocab]),
+                    fh, version=np.array([SNAPSHOT_VERSION]),
+                    vocab=np.frombuffer("\n".join(t for t, _ in vocab).encode("utf-8"), dtype=np.uint8),
                     chunk_ids=state.chunk_ids, row_docs=state.row_docs, lengths=state.lengths,
                     term_ids=segment.term_ids, starts=segment.starts, rows=segment.rows, tfs=segment.tfs,
                 )
@@ -334,7 +336,8 @@ class KeywordIndex:
             with np.load(self.snapshot, allow_pickle=False) as raw:
                 if int(raw["version"][0]) != SNAPSHOT_VERSION:
                     return
-                vocab = raw["vocab"].tolist()
+                blob = raw["vocab"].tobytes().decode("utf-8")
+                vocab = blob.split("\n") if blob else []
                 segment = _Segment(raw["term_ids"], raw["starts"], raw["rows"], raw["tfs"])
                 ids, docs, lengths = raw["chunk_ids"], raw["row_docs"], raw["lengths"]
         except (OSError, ValueError, KeyError) as exc:

@@ -199,6 +199,7 @@ def test_query_text_is_only_words():
     assert keyword_terms('cats NOT "dogs" NEAR(x) col:umn*') == ["cat", "dog", "near", "x", "col", "umn"]
     assert "北京" in keyword_terms("北京是首都")
     assert len(keyword_terms(" ".join(f"w{i}" for i in range(100)))) == 32
+    assert keyword_terms("a" * 65 + " budget") == ["budget"]  # hashes and base64 are not words
 
 
 @settings(max_examples=100, deadline=None)

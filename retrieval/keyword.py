@@ -22,6 +22,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,19 @@ class _State:
     @property
     def rows(self) -> int:
         return len(self.chunk_ids)
+
+    @cached_property
+    def _norms(self) -> dict[tuple[float, float], np.ndarray]:
+        return {}
+
+    def norm(self, k1: float, b: float) -> np.ndarray:
+        """Per row, BM25's length normalisation k1 * (1 - b + b * dl / avgdl): computed once per state,
+        so a query only gathers it for its postings."""
+        found = self._norms.get((k1, b))
+        if found is None:
+            found = (k1 * (1.0 - b + b * self.lengths / max(self.avgdl, 1e-9))).astype(np.float32)
+            self._norms[(k1, b)] = found
+        return found
 
 
 def _empty_state() -> _State:
@@ -361,6 +375,8 @@ class KeywordIndex:
         if not terms or state.n_live == 0:
             return []
         rows_parts, weight_parts = [], []
+        norm = state.norm(self.k1, self.b)
+        all_live = state.n_live == state.rows
         for term in terms:
             tid = self._vocab[term]
             found = [p for p in (seg.lookup(tid) for seg in state.segments) if p is not None]
@@ -368,15 +384,16 @@ class KeywordIndex:
                 continue
             rows = np.concatenate([r for r, _ in found]) if len(found) > 1 else found[0][0]
             tfs = np.concatenate([f for _, f in found]) if len(found) > 1 else found[0][1]
-            live = state.live[rows]
-            df = int(np.count_nonzero(live))
+            if not all_live:
+                live = state.live[rows]
+                rows, tfs = rows[live], tfs[live]
+            df = len(rows)
             if df == 0:
                 continue
-            rows, tf = rows[live], tfs[live].astype(np.float32)
-            idf = np.log1p((state.n_live - df + 0.5) / (df + 0.5))
-            norm = self.k1 * (1.0 - self.b + self.b * state.lengths[rows] / max(state.avgdl, 1e-9))
+            tf = tfs.astype(np.float32)
+            idf = np.float32(np.log1p((state.n_live - df + 0.5) / (df + 0.5)) * (self.k1 + 1.0))
             rows_parts.append(rows)
-            weight_parts.append(idf * tf * (self.k1 + 1.0) / (tf + norm))
+            weight_parts.append(idf * tf / (tf + norm[rows]))
         if not rows_parts:
             return []
         rows = np.concatenate(rows_parts)

@@ -5,6 +5,9 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 """
+import importlib.util
+from pathlib import Path
+
 from alembic import op
 
 revision = '0002'
@@ -12,36 +15,23 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-_SQLITE_FTS = [
-    """CREATE VIRTUAL TABLE chunks_fts USING fts5(
-        search_text, content='chunks', content_rowid='id',
-        tokenize='porter unicode61 remove_diacritics 2')""",
-    """CREATE TRIGGER chunks_fts_ai AFTER INSERT ON chunks BEGIN
-        INSERT INTO chunks_fts(rowid, search_text) VALUES (new.id, new.search_text); END""",
-    """CREATE TRIGGER chunks_fts_ad AFTER DELETE ON chunks BEGIN
-        INSERT INTO chunks_fts(chunks_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text); END""",
-    """CREATE TRIGGER chunks_fts_au AFTER UPDATE OF search_text ON chunks BEGIN
-        INSERT INTO chunks_fts(chunks_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
-        INSERT INTO chunks_fts(rowid, search_text) VALUES (new.id, new.search_text); END""",
-    "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')",
-]
+
+def _initial_schema():
+    """Revision 0001, whose keyword-index DDL a downgrade restores as it was (one definition, not two)."""
+    spec = importlib.util.spec_from_file_location("sparq_migration_0001", Path(__file__).with_name("0001_initial_schema.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        for name in ("chunks_fts_ai", "chunks_fts_ad", "chunks_fts_au"):
-            op.execute(f"DROP TRIGGER IF EXISTS {name}")
-        op.execute("DROP TABLE IF EXISTS chunks_fts")
-    else:
+    _initial_schema()._drop_keyword_index()
+    if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_chunks_search_tsv")
         op.execute("ALTER TABLE chunks DROP COLUMN IF EXISTS search_tsv")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        for statement in _SQLITE_FTS:
-            op.execute(statement)
-    else:
-        op.execute("""ALTER TABLE chunks ADD COLUMN search_tsv tsvector
-            GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED""")
-        op.execute("CREATE INDEX ix_chunks_search_tsv ON chunks USING GIN (search_tsv)")
+    _initial_schema()._create_keyword_index()
+    if op.get_bind().dialect.name == "sqlite":  # the FTS5 table starts empty; PostgreSQL's column is generated
+        op.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")

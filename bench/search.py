@@ -131,7 +131,7 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
         store.sync_keyword()
         keyword_build_s = time.perf_counter() - t_kw if built is None else built["keyword_build_seconds"]
         if args.keep and built is None:
-            store.keyword._save_snapshot()
+            store.keyword.save_snapshot()
             (where / "built.json").write_text(json.dumps({"build_seconds": build_s,
                                                           "keyword_build_seconds": keyword_build_s}))
         if args.build_only:

@@ -21,7 +21,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -236,7 +236,7 @@ class KeywordIndex:
             self._refresh_live(doc_map)
             self._synced_to = version
             if added >= SNAPSHOT_MIN_NEW_ROWS:
-                self._save_snapshot()
+                self.save_snapshot()
             return added
 
     def _add_rows(self, chunk_ids: np.ndarray, doc_map: np.ndarray, fetch: TextFetcher) -> int:
@@ -302,7 +302,7 @@ class KeywordIndex:
             self._compact(live)
             return
         avgdl = float(state.lengths[live].mean()) if n_live else 0.0
-        self._state = _State(state.segments, ids, state.row_docs, state.lengths, live, n_live, avgdl)
+        self._state = replace(state, live=live, n_live=n_live, avgdl=avgdl)
 
     def _compact(self, live: np.ndarray) -> None:
         state = self._state
@@ -319,21 +319,21 @@ class KeywordIndex:
         )
 
     # --- the snapshot cache ----------------------------------------------------------------------------
-    def _save_snapshot(self) -> None:
+    def save_snapshot(self) -> None:
+        """Write the cache atomically. Callers hold sync's lock (or no sync can run, as in a benchmark)."""
         if self.snapshot is None:
             return
         state = self._state
         segment = _merge(state.segments)
-        self._state = _State((segment,), *(getattr(state, f) for f in ("chunk_ids", "row_docs", "lengths", "live",
-                                                                     "n_live", "avgdl")))
-        vocab = sorted(self._vocab.items(), key=lambda kv: kv[1])
+        self._state = replace(state, segments=(segment,))
+        tmp = None
         try:
             self.snapshot.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.snapshot.parent, prefix=".keyword-", suffix=".npz")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(
                     fh, version=np.array([SNAPSHOT_VERSION]),
-                    vocab=np.frombuffer("\n".join(t for t, _ in vocab).encode("utf-8"), dtype=np.uint8),
+                    vocab=np.frombuffer("\n".join(self._vocab).encode("utf-8"), dtype=np.uint8),  # id order
                     chunk_ids=state.chunk_ids, row_docs=state.row_docs, lengths=state.lengths,
                     term_ids=segment.term_ids, starts=segment.starts, rows=segment.rows, tfs=segment.tfs,
                 )
@@ -342,6 +342,8 @@ class KeywordIndex:
             os.replace(tmp, self.snapshot)
         except OSError as exc:  # a cache: searching goes on, the next process rebuilds from SQL
             log.warning("could not write the keyword index cache %s: %s", self.snapshot, exc)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def _load_snapshot(self) -> None:
         if self.snapshot is None or not self.snapshot.exists():

@@ -122,6 +122,8 @@ def _register_eval_qa() -> None:
         llm_model: Annotated[str | None, typer.Option(help="Override SPARQ_LLM_MODEL (e.g. the dense source GGUF).")] = None,
         store: Annotated[Path | None, typer.Option(
             "--store", help="Keep the scratch store here and reuse it (e.g. for the dense and the MoE run).")] = None,
+        records: Annotated[Path | None, typer.Option(
+            "--records", help="Append each answer to this JSON-lines file; a rerun resumes from it.")] = None,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Exact match, F1, containment, retrieval hit rate, cost and speed of the full ask path."""
@@ -134,8 +136,8 @@ def _register_eval_qa() -> None:
         if llm_model:
             settings = settings.model_copy(update={"llm_model": llm_model})
         bar = tqdm(total=limit, unit="q", desc="eval qa", file=sys.stderr, disable=not sys.stderr.isatty())
-        result = evaluate_qa(squad, limit=limit, settings=settings, store_dir=store,
-                             progress=lambda n, total: bar.update(1))
+        result = evaluate_qa(squad, limit=limit, settings=settings, store_dir=store, records_file=records,
+                             progress=lambda n, total: bar.update(n - bar.n))
         bar.close()
         if as_json:
             _print_json(result)

@@ -49,8 +49,15 @@ def evaluate_qa(
     llm: Any = None,
     embedder: Any = None,
     store_dir: Path | None = None,
+    records_file: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """Ask the first ``limit`` questions through the full path and score them.
+
+    ``records_file`` (JSON lines, one per question) makes a long run resumable: questions already
+    recorded there by the same model are not asked again, so an interrupted run continues where it
+    stopped and the summary covers every recorded question.
+    """
     records, items = read_squad(squad_file)
     items = items[:limit]
     if not items:
@@ -59,36 +66,97 @@ def evaluate_qa(
     if llm is None:
         # The model (and the default MoE's build cache) belongs to the real data dir, not the scratch store.
         llm = Assistant(base).llm
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = store_dir or Path(tmp)
-        scratch = base.model_copy(update={"data_dir": data_dir, "database_url": None})
-        assistant = Assistant(scratch, llm=llm)
-        if embedder is not None:
-            assistant._embedder = embedder
-        assistant.ingest_records(records, collection="eval", total=len(records))
-        rows = []
-        for n, item in enumerate(items, start=1):
-            answer = assistant.ask(item.question)
-            language = language_of(item.question)
-            metrics = score(answer.text, item.answers, language)
-            hit = any(p["path"] == item.paragraph_key for p in answer.passages)
-            rows.append((metrics, hit, answer))
-            if progress:
-                progress(n, len(items))
-        info = assistant.llm.info
-        assistant.close()
+    model_name = llm.info.name
+    done = _read_records(records_file, model_name) if records_file else {}
+    rows = [done[i.qid] for i in items if i.qid in done]
+    todo = [i for i in items if i.qid not in done]
+    if progress and rows:
+        progress(len(rows), len(items))
+    if todo:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = store_dir or Path(tmp)
+            scratch = base.model_copy(update={"data_dir": data_dir, "database_url": None})
+            assistant = Assistant(scratch, llm=llm)
+            if embedder is not None:
+                assistant._embedder = embedder
+            try:
+                assistant.ingest_records(records, collection="eval", total=len(records))
+                for item in todo:
+                    row = _ask_one(assistant, item, model_name)
+                    rows.append(row)
+                    if records_file:
+                        with Path(records_file).open("a", encoding="utf-8") as fh:
+                            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    if progress:
+                        progress(len(rows), len(items))
+            finally:
+                assistant.close()
+    return summarize(rows, model=model_name, total_params=llm.info.total_params, k=base.ask_passages)
+
+
+def _ask_one(assistant: Assistant, item: QAItem, model_name: str) -> dict[str, Any]:
+    answer = assistant.ask(item.question)
+    metrics = score(answer.text, item.answers, language_of(item.question))
+    return {
+        "qid": item.qid,
+        "model": model_name,
+        "question": item.question,
+        "prediction": answer.text,
+        "answers": item.answers,
+        **metrics,
+        "hit": any(p["path"] == item.paragraph_key for p in answer.passages),
+        "cost_usd": answer.cost.total_usd,
+        "latency_ms": answer.timings_ms.get("total", 0.0),
+        "prefill_ms": answer.timings_ms.get("prefill", 0.0),
+        "decode_ms": answer.timings_ms.get("decode", 0.0),
+        "prompt_tokens": answer.cost.prompt_tokens,
+        "completion_tokens": answer.cost.completion_tokens,
+        "tokens_per_second": answer.cost.tokens_per_second,
+        "active_params_per_token": answer.cost.active_params_per_token,
+    }
+
+
+def _read_records(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    done: dict[str, dict[str, Any]] = {}
+    for line_no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}:{line_no}: not a JSON record ({exc}); remove the line to resume") from exc
+        if row.get("model") != model_name:
+            raise ValueError(
+                f"{p}:{line_no}: recorded by model {row.get('model')!r}, not {model_name!r}; "
+                "use one records file per model"
+            )
+        done[row["qid"]] = row
+    return done
+
+
+def summarize(rows: list[dict[str, Any]], *, model: str, total_params: int, k: int) -> dict[str, Any]:
     n = len(rows)
+
+    def mean(key: str) -> float:
+        return statistics.fmean(float(r[key]) for r in rows)
+
     return {
         "n": n,
-        "exact_match": sum(m["exact_match"] for m, _, _ in rows) / n,
-        "f1": sum(m["f1"] for m, _, _ in rows) / n,
-        "contains": sum(m["contains"] for m, _, _ in rows) / n,
-        "retrieval_hit_at_k": sum(h for _, h, _ in rows) / n,
-        "mean_cost_usd": statistics.fmean(a.cost.total_usd for _, _, a in rows),
-        "mean_latency_ms": statistics.fmean(a.timings_ms.get("total", 0.0) for _, _, a in rows),
-        "tokens_per_second": statistics.fmean(a.cost.tokens_per_second for _, _, a in rows),
-        "mean_active_params_per_token": statistics.fmean(a.cost.active_params_per_token for _, _, a in rows),
-        "model": info.name,
-        "total_params": info.total_params,
-        "k": base.ask_passages,
+        "exact_match": mean("exact_match"),
+        "f1": mean("f1"),
+        "contains": mean("contains"),
+        "retrieval_hit_at_k": mean("hit"),
+        "mean_cost_usd": mean("cost_usd"),
+        "mean_latency_ms": mean("latency_ms"),
+        "mean_prefill_ms": mean("prefill_ms"),
+        "mean_decode_ms": mean("decode_ms"),
+        "mean_prompt_tokens": mean("prompt_tokens"),
+        "tokens_per_second": mean("tokens_per_second"),
+        "mean_active_params_per_token": mean("active_params_per_token"),
+        "model": model,
+        "total_params": total_params,
+        "k": k,
     }

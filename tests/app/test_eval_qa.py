@@ -42,3 +42,31 @@ def test_eval_qa_runs_the_full_path(tmp_path, settings, embedder, shared_data, s
         assert key in result and result[key] >= 0
     assert result["retrieval_hit_at_k"] >= 2 / 3  # the gold paragraph is almost always retrieved
     assert result["mean_cost_usd"] > 0
+
+
+def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_data, small_llm):
+    """An interrupted run continues: recorded questions are not asked again and the summary covers all."""
+    from app.evaluation.qa import evaluate_qa
+
+    squad = json.loads((shared_data / "squad_v1.1_dev" / "dev-v1.1.json").read_text())
+    small = {"data": [{"title": squad["data"][0]["title"], "paragraphs": squad["data"][0]["paragraphs"][:2]}]}
+    file = tmp_path / "mini.json"
+    file.write_text(json.dumps(small))
+    settings.max_answer_tokens = 8
+    records = tmp_path / "records.jsonl"
+    first = evaluate_qa(file, limit=2, settings=settings, llm=small_llm, embedder=embedder, records_file=records)
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert first["n"] == 2 and len(lines) == 2 and len({r["qid"] for r in lines}) == 2
+    assert all(r["model"] == small_llm.info.name and r["prompt_tokens"] > 0 for r in lines)
+    # Pretend the run stopped after the first question: the second is asked again, the first is not.
+    records.write_text(json.dumps(lines[0]) + "\n")
+    asked: list[str] = []
+    again = evaluate_qa(file, limit=3, settings=settings, llm=small_llm, embedder=embedder, records_file=records,
+                        progress=lambda n, total: asked.append(f"{n}/{total}"))
+    assert again["n"] == 3 and asked == ["1/3", "2/3", "3/3"]
+    assert len(records.read_text().splitlines()) == 3
+    # A records file of another model is refused rather than mixed into this model's figures.
+    other = dict(lines[0], model="someone-else")
+    records.write_text(json.dumps(other) + "\n")
+    with pytest.raises(ValueError, match="someone-else"):
+        evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)

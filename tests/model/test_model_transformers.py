@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -15,12 +16,14 @@ from model.tiny import FAMILY_NAMES, save_tiny_checkpoint  # noqa: E402
 from model.transformers_engine import TransformersEngine  # noqa: E402
 
 MSGS = [{"role": "user", "content": "what is the capital of france"}]
+# CPU by default (CI); SPARQ_TEST_DEVICE=cuda repeats the engine tests on a GPU.
+DEVICE = os.environ.get("SPARQ_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
 def family_engine(request, tmp_path_factory):
     d = save_tiny_checkpoint(request.param, tmp_path_factory.mktemp(request.param) / "ckpt", seed=1)
-    eng = TransformersEngine(d, device="cpu", n_threads=2)
+    eng = TransformersEngine(d, device=DEVICE, n_threads=2)
     yield request.param, eng
     eng.close()
 
@@ -54,18 +57,18 @@ def test_router_hooks_count_every_token(family_engine):
 
 def test_top_k_override_changes_routing(tmp_path):
     d = save_tiny_checkpoint("olmoe", tmp_path / "o", seed=2)
-    eng = TransformersEngine(d, device="cpu", top_k=4)
+    eng = TransformersEngine(d, device=DEVICE, top_k=4)
     g = eng.generate(MSGS, max_tokens=2)
     hist = np.array(g.stats.expert_histogram)
     assert (hist.sum(axis=1) == 4 * (g.stats.prompt_tokens + g.stats.completion_tokens - 1)).all()
     assert eng.info.n_experts_used == 4
-    eng2 = TransformersEngine(d, device="cpu", top_k=2)
+    eng2 = TransformersEngine(d, device=DEVICE, top_k=2)
     assert g.stats.active_params_per_token > eng2.info.active_params_per_token
 
 
 def test_context_too_long(tmp_path):
     d = save_tiny_checkpoint("mixtral", tmp_path / "m")
-    eng = TransformersEngine(d, device="cpu", context_window=16)
+    eng = TransformersEngine(d, device=DEVICE, context_window=16)
     with pytest.raises(ContextTooLong) as ei:
         eng.generate([{"role": "user", "content": "the cat " * 10}], max_tokens=4)
     assert ei.value.window == 16
@@ -104,7 +107,9 @@ def test_dense_equivalence_qwen2_to_qwen2moe():
     dense = Qwen2ForCausalLM(cfg).eval()
     calib = torch.randint(0, 128, (4, 64))
     moe = moefy_qwen2_model(dense, calib, ExpertLayout(160, 8, 16, 32), top_k=8, router_steps=30)
-    test = torch.randint(0, 128, (1, 24))
+    test = torch.randint(0, 128, (1, 24), device=DEVICE)
+    dense.to(DEVICE)
+    moe.to(DEVICE)
     with torch.no_grad():
         ld = dense(test).logits
         lm = moe(test).logits
@@ -120,3 +125,21 @@ def test_dense_equivalence_qwen2_to_qwen2moe():
     assert gate_rows.shape == dense_rows.shape
     match = torch.cdist(gate_rows, dense_rows).argmin(dim=1)
     assert sorted(match.tolist()) == list(range(160))
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3"])
+def test_gpu_half_precision_generation(tmp_path, family):
+    """On a GPU, bf16 weights: generation runs and every evaluated token is counted in every MoE layer."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    d = save_tiny_checkpoint(family, tmp_path / family, seed=3)
+    eng = TransformersEngine(d, device="cuda", dtype="bfloat16")
+    assert next(eng.model.parameters()).dtype == torch.bfloat16
+    g = eng.generate(MSGS, max_tokens=4)
+    s = g.stats
+    hist = np.array(s.expert_histogram)
+    assert (hist.sum(axis=1) == 2 * (s.prompt_tokens + s.completion_tokens - 1)).all()
+    assert s.accounting == "measured" and s.completion_tokens >= 1
+    eng.close()

@@ -121,7 +121,11 @@ def find_routers(model: Any) -> dict[int, Any]:
 
 
 class RouterRecorder:
-    """Forward hooks on every router: per-layer histogram of selected expert ids."""
+    """Forward hooks on every router: per-layer histogram of selected expert ids.
+
+    Counts accumulate on the model's device and are copied to the host once per ``histogram()``,
+    so on a GPU the hooks never force a synchronisation inside the forward pass.
+    """
 
     def __init__(self, model: Any, n_experts: int) -> None:
         self.n_experts = n_experts
@@ -132,9 +136,8 @@ class RouterRecorder:
         self._handles = [mod.register_forward_hook(self._make_hook(il)) for il, mod in self.routers.items()]
 
     def reset(self) -> None:
-        self.hist = {il: np.zeros(self.n_experts, dtype=np.int64) for il in self.layers}
+        self._counts: dict[int, Any] = {}
         self.tokens = dict.fromkeys(self.layers, 0)
-        self.last: dict[int, np.ndarray] = {}
 
     def _make_hook(self, il: int) -> Any:
         import torch
@@ -145,10 +148,14 @@ class RouterRecorder:
             if idx is None:
                 self.errors.append(ModelError(f"router of layer {il} returned no expert indices"))
                 return
-            ids = idx.detach().reshape(-1, idx.shape[-1]).cpu().numpy()
-            np.add.at(self.hist[il], ids.reshape(-1), 1)
+            ids = idx.detach().reshape(-1, idx.shape[-1])
+            flat = ids.reshape(-1).long()
+            acc = self._counts.get(il)
+            if acc is None:
+                acc = self._counts[il] = torch.zeros(self.n_experts, dtype=torch.int64, device=flat.device)
+            # index_add_ needs no host round trip (bincount on CUDA reads the max id back to size its output).
+            acc.index_add_(0, flat, torch.ones((), dtype=torch.int64, device=flat.device).expand(flat.numel()))
             self.tokens[il] += ids.shape[0]
-            self.last[il] = ids
 
         return hook
 
@@ -159,7 +166,11 @@ class RouterRecorder:
             raise ModelError(f"expert capture failed: {err}") from err
         if not self.layers or not any(self.tokens.values()):
             return None
-        return [self.hist[il].tolist() for il in self.layers], [self.tokens[il] for il in self.layers]
+        hist = []
+        for il in self.layers:
+            counts = self._counts.get(il)
+            hist.append([0] * self.n_experts if counts is None else counts.cpu().tolist())
+        return hist, [self.tokens[il] for il in self.layers]
 
     def remove(self) -> None:
         for h in self._handles:

@@ -11,7 +11,6 @@ checkpoint has to be downloaded. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import sys
@@ -56,6 +55,8 @@ def timed_generation(model: Any, prompt: Any, n_decode: int, cache_kw: str) -> t
     """Seconds for the prefill and for ``n_decode`` greedy decode steps (device synchronised)."""
     import torch
 
+    from model.transformers_engine import output_cache
+
     def sync() -> None:
         if prompt.is_cuda:
             torch.cuda.synchronize()
@@ -67,10 +68,10 @@ def timed_generation(model: Any, prompt: Any, n_decode: int, cache_kw: str) -> t
         tok = out.logits[:, -1:].argmax(-1)
         sync()
         t1 = time.perf_counter()
-        past = out.get("cache", out.get("past_key_values"))
+        past = output_cache(out)
         for _ in range(n_decode):
             out = model(tok, use_cache=True, **{cache_kw: past})
-            past = out.get("cache", out.get("past_key_values"))
+            past = output_cache(out)
             tok = out.logits[:, -1:].argmax(-1)
         sync()
         t2 = time.perf_counter()
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from model.transformers_engine import RouterRecorder, info_from_model
+    from model.transformers_engine import RouterRecorder, cache_keyword, info_from_model
 
     torch.manual_seed(0)
     model = build_model(args.preset, args.device, args.dtype)
     info = info_from_model(model, name=args.preset, path=None, context_window=None)
-    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_kw = cache_keyword(model)
     prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens), device=args.device)
     for _ in range(2):  # warm-up: kernels, allocator, clocks
         timed_generation(model, prompt, args.decode_tokens, cache_kw)

@@ -120,6 +120,16 @@ def find_routers(model: Any) -> dict[int, Any]:
     return out
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward() argument that takes the KV cache (transformers >= 5.2x renamed past_key_values)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward() returned, under either name."""
+    return out.get("cache", out.get("past_key_values"))
+
+
 class RouterRecorder:
     """Forward hooks on every router: per-layer histogram of selected expert ids.
 
@@ -262,9 +272,7 @@ class TransformersEngine(LLMEngine):
             eos_ids.add(int(tokenizer.eos_token_id))
         self._eos = eos_ids
         self._lock = threading.Lock()
-        # transformers >= 5.2x renamed past_key_values -> cache in forward()
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(self.model)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -305,7 +313,7 @@ class TransformersEngine(LLMEngine):
             gen = torch.Generator(device="cpu").manual_seed(0)
             t0 = time.perf_counter()
             out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-            past = out.get("cache", out.get("past_key_values"))
+            past = output_cache(out)
             logits = out.logits[0, -1]
             t_first = t0
             new: list[int] = []
@@ -336,7 +344,7 @@ class TransformersEngine(LLMEngine):
                 if len(new) >= max_tokens:
                     break
                 out = self.model(torch.tensor([[tok]], device=self.device), use_cache=True, **{self._cache_kw: past})
-                past = out.get("cache", out.get("past_key_values"))
+                past = output_cache(out)
                 logits = out.logits[0, -1]
             t_end = time.perf_counter()
             if finish == "length":

@@ -38,12 +38,8 @@ LAYOUTS: dict[str, tuple[int, int, float, str, int]] = {
 }
 
 
-def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return float(((y - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-9)).mean())
-
-
 def layer_errors(wg: np.ndarray, wu: np.ndarray, wd: np.ndarray, x: np.ndarray, n_hold: int) -> dict[str, Any]:
-    from model.moefy import _balanced_kmeans, _swiglu, expert_outputs_norm
+    from model.moefy import _balanced_kmeans, _swiglu, expert_outputs_norm, relative_error, selection_mask
 
     tg, tu, td = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (wg, wu, wd))
     xt = torch.from_numpy(np.array(x, dtype=np.float32))
@@ -57,7 +53,7 @@ def layer_errors(wg: np.ndarray, wu: np.ndarray, wd: np.ndarray, x: np.ndarray, 
     for frac in (0.5, 0.63):
         c = contrib[hold]
         keep = torch.zeros_like(c).scatter_(1, c.topk(int(n_ffn * frac), dim=1).indices, 1.0)
-        out[f"neuron oracle ({frac:.0%})"] = {"rel_err": rel_err((h[hold] * keep) @ td.T, dense), "active": frac}
+        out[f"neuron oracle ({frac:.0%})"] = {"rel_err": relative_error((h[hold] * keep) @ td.T, dense), "active": frac}
     for name, (n_exp, size, frac, feats_kind, iters) in LAYOUTS.items():
         shared = n_ffn - n_exp * size
         shared_idx = torch.topk(contrib[fit].mean(0), shared).indices.sort().values.numpy()
@@ -70,11 +66,8 @@ def layer_errors(wg: np.ndarray, wu: np.ndarray, wd: np.ndarray, x: np.ndarray, 
         expert_idx = rest[_balanced_kmeans(feats.T.contiguous(), n_exp, size, iters, 0)]
         k = max(1, round((frac * n_ffn - shared) / size))
         best = expert_outputs_norm(h[hold], td, expert_idx).topk(k, dim=1).indices
-        mask = torch.zeros(len(hold), n_ffn)
-        mask[:, torch.from_numpy(shared_idx)] = 1.0
-        chosen = torch.zeros(len(hold), n_exp).scatter_(1, best, 1.0)
-        mask[:, torch.from_numpy(expert_idx.reshape(-1))] = chosen.repeat_interleave(size, dim=1)
-        out[name] = {"rel_err": rel_err((h[hold] * mask) @ td.T, dense), "top_k": k,
+        mask = selection_mask(n_ffn, shared_idx, expert_idx, best)
+        out[name] = {"rel_err": relative_error((h[hold] * mask) @ td.T, dense), "top_k": k,
                      "active": (shared + k * size) / n_ffn}
     return out
 

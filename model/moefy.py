@@ -205,16 +205,28 @@ def moefy_ffn(
     return MoELayer(shared_idx=shared_idx, expert_idx=expert_idx, router=router.numpy(), metrics=metrics, down=down)
 
 
+def selection_mask(
+    n_ffn: int, shared_idx: np.ndarray, expert_idx: np.ndarray, selected: torch.Tensor
+) -> torch.Tensor:
+    """[N, I] 0/1 mask of the neurons each token uses: the shared ones plus its selected experts [N, k]."""
+    n_exp = expert_idx.shape[0]
+    mask = torch.zeros(selected.shape[0], n_ffn)
+    mask[:, torch.from_numpy(shared_idx)] = 1.0
+    em = torch.zeros(selected.shape[0], n_exp).scatter_(1, selected, 1.0)
+    mask[:, torch.from_numpy(expert_idx.reshape(-1))] = em.repeat_interleave(expert_idx.shape[1], dim=1)
+    return mask
+
+
+def relative_error(y: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over tokens of ||y - reference|| / ||reference||."""
+    return float(((y - reference).norm(dim=1) / reference.norm(dim=1).clamp_min(1e-9)).mean())
+
+
 def _route_mask(
     h: torch.Tensor, x: torch.Tensor, router: torch.Tensor, shared_idx: np.ndarray, expert_idx: np.ndarray, top_k: int
 ) -> torch.Tensor:
     """[N, I] 0/1 mask of the neurons a token uses: shared + its router's top-k experts."""
-    n_exp = expert_idx.shape[0]
-    mask = torch.zeros(h.shape[0], h.shape[1])
-    mask[:, torch.from_numpy(shared_idx)] = 1.0
-    em = torch.zeros(h.shape[0], n_exp).scatter_(1, (x @ router.T).topk(top_k, dim=1).indices, 1.0)
-    mask[:, torch.from_numpy(expert_idx.reshape(-1))] = em.repeat_interleave(expert_idx.shape[1], dim=1)
-    return mask
+    return selection_mask(h.shape[1], shared_idx, expert_idx, (x @ router.T).topk(top_k, dim=1).indices)
 
 
 def _refit_down(
@@ -252,17 +264,9 @@ def evaluate_split(
 ) -> dict[str, float]:
     """Relative output error of router vs oracle selection and router recall of the oracle top-k."""
     dense = h @ wd.T if reference is None else reference
-    n_exp = expert_idx.shape[0]
 
     def run(sel: torch.Tensor) -> float:
-        mask = torch.zeros(h.shape[0], h.shape[1])
-        mask[:, torch.from_numpy(shared_idx)] = 1.0
-        em = torch.zeros(h.shape[0], n_exp)
-        em.scatter_(1, sel, 1.0)
-        flat = torch.from_numpy(expert_idx.reshape(-1))
-        mask[:, flat] = em.repeat_interleave(expert_idx.shape[1], dim=1)
-        y = (h * mask) @ wd.T
-        return float(((y - dense).norm(dim=1) / dense.norm(dim=1).clamp_min(1e-9)).mean())
+        return relative_error((h * selection_mask(h.shape[1], shared_idx, expert_idx, sel)) @ wd.T, dense)
 
     osel = oracle.topk(top_k, dim=1).indices
     rsel = (x @ router.T).topk(top_k, dim=1).indices

@@ -93,7 +93,8 @@ def location_of(hit: Any) -> str:
     return ", ".join(parts)
 
 
-def _source_label(hit: Any) -> str:
+def source_label(hit: Any) -> str:
+    """How a passage names its origin in the prompt and citations: title (or file name), then location."""
     name = hit.title or hit.path.rsplit("/", 1)[-1]
     loc = location_of(hit)
     return f"{name}, {loc}" if loc else name
@@ -215,7 +216,7 @@ class AskService:
         max_tokens = settings.max_answer_tokens
         packed = pack_prompt(
             rewritten or text,
-            [(h.text, _source_label(h), h) for h in hits],
+            [(h.text, source_label(h), h) for h in hits],
             count_chat_tokens=llm.count_chat_tokens,
             count_tokens=llm.count_tokens,
             context_window=llm.info.context_window,

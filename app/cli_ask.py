@@ -79,13 +79,35 @@ def costs(
 
 
 @model_app.command("build-default")
-def build_default() -> None:
+def build_default(
+    from_documents: Annotated[bool, typer.Option(
+        "--from-documents",
+        help="Fit the routers on your ingested documents (in the answer prompt) instead of the bundled text; "
+        "the result is kept beside the default, as sparq-moe-<source>-documents.")] = False,
+    collection: Annotated[list[str] | None, typer.Option(
+        "--collection", "-c", help="With --from-documents: sample only these collections.")] = None,
+    tokens: Annotated[int | None, typer.Option(
+        help="With --from-documents: calibration tokens (default 4096); more fits the routers better, builds "
+        "slower.")] = None,
+) -> None:
     """Build the embedded default sparse MoE from the shipped dense model (once; cached in the data dir)."""
     from tqdm import tqdm
 
-    from model.default_model import ensure_default_model
+    from model.base import ModelError
+    from model.default_model import (
+        DEFAULT_CALIB_TOKENS,
+        build_default_model,
+        default_source,
+        ensure_default_model,
+    )
 
-    settings = Assistant().settings
+    if (collection or tokens is not None) and not from_documents:
+        raise typer.BadParameter("--collection and --tokens apply only with --from-documents")
+    assistant = Assistant()
+    settings = assistant.settings
+    n_tokens = tokens or DEFAULT_CALIB_TOKENS
+    if n_tokens < 256:
+        raise typer.BadParameter("--tokens must be at least 256")
     bar = tqdm(total=100, unit="%", desc="build default MoE", file=sys.stderr)
 
     def progress(message: str, fraction: float) -> None:
@@ -93,9 +115,36 @@ def build_default() -> None:
         bar.set_postfix_str(message[:60])
         bar.refresh()
 
-    path = ensure_default_model(settings.data_dir, progress=progress)
-    bar.close()
-    typer.echo(f"default model ready: {path}")
+    try:
+        if from_documents:
+            from app.calibration import document_passages
+            from model.default_model import document_calibration_samples
+
+            # the chunker counts tokens with the embedder's tokenizer: fetch a margin for the LLM's count
+            text = document_passages(assistant.engine, collection, int(n_tokens * 1.5))
+            if text.tokens < 256:
+                raise ValueError(f"only {text.tokens} tokens of ingested text to calibrate on; at least 256 needed")
+            path = build_default_model(
+                settings.data_dir, source=default_source(), progress=progress, calib_tokens=n_tokens,
+                calibration=document_calibration_samples(text.passages), calibration_id=text.fingerprint,
+                variant="documents",
+            )
+        else:
+            path = ensure_default_model(settings.data_dir, progress=progress)
+    except (ModelError, ValueError) as exc:
+        raise SparqError(str(exc)) from exc
+    finally:
+        bar.close()
+        assistant.close()
+    if from_documents:
+        import json
+
+        captured = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))["calibration"]
+        typer.echo(f"model calibrated on {captured.get('tokens_captured', n_tokens)} tokens of your documents "
+                   f"(from {len(text.passages)} sampled passages) ready: {path}")
+        typer.echo(f"use it with: SPARQ_LLM_MODEL={path}")
+    else:
+        typer.echo(f"default model ready: {path}")
 
 
 @model_app.command("info")

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,41 @@ def bundled_calibration_samples() -> Iterable[list[dict[str, str]]]:
     if not chats:
         raise ModelError("bundled calibration text is empty or malformed")
     yield from chats
+
+
+CALIBRATION_QUESTION = {
+    "en": "What do these passages say? Answer with citations.",
+    "zh": "这些段落讲了什么？请注明引用的段落编号。",
+}
+
+
+def document_calibration_samples(
+    passages: Iterable[tuple[str, str]], per_prompt: int = 2
+) -> Iterator[list[dict[str, str]]]:
+    """Answer-turn chats (the exact prompt ``ask`` sends) over the customer's own (text, source) passages.
+
+    The routers learn which experts a token needs from the calibration text, so routers fitted on
+    English encyclopedia paragraphs in a short-answer prompt pick worse experts for another language,
+    domain or prompt; calibrating on the documents the model will answer over removes that mismatch.
+    Consecutive passages share a prompt, so pass them shuffled across documents.
+    """
+    from model.prompting import Passage, grounded_messages, language_of
+
+    if per_prompt < 1:
+        raise ValueError("per_prompt must be >= 1")
+
+    def chat(batch: list[Passage]) -> list[dict[str, str]]:
+        language = language_of("".join(p.text for p in batch))
+        return grounded_messages(CALIBRATION_QUESTION[language], batch, language)
+
+    batch: list[Passage] = []
+    for text, source in passages:
+        batch.append(Passage(len(batch) + 1, text, source))
+        if len(batch) == per_prompt:
+            yield chat(batch)
+            batch = []
+    if batch:
+        yield chat(batch)
 
 
 def capture_ffn_inputs(
@@ -252,12 +287,18 @@ def build_default_model(
     n_threads: int | None = None,
     force: bool = False,
     refit_lambda: float | None = None,
+    variant: str = "",
+    calibration_id: str | None = None,
 ) -> Path:
     """MoEfy ``source`` into a qwen2moe Q4_K_M GGUF under data_dir/models/ and return its path.
 
     Idempotent: a finished build with the same source checksum and settings is reused.
     Writes into a temporary folder and renames it into place, so an interrupted build never
     leaves a half-written model that looks valid.
+
+    ``variant`` names a build kept beside the default (``sparq-moe-<source>-<variant>``), e.g. one
+    calibrated on the customer's documents; ``calibration_id`` fingerprints custom calibration text
+    so that a changed text rebuilds instead of reusing the old routers.
     """
     import gguf
 
@@ -276,10 +317,10 @@ def build_default_model(
         "shared_fraction": shared_fraction,
         "calib_tokens": calib_tokens,
         "router_steps": router_steps,
-        "custom_calibration": calibration is not None,
+        "custom_calibration": calibration_id or (calibration is not None),
         "refit_lambda": refit_lambda,
     }
-    final_dir = model_dir(data_dir, source, "refit" if refit_lambda is not None else "")
+    final_dir = model_dir(data_dir, source, variant or ("refit" if refit_lambda is not None else ""))
     manifest_path = final_dir / "manifest.json"
     if not force and _manifest_ok(manifest_path, want):
         m = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -317,6 +358,7 @@ def build_default_model(
         t_capture = time.time() - t0
         if sorted(xs) != list(range(n_layers)):
             raise ModelError(f"calibration captured layers {sorted(xs)}, expected 0..{n_layers - 1}")
+        n_captured = xs[0].shape[0]
         layers: dict[int, dict[str, np.ndarray]] = {}
         layer_metrics: list[dict[str, float]] = []
         t0 = time.time()
@@ -372,6 +414,7 @@ def build_default_model(
                "(compensates dropped experts, no longer exactly dense with all experts)"),
             "calibration": {
                 "tokens": calib_tokens,
+                "tokens_captured": int(n_captured),
                 "source": "custom" if calibration is not None else str(squad_path() or "bundled"),
                 "mean": summary,
                 "per_layer": layer_metrics,
@@ -415,10 +458,14 @@ def set_default_top_k(gguf_path: Path, top_k: int) -> None:
     os.replace(tmp, manifest_path)
 
 
+def default_source() -> str:
+    """The dense source the default is made from (``SPARQ_DEFAULT_SOURCE`` picks a smaller one for tests)."""
+    return os.environ.get("SPARQ_DEFAULT_SOURCE", DEFAULT_SOURCE)
+
+
 def ensure_default_model(data_dir: Path, progress: Progress | None = None) -> Path:
     """The default model path, building it on first use (what the first ``ask`` calls)."""
-    source = os.environ.get("SPARQ_DEFAULT_SOURCE", DEFAULT_SOURCE)
-    return build_default_model(Path(data_dir), source=source, progress=progress)
+    return build_default_model(Path(data_dir), source=default_source(), progress=progress)
 
 
 def default_model_manifest(data_dir: Path, source: str = DEFAULT_SOURCE) -> dict[str, Any] | None:

@@ -67,11 +67,13 @@ def system_prompt(language: str) -> str:
     return template.format(not_found=NOT_FOUND.get(language, NOT_FOUND["en"]))
 
 
-def _user_message(question: str, passages: Sequence[Passage], language: str) -> str:
+def grounded_messages(question: str, passages: Sequence[Passage], language: str) -> list[dict[str, str]]:
+    """The chat an answer turn sends; the MoE build calibrates on the same shape."""
     blocks = [f"[{p.ref}] ({p.source})\n{p.text.strip()}" for p in passages]
     head = "文档段落：" if language == "zh" else "Passages:"
     ask = "问题：" if language == "zh" else "Question:"
-    return f"{head}\n\n" + "\n\n".join(blocks) + f"\n\n{ask} {question.strip()}"
+    user = f"{head}\n\n" + "\n\n".join(blocks) + f"\n\n{ask} {question.strip()}"
+    return [{"role": "system", "content": system_prompt(language)}, {"role": "user", "content": user}]
 
 
 def _trim_to(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
@@ -103,14 +105,10 @@ def pack_prompt(
     or ContextTooLong-style ValueError is raised by the caller's engine check.
     """
     language = language or language_of(question)
-    system = system_prompt(language)
     budget = context_window - max_answer_tokens
 
     def build(passages: list[Passage]) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": system},
-            {"role": "user", "content": _user_message(question, passages, language)},
-        ]
+        return grounded_messages(question, passages, language)
 
     base_tokens = count_chat_tokens(build([]))
     if base_tokens > budget:

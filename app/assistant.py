@@ -24,7 +24,7 @@ from ingestion.sources import TextRecord
 from model.base import LLMEngine
 from retrieval.access import Principal
 from retrieval.schema import Chunk, Collection, Document
-from retrieval.store import DocumentStore
+from retrieval.store import DocumentStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,15 @@ class Assistant:
             if self._store is None:
                 from retrieval.ann import IndexPolicy
 
-                store = DocumentStore(self.engine, self.settings.index_dir, self.embedder.dim)
+                embedder = self.embedder
+                store = DocumentStore(
+                    self.engine, self.settings.index_dir, embedder.dim, embedding_model=embedder.model_id
+                )
                 store.index_policy = IndexPolicy(choice=self.settings.index_type, threshold=self.settings.ann_threshold)
-                store.open()
+                try:
+                    store.open()
+                except StoreError as exc:
+                    raise SparqError(str(exc)) from exc
                 self._store = store
             return self._store
 

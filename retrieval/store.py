@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.ann import IndexKind, IndexPolicy, build_index
@@ -77,8 +78,9 @@ KEYWORD_CACHE = "keyword.npz"
 
 
 class DocumentStore:
-    def __init__(self, engine: Engine, index_dir: Path, dim: int) -> None:
+    def __init__(self, engine: Engine, index_dir: Path, dim: int, *, embedding_model: str | None = None) -> None:
         self.engine = engine
+        self.embedding_model = embedding_model
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.vectors = VectorIndex(index_dir, dim)
         # BM25 over the same chunks as `vectors`; its file in the index dir is only a cache.
@@ -93,8 +95,37 @@ class DocumentStore:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
+        self._check_embedding_model()
         self.vectors.load()
         return self.reconcile()
+
+    def _check_embedding_model(self) -> None:
+        """Refuse to serve vectors made by another embedding model; record the model on first use."""
+        if self.embedding_model is None:
+            return
+        with self.sessions() as session:
+            state = session.get(IndexState, 1)
+            recorded = state.embedding_model if state is not None else None
+            if recorded == self.embedding_model:
+                return
+            if recorded is not None:
+                raise StoreError(
+                    f"the stored vectors were made by the embedding model {recorded!r}, but {self.embedding_model!r} "
+                    "is configured: searching one model's vectors with the other's queries returns unrelated "
+                    "passages. Set SPARQ_EMBEDDING_MODEL back, or use a new data dir/database and ingest again."
+                )
+            if session.scalar(select(Chunk.id).limit(1)) is not None:
+                log.warning("this store predates embedding-model tracking; recording %r as the model of its vectors",
+                            self.embedding_model)
+            if state is None:
+                session.add(IndexState(id=1, generation=0, embedding_model=self.embedding_model))
+            else:
+                state.embedding_model = self.embedding_model
+            try:
+                session.commit()
+            except IntegrityError:  # another process recorded it first: check what it recorded
+                session.rollback()
+                return self._check_embedding_model()
 
     def generation(self, session: Session | None = None) -> int:
         if session is None:

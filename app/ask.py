@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,9 @@ from model.base import ContextTooLong, Generation, GenerationStats, ModelError
 from model.prompting import (
     NOT_FOUND,
     PromptTooLong,
+    answer_in_words_messages,
     check_citations,
+    is_citations_only,
     is_not_found,
     language_of,
     pack_prompt,
@@ -114,6 +116,19 @@ def _merge_stats(parts: Sequence[GenerationStats]) -> dict[str, float]:
     }
 
 
+def _summed_histogram(gens: Iterable[Generation]) -> list[list[int]] | None:
+    """The query's expert usage: every generation's per-layer counts added up (same model, same shape)."""
+    total: list[list[int]] | None = None
+    for g in gens:
+        h = g.stats.expert_histogram
+        if not h:
+            continue
+        total = [list(row) for row in h] if total is None else [
+            [a + b for a, b in zip(ra, rb, strict=True)] for ra, rb in zip(total, h, strict=True)
+        ]
+    return total
+
+
 class AskService:
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
@@ -140,7 +155,7 @@ class AskService:
         started = time.perf_counter()
         meter = EnergyMeter(settings.cpu_watts, settings.gpu_watts, settings.gpu).start()
         timings: dict[str, float] = {}
-        gens: list[Generation] = []
+        gens: dict[str, Generation] = {}  # by role: rewrite, answer, retry (in the order they ran)
         row: dict[str, Any] = {
             "question": (question or "")[:MAX_QUESTION_CHARS],
             "collections": list(collections or []),
@@ -159,7 +174,7 @@ class AskService:
                 t = time.perf_counter()
                 standalone, rewrite = self._rewrite(history, text)
                 timings["rewrite"] = (time.perf_counter() - t) * 1000
-                gens.append(rewrite)
+                gens["rewrite"] = rewrite
                 row["rewritten_question"] = standalone
 
             self.assistant.last_embed_ms(reset=True)
@@ -226,20 +241,29 @@ class AskService:
         llm.check_fits(packed.prompt_tokens, max_tokens)
         timings["prompt"] = (time.perf_counter() - t) * 1000
 
-        generation: Generation | None = None
-        for item in llm.stream(packed.messages, max_tokens=max_tokens, temperature=0.0):
-            if isinstance(item, Generation):
-                generation = item
-            else:
-                partial.append(item)
-                yield item
-        if generation is None:
-            raise ModelError("the model stream ended without a result")
-        gens.append(generation)
+        generation, held = yield from self._generate(packed.messages, max_tokens, partial)
+        gens["answer"] = generation
         timings["prefill"] = generation.stats.prefill_seconds * 1000
         timings["decode"] = generation.stats.decode_seconds * 1000
 
         checked = check_citations(generation.text, len(packed.passages))
+        if checked.cited and is_citations_only(checked.text):
+            # A bare "[2][3]" names the sources but answers nothing: ask once more for the words.
+            retry_messages = answer_in_words_messages(packed.messages, checked.text, language)
+            if llm.count_chat_tokens(retry_messages) + max_tokens <= llm.info.context_window:
+                t = time.perf_counter()
+                retry, held = yield from self._generate(retry_messages, max_tokens, partial)
+                gens["retry"] = retry
+                timings["retry"] = (time.perf_counter() - t) * 1000
+                first = checked
+                checked = check_citations(retry.text, len(packed.passages))
+                checked.removed[:0] = first.removed
+                if not checked.cited and not is_not_found(checked.text):
+                    checked.cited.extend(first.cited)
+            else:
+                log.info("citation-only answer kept: no room in the window to ask again for the words")
+        if held:
+            yield held
         status = "ok"
         citations: list[Citation] = []
         if is_not_found(checked.text) or not checked.text.strip():
@@ -262,6 +286,30 @@ class AskService:
         ]
         return self._finish(text, answer_text, status, citations, passages, timings, gens, meter, started,
                             rewritten, language, checked.removed)
+
+    def _generate(self, messages: list[dict[str, str]], max_tokens: int, partial: list[str]):
+        """Stream one generation; pieces that are only citations so far are held back (they may be all
+        there is, and then the words are asked for), the rest are passed on as they come.
+        Returns the Generation and the text still held back (non-empty only for a citation-only reply)."""
+        generation: Generation | None = None
+        held: list[str] = []
+        released = False
+        for item in self.assistant.llm.stream(messages, max_tokens=max_tokens, temperature=0.0):
+            if isinstance(item, Generation):
+                generation = item
+                continue
+            partial.append(item)
+            if released:
+                yield item
+                continue
+            held.append(item)
+            if not is_citations_only("".join(held)):
+                yield "".join(held)
+                held.clear()
+                released = True
+        if generation is None:
+            raise ModelError("the model stream ended without a result")
+        return generation, "".join(held)
 
     # --- stages --------------------------------------------------------------------------------------
     @staticmethod
@@ -289,10 +337,10 @@ class AskService:
         return self.assistant.search(query, user=principal, k=self.assistant.settings.ask_passages, filters=filters)
 
     # --- accounting ----------------------------------------------------------------------------------
-    def _cost(self, gens: Sequence[Generation], meter: EnergyMeter, started: float) -> CostRecord:
+    def _cost(self, gens: dict[str, Generation], meter: EnergyMeter, started: float) -> CostRecord:
         energy = meter.stop()
         wall = time.perf_counter() - started
-        stats = [g.stats for g in gens]
+        stats = [g.stats for g in gens.values()]
         merged = _merge_stats(stats)
         llm = self.assistant.loaded_llm
         total_params = float(llm.info.total_params) if llm is not None else 0.0
@@ -304,11 +352,12 @@ class AskService:
             if stats else 0.0
         )
         flops = {}
-        if len(gens) == 2:
-            flops["rewrite"] = gens[0].stats.flops_total
-        if gens:
-            flops["prefill"] = gens[-1].stats.flops_prefill
-            flops["decode"] = gens[-1].stats.flops_decode
+        for role, g in gens.items():
+            if role == "answer":
+                flops["prefill"] = g.stats.flops_prefill
+                flops["decode"] = g.stats.flops_decode
+            else:
+                flops[role] = g.stats.flops_total
         electricity = self.cost_model.electricity_usd(energy.joules)
         hardware = self.cost_model.hardware_usd_for(wall)
         return CostRecord(
@@ -344,7 +393,7 @@ class AskService:
             language=language, model=llm.info.name if llm is not None else None, removed_citations=removed or [],
         )
 
-    def _log(self, row: dict[str, Any], answer: Answer | None, gens: Sequence[Generation]) -> int | None:
+    def _log(self, row: dict[str, Any], answer: Answer | None, gens: dict[str, Generation]) -> int | None:
         cost: CostRecord = answer.cost if answer is not None else row["cost"]
         timings = answer.timings_ms if answer is not None else row.get("timings", {})
         llm = self.assistant.loaded_llm
@@ -375,9 +424,7 @@ class AskService:
             details={
                 "cost": cost.to_dict(),
                 "citations": [asdict(c) for c in answer.citations] if answer else [],
-                "expert_histogram": next(
-                    (g.stats.expert_histogram for g in reversed(gens) if g.stats.expert_histogram), None
-                ),
+                "expert_histogram": _summed_histogram(gens.values()),
             },
         )
         try:

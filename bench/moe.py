@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--squad", default=str(SQUAD))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "moe.json"))
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--label", default="moe", help="label prefix of the MoE rows (e.g. refit, to merge a variant)")
     ap.add_argument("--speed-questions", type=int, default=12,
                     help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)")
     ap.add_argument("--merge", default=None,
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     dense = args.dense or str(source_gguf(source, data_dir))
     questions = squad_questions(squad, args.n)
     configs: list[tuple[str, str, int | None]] = [] if args.no_dense else [("dense", dense, None)]
-    configs += [(f"moe k={k}", moe, int(k)) for k in args.top_k.split(",") if k.strip()]
+    configs += [(f"{args.label} k={k}", moe, int(k)) for k in args.top_k.split(",") if k.strip()]
 
     ctx = mp.get_context("spawn")
     results: list[dict[str, Any]] = []

@@ -174,6 +174,35 @@ def check_citations(answer: str, n_passages: int) -> CitationCheck:
     return CitationCheck(re.sub(r"[ \t]{2,}", " ", cleaned).strip(), cited, removed)
 
 
+ANSWER_IN_WORDS = {
+    "en": "Your reply only lists passage numbers. Write the answer itself in words, then cite the passage "
+    "numbers after it.",
+    "zh": "你的回复只列出了段落编号。请用文字写出答案本身，并在答案后注明段落编号。",
+}
+_CITATION_ONLY_CHARS = " \t\r\n.,;:!?。，；：！？、"
+
+
+def is_citations_only(answer: str) -> bool:
+    """Whether the answer is bracketed passage numbers and nothing else (small models sometimes reply "[2][3]").
+
+    Also true for a prefix still being streamed ("[1", "[2] ["), so a caller can hold those pieces back.
+    """
+    text = _CITATION.sub("", answer)
+    text = re.sub(r"\[\s*\d*(?:\s*[,，;；]\s*\d*)*$", "", text)  # an unfinished "[12, 1" at the end
+    return not text.strip(_CITATION_ONLY_CHARS)
+
+
+def answer_in_words_messages(
+    messages: Sequence[dict[str, str]], bare_answer: str, language: str
+) -> list[dict[str, str]]:
+    """The answer turn again, with the citation-only reply shown back and a request for the answer in words."""
+    return [
+        *messages,
+        {"role": "assistant", "content": bare_answer.strip()},
+        {"role": "user", "content": ANSWER_IN_WORDS.get(language, ANSWER_IN_WORDS["en"])},
+    ]
+
+
 def is_not_found(answer: str) -> bool:
     """Whether the model declined because the passages lack the answer."""
     normalized = answer.strip().strip('"').strip()

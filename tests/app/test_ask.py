@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +134,60 @@ def test_follow_up_is_rewritten_before_retrieval(ready):
     row = _log_rows(ready)[-1]
     assert row.rewritten_question == answer.rewritten_question
     assert "rewrite" in answer.cost.flops  # the rewrite's compute is part of the query's cost
+
+
+class _CitationOnlyEngine(LLMEngine):
+    """Fault injection at the model boundary: the real engine, but its first reply is replaced by bare
+    citations, as small models sometimes answer ("[1] [2]"); later replies are the real model's."""
+
+    def __init__(self, inner: LLMEngine) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.calls: list[list[dict[str, str]]] = []
+        self.streamed: list[str] = []  # the text each call streamed
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def count_chat_tokens(self, messages) -> int:
+        return self.inner.count_chat_tokens(messages)
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None) -> Iterator[str | Generation]:
+        self.calls.append(list(messages))
+        items = list(self.inner.stream(messages, max_tokens=max_tokens, temperature=temperature))
+        if len(self.calls) > 1:
+            self.streamed.append("".join(i for i in items if isinstance(i, str)))
+            yield from items
+            return
+        self.streamed.append("[1] [2]")
+        yield "[1]"
+        yield " [2"
+        yield "]"
+        yield dataclasses.replace(items[-1], text="[1] [2]")
+
+
+def test_citation_only_reply_is_asked_again_for_the_words(ready, small_llm):
+    """The mechanism, on the tiny test model (whose second reply may well be bare again); on the 1.5B
+    source the retry turned "[3]" into "Von Miller had 5 solo tackles in Super Bowl 50. [3]"."""
+    from model.prompting import ANSWER_IN_WORDS
+
+    engine = _CitationOnlyEngine(small_llm)
+    ready._llm = engine
+    try:
+        events = list(ready.ask("How much are meals reimbursed per day?", user="alice", stream=True))
+    finally:
+        ready._llm = small_llm
+    *pieces, answer = events
+    assert len(engine.calls) == 2
+    retry = engine.calls[1]
+    assert retry[:-2] == engine.calls[0]
+    assert retry[-2] == {"role": "assistant", "content": "[1] [2]"}
+    assert retry[-1] == {"role": "user", "content": ANSWER_IN_WORDS["en"]}
+    assert "".join(pieces) == engine.streamed[1]  # the bare first reply was held back, never shown
+    assert answer.text.strip()
+    assert answer.citations  # the sources named by either reply are kept
+    assert all(c.ref in {p["ref"] for p in answer.passages} for c in answer.citations)
+    assert "retry" in answer.timings_ms and "retry" in answer.cost.flops
+    row = _log_rows(ready)[-1]
+    assert row.completion_tokens == answer.cost.completion_tokens > 2  # both replies are paid for
+    assert row.answer == answer.text

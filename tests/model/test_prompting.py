@@ -6,8 +6,12 @@ import pytest
 
 from model.prompting import (
     NOT_FOUND,
+    Passage,
     PromptTooLong,
+    answer_in_words_messages,
     check_citations,
+    grounded_messages,
+    is_citations_only,
     is_not_found,
     language_of,
     pack_prompt,
@@ -60,3 +64,28 @@ def test_language_and_not_found_detection():
     assert language_of("What is the travel policy?") == "en"
     assert is_not_found(NOT_FOUND["en"]) and is_not_found(NOT_FOUND["zh"])
     assert not is_not_found("Meals are reimbursed up to 40 euros [1].")
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("[1] [2][3]", True),
+        ("[1, 2].", True),
+        ("[2]。", True),
+        ("[1", True),  # a prefix still streaming
+        ("[2] [", True),
+        ("Denver Broncos [1]", False),
+        ("[1] The meal allowance is 40 euros.", False),
+        ("40 [1]", False),
+    ],
+)
+def test_citation_only_replies_are_recognised(text, bare):
+    assert is_citations_only(text) is bare
+
+
+def test_answer_in_words_turn_shows_the_bare_reply_back():
+    messages = grounded_messages("When?", [Passage(1, "Monday.", "a.md")], "zh")
+    retry = answer_in_words_messages(messages, " [1] ", "zh")
+    assert retry[:2] == messages
+    assert retry[2] == {"role": "assistant", "content": "[1]"}
+    assert retry[3]["role"] == "user" and "段落编号" in retry[3]["content"]

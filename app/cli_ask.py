@@ -89,6 +89,11 @@ def build_default(
     tokens: Annotated[int | None, typer.Option(
         help="With --from-documents: calibration tokens (default 4096); more fits the routers better, builds "
         "slower.")] = None,
+    refit: Annotated[bool, typer.Option(
+        "--refit", help="Also refit each layer's down projection (ridge least squares) to the experts its router "
+        "picks, so the kept experts make up for the dropped ones; served at the trained top-k. The result no "
+        "longer equals the dense model with every expert active. Kept beside the default as "
+        "sparq-moe-<source>-refit (-documents-refit with --from-documents).")] = False,
 ) -> None:
     """Build the embedded default sparse MoE from the shipped dense model (once; cached in the data dir)."""
     from tqdm import tqdm
@@ -96,6 +101,7 @@ def build_default(
     from model.base import ModelError
     from model.default_model import (
         DEFAULT_CALIB_TOKENS,
+        DEFAULT_REFIT_LAMBDA,
         build_default_model,
         default_source,
         ensure_default_model,
@@ -127,8 +133,12 @@ def build_default(
             path = build_default_model(
                 settings.data_dir, source=default_source(), progress=progress, calib_tokens=n_tokens,
                 calibration=document_calibration_samples(text.passages), calibration_id=text.fingerprint,
-                variant="documents",
+                variant="documents-refit" if refit else "documents",
+                refit_lambda=DEFAULT_REFIT_LAMBDA if refit else None,
             )
+        elif refit:
+            path = build_default_model(settings.data_dir, source=default_source(), progress=progress,
+                                       refit_lambda=DEFAULT_REFIT_LAMBDA)
         else:
             path = ensure_default_model(settings.data_dir, progress=progress)
     except (ModelError, ValueError) as exc:
@@ -142,6 +152,9 @@ def build_default(
         captured = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))["calibration"]
         typer.echo(f"model calibrated on {captured.get('tokens_captured', n_tokens)} tokens of your documents "
                    f"(from {len(text.passages)} sampled passages) ready: {path}")
+        typer.echo(f"use it with: SPARQ_LLM_MODEL={path}")
+    elif refit:
+        typer.echo(f"refitted model ready: {path}")
         typer.echo(f"use it with: SPARQ_LLM_MODEL={path}")
     else:
         typer.echo(f"default model ready: {path}")

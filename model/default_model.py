@@ -37,6 +37,8 @@ TRAIN_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
 # default is the best one that runs: 35 (F1 ~80% of dense on SQuAD dev[:60], 63% of dense FFN).
 DEFAULT_TOP_K = {"qwen2.5-coder-1.5b": 35, "qwen2.5-coder-0.5b": 28}
 DEFAULT_CALIB_TOKENS = 4096
+# ridge strength of the optional down-projection refit (bench/moe_layouts.py --refit-lambdas)
+DEFAULT_REFIT_LAMBDA = 0.1
 SQUAD_CANDIDATES = (Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json"),)
 RAG_SYSTEM = "Answer the question using only the context. Reply with the shortest exact answer."
 
@@ -306,8 +308,9 @@ def build_default_model(
     data_dir = Path(data_dir)
     if source not in SOURCES:
         raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    k_default = top_k or DEFAULT_TOP_K.get(source, 16)
-    k_train = train_top_k or TRAIN_TOP_K.get(source, k_default)
+    k_train = train_top_k or TRAIN_TOP_K.get(source, top_k or DEFAULT_TOP_K.get(source, 16))
+    # a refit is fitted to the trained top-k's selections, so that is what it serves by default
+    k_default = top_k or (k_train if refit_lambda is not None else DEFAULT_TOP_K.get(source, 16))
     want = {
         "build_version": BUILD_VERSION,
         "source": source,

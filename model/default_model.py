@@ -7,7 +7,8 @@ GGUF, so it runs through the same llama.cpp engine code as a user's real MoE che
 
 Pipeline (layer by layer, bounded memory): join + checksum the source parts; run the dense model
 once in llama.cpp capturing every layer's FFN input (``ffn_norm-<il>``) on calibration prompts;
-for each layer dequantize its FFN, split it, fit the router; write an F16 MoE GGUF copying the
+for each layer dequantize its FFN, split it, fit the router, refit the down projection to the router's
+choices (see :func:`model.moefy.moefy_ffn`); write an F16 MoE GGUF copying the
 attention/embedding tensors byte for byte; quantize it to Q4_K_M with llama.cpp's quantizer;
 write a manifest; rename into place atomically.
 """

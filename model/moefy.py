@@ -11,6 +11,10 @@ weights (Qwen2-MoE in llama.cpp and transformers): router logits are scaled down
 every selected weight is ~1/E (ranking preserved), and each expert's down projection is scaled
 by E; the shared expert's sigmoid gate sees a tiny input (~0.5) and its down projection is scaled
 by 2. With all experts active the MoE block therefore reproduces the dense block.
+
+The default build then refits the down projection (``refit_lambda``) so that the output with the
+router's top-k experts matches the dense output: the kept neurons make up for the dropped ones. That
+gives up the all-experts equality for much better quality at the served top-k (bench/moe.py).
 """
 
 from __future__ import annotations

@@ -276,6 +276,19 @@ def _manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:
     return all(m.get(k) == v for k, v in want.items())
 
 
+def build_top_k(
+    source: str, top_k: int | None, train_top_k: int | None, refit_lambda: float | None
+) -> tuple[int, int]:
+    """(top-k the routers and refit are fitted for, top-k served) of a build."""
+    served = DEFAULT_TOP_K if refit_lambda is not None else EXACT_TOP_K
+    k_train = train_top_k or TRAIN_TOP_K.get(source) or top_k or served.get(source, 16)
+    if top_k:
+        return k_train, top_k
+    if refit_lambda is not None and train_top_k is not None:
+        return k_train, train_top_k  # a refit is fitted to the trained top-k's selections: serve that
+    return k_train, served.get(source, k_train)
+
+
 def build_default_model(
     data_dir: Path,
     *,
@@ -313,14 +326,7 @@ def build_default_model(
     data_dir = Path(data_dir)
     if source not in SOURCES:
         raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    served = DEFAULT_TOP_K if refit_lambda is not None else EXACT_TOP_K
-    k_train = train_top_k or TRAIN_TOP_K.get(source) or top_k or served.get(source, 16)
-    if top_k:
-        k_default = top_k
-    elif refit_lambda is not None and train_top_k is not None:
-        k_default = train_top_k  # a refit is fitted to the trained top-k's selections: serve that
-    else:
-        k_default = served.get(source, k_train)
+    k_train, k_default = build_top_k(source, top_k, train_top_k, refit_lambda)
     want = {
         "build_version": BUILD_VERSION,
         "source": source,

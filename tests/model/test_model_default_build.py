@@ -28,6 +28,17 @@ def test_describe_model_without_build_says_how(tmp_path):
         describe_model(tmp_path)
 
 
+def test_refitted_default_serves_fewer_experts_than_the_exact_split():
+    from model.default_model import DEFAULT_REFIT_LAMBDA, build_top_k
+
+    src = "qwen2.5-coder-1.5b"
+    assert build_top_k(src, None, None, DEFAULT_REFIT_LAMBDA) == (26, 26)  # bench/moe.py: F1 0.91 of dense
+    assert build_top_k(src, None, None, None) == (26, 35)  # the exact split needs 35 for 0.90
+    assert build_top_k(src, 30, None, DEFAULT_REFIT_LAMBDA) == (26, 30)  # an explicit top-k wins
+    assert build_top_k(src, None, 20, DEFAULT_REFIT_LAMBDA) == (20, 20)  # a refit serves what it was fitted to
+    assert build_top_k("another-source", None, None, None) == (16, 16)
+
+
 def test_model_info_summary_of_shipped_dense_gguf(smollm2_gguf):
     from model.default_model import describe_model
 

@@ -315,7 +315,8 @@ def build_default_model(
 
     ``refit_lambda``: ridge-refit each layer's down projection to the router's top-k selections (the
     kept experts make up for the dropped ones; bench/moe.py: F1 0.91 of dense at 50% active FFN against
-    0.82 without); ``None`` builds the exact split, which equals the dense model with every expert active.
+    0.82 without; not yet better on the six-passage answer path, see README); ``None`` builds the exact
+    split, which equals the dense model with every expert active.
     ``variant`` names a build kept beside the default (``sparq-moe-<source>-<variant>``), e.g. one
     calibrated on the customer's documents; ``calibration_id`` fingerprints custom calibration text
     so that a changed text rebuilds instead of reusing the old routers.

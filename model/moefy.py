@@ -14,7 +14,8 @@ by 2. With all experts active the MoE block therefore reproduces the dense block
 
 The default build then refits the down projection (``refit_lambda``) so that the output with the
 router's top-k experts matches the dense output: the kept neurons make up for the dropped ones. That
-gives up the all-experts equality for much better quality at the served top-k (bench/moe.py).
+gives up the all-experts equality for better quality at the served top-k on bench/moe.py's one-paragraph
+questions; on the six-passage answer path it has not shown that yet (README, Answer quality).
 """
 
 from __future__ import annotations

@@ -250,7 +250,11 @@ class AskService:
         if checked.cited and is_citations_only(checked.text):
             # A bare "[2][3]" names the sources but answers nothing: ask once more for the words.
             retry_messages = answer_in_words_messages(packed.messages, checked.text, language)
-            if llm.count_chat_tokens(retry_messages) + max_tokens <= llm.info.context_window:
+            try:
+                llm.check_fits(llm.count_chat_tokens(retry_messages), max_tokens)
+            except ContextTooLong:
+                log.info("citation-only answer kept: no room in the window to ask again for the words")
+            else:
                 t = time.perf_counter()
                 retry, held = yield from self._generate(retry_messages, max_tokens, partial)
                 gens["retry"] = retry
@@ -260,8 +264,6 @@ class AskService:
                 checked.removed[:0] = first.removed
                 if not checked.cited and not is_not_found(checked.text):
                     checked.cited.extend(first.cited)
-            else:
-                log.info("citation-only answer kept: no room in the window to ask again for the words")
         if held:
             yield held
         status = "ok"

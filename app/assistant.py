@@ -171,6 +171,8 @@ class Assistant:
                         opts["n_ctx"] = s.llm_context_window
                 elif s.llm_context_window:
                     opts["context_window"] = s.llm_context_window
+                if s.llm_top_k:
+                    opts["top_k"] = s.llm_top_k
                 self._llm = create_engine(
                     s.llm_backend, s.llm_model, base_url=s.llm_base_url, api_key=s.llm_api_key,
                     timeout_s=s.llm_timeout_s, n_threads=s.llm_threads, **opts,

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_timeout_s: float = 120.0
     llm_threads: int | None = None
+    llm_top_k: int | None = Field(
+        default=None, ge=1,
+        description="Experts per token to serve instead of the model's own (trades answer quality for cost).",
+    )
     max_answer_tokens: int = 256
     llm_context_window: int | None = Field(
         default=None, description="Override the engine's window (e.g. to cap llama.cpp's KV cache)."

@@ -12,10 +12,11 @@ every selected weight is ~1/E (ranking preserved), and each expert's down projec
 by E; the shared expert's sigmoid gate sees a tiny input (~0.5) and its down projection is scaled
 by 2. With all experts active the MoE block therefore reproduces the dense block.
 
-The default build then refits the down projection (``refit_lambda``) so that the output with the
+A ``--refit`` build also refits the down projection (``refit_lambda``) so that the output with the
 router's top-k experts matches the dense output: the kept neurons make up for the dropped ones. That
-gives up the all-experts equality for better quality at the served top-k on bench/moe.py's one-paragraph
-questions; on the six-passage answer path it has not shown that yet (README, Answer quality).
+gives up the all-experts equality for better quality at a low top-k on bench/moe.py's one-paragraph
+questions, but it answers worse on the six-passage answer path (README, Answer quality), so the default
+build keeps the exact split.
 """
 
 from __future__ import annotations

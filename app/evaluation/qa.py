@@ -15,6 +15,7 @@ from app.config import Settings
 from app.evaluation.qa_metrics import score
 from ingestion.sources import TextRecord
 from model.prompting import language_of
+from model.sources import sha256_file
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def evaluate_qa(
         # The model (and the default MoE's build cache) belongs to the real data dir, not the scratch store.
         llm = Assistant(base).llm
     model_name = llm.info.name
-    done = _read_records(records_file, model_name) if records_file else {}
+    build = model_build_id(llm.info) if records_file else ""
+    done = _read_records(records_file, model_name, build) if records_file else {}
     rows = [done[i.qid] for i in items if i.qid in done]
     todo = [i for i in items if i.qid not in done]
     if progress and rows:
@@ -83,6 +85,8 @@ def evaluate_qa(
                 assistant.ingest_records(records, collection="eval", total=len(records))
                 for item in todo:
                     row = _ask_one(assistant, item, model_name)
+                    if build:
+                        row["model_build"] = build
                     rows.append(row)
                     if records_file:
                         with Path(records_file).open("a", encoding="utf-8") as fh:
@@ -116,7 +120,18 @@ def _ask_one(assistant: Assistant, item: QAItem, model_name: str) -> dict[str, A
     }
 
 
-def _read_records(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
+def model_build_id(info: Any) -> str:
+    """Which weights and routing answered: the file's checksum and the experts per token.
+
+    The GGUF's name alone is the same for the exact split and the refitted default and says nothing of the
+    top-k, so a records file could otherwise be resumed by another build and mix two models' figures.
+    """
+    path = Path(info.path) if info.path else None
+    digest = sha256_file(path)[:16] if path is not None and path.is_file() else "no-file"
+    return f"{digest} top-k {info.n_experts_used}" if info.is_moe else digest
+
+
+def _read_records(path: Path, model_name: str, build: str) -> dict[str, dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         return {}
@@ -128,10 +143,11 @@ def _read_records(path: Path, model_name: str) -> dict[str, dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{p}:{line_no}: not a JSON record ({exc}); remove the line to resume") from exc
-        if row.get("model") != model_name:
+        # rows written before builds were fingerprinted carry the model's name only
+        if row.get("model") != model_name or row.get("model_build", build) != build:
             raise ValueError(
-                f"{p}:{line_no}: recorded by model {row.get('model')!r}, not {model_name!r}; "
-                "use one records file per model"
+                f"{p}:{line_no}: recorded by model {row.get('model')!r} ({row.get('model_build', 'build unknown')}), "
+                f"not {model_name!r} ({build}); use one records file per model build"
             )
         done[row["qid"]] = row
     return done

@@ -147,14 +147,14 @@ def test_build_from_documents_end_to_end_on_the_small_source(cli_env, monkeypatc
     again = runner.invoke(cli, ["model", "build-default", "--from-documents", "--tokens", "512"])
     assert again.exit_code == 0 and path.stat().st_mtime_ns == built  # same documents: reused, not rebuilt
 
-    assert manifest["refit_lambda"] == 0.1  # the default recipe: down projections refitted to the routers
-    assert all("rel_err_router_refit" in layer for layer in manifest["calibration"]["per_layer"])
-    assert manifest["top_k"] == manifest["train_top_k"]  # served at the top-k the refit was fitted to
+    assert manifest["refit_lambda"] is None  # the default recipe: the exact split
+    assert "rel_err_router_refit" not in manifest["calibration"]["per_layer"][0]
 
-    exact = runner.invoke(cli, ["model", "build-default", "--from-documents", "--tokens", "512", "--exact"])
-    assert exact.exit_code == 0, exact.output
-    exact_path = cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b-documents-exact" / "model-q4_k_m.gguf"
-    assert exact_path.is_file() and f"SPARQ_LLM_MODEL={exact_path}" in exact.output
-    m = json.loads((exact_path.parent / "manifest.json").read_text())
-    assert m["refit_lambda"] is None and "rel_err_router_refit" not in m["calibration"]["per_layer"][0]
+    refit = runner.invoke(cli, ["model", "build-default", "--from-documents", "--tokens", "512", "--refit"])
+    assert refit.exit_code == 0, refit.output
+    refit_path = cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b-documents-refit" / "model-q4_k_m.gguf"
+    assert refit_path.is_file() and f"SPARQ_LLM_MODEL={refit_path}" in refit.output
+    m = json.loads((refit_path.parent / "manifest.json").read_text())
+    assert m["refit_lambda"] == 0.1 and all("rel_err_router_refit" in layer for layer in m["calibration"]["per_layer"])
+    assert m["top_k"] == m["train_top_k"]  # served at the top-k the refit was fitted to
     assert path.stat().st_mtime_ns == built  # the plain documents build is kept

@@ -58,6 +58,8 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     lines = [json.loads(x) for x in records.read_text().splitlines()]
     assert first["n"] == 2 and len(lines) == 2 and len({r["qid"] for r in lines}) == 2
     assert all(r["model"] == small_llm.info.name and r["prompt_tokens"] > 0 for r in lines)
+    build = lines[0]["model_build"]
+    assert len(build) >= 16 and all(r["model_build"] == build for r in lines)
     # Pretend the run stopped after the first question: the second is asked again, the first is not.
     records.write_text(json.dumps(lines[0]) + "\n")
     asked: list[str] = []
@@ -70,3 +72,11 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     records.write_text(json.dumps(other) + "\n")
     with pytest.raises(ValueError, match="someone-else"):
         evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)
+    # So is another build under the same name (an exact split vs a refitted default, another top-k).
+    records.write_text(json.dumps(dict(lines[0], model_build="0123456789abcdef top-k 4")) + "\n")
+    with pytest.raises(ValueError, match="top-k 4"):
+        evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)
+    # Rows written before builds were fingerprinted (name only) still resume.
+    legacy = {k: v for k, v in lines[0].items() if k != "model_build"}
+    records.write_text(json.dumps(legacy) + "\n")
+    assert evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)["n"] == 1

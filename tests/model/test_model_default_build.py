@@ -28,14 +28,14 @@ def test_describe_model_without_build_says_how(tmp_path):
         describe_model(tmp_path)
 
 
-def test_refitted_default_serves_fewer_experts_than_the_exact_split():
-    from model.default_model import DEFAULT_REFIT_LAMBDA, build_top_k
+def test_default_serves_the_exact_split_at_35_and_a_refit_at_26():
+    from model.default_model import REFIT_LAMBDA, build_top_k
 
     src = "qwen2.5-coder-1.5b"
-    assert build_top_k(src, None, None, DEFAULT_REFIT_LAMBDA) == (26, 26)  # bench/moe.py: F1 0.91 of dense
-    assert build_top_k(src, None, None, None) == (26, 35)  # the exact split needs 35 for 0.90
-    assert build_top_k(src, 30, None, DEFAULT_REFIT_LAMBDA) == (26, 30)  # an explicit top-k wins
-    assert build_top_k(src, None, 20, DEFAULT_REFIT_LAMBDA) == (20, 20)  # a refit serves what it was fitted to
+    assert build_top_k(src, None, None, None) == (26, 35)  # bench/moe.py: the exact split needs 35 for 0.90
+    assert build_top_k(src, None, None, REFIT_LAMBDA) == (26, 26)  # a refit reaches 0.91 at 26
+    assert build_top_k(src, 30, None, REFIT_LAMBDA) == (26, 30)  # an explicit top-k wins
+    assert build_top_k(src, None, 20, REFIT_LAMBDA) == (20, 20)  # a refit serves what it was fitted to
     assert build_top_k("another-source", None, None, None) == (16, 16)
 
 

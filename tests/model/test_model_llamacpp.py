@@ -190,3 +190,23 @@ def test_top_k_beyond_graph_budget_is_refused(tiny_pair, tmp_path):
     with LlamaCppEngine(copy, n_ctx=128, n_threads=1, top_k=1) as eng:
         assert eng.info.n_experts_used == 1
         assert Path(eng.info.path) == copy
+
+
+def test_configured_top_k_reaches_the_served_model(tiny_pair, tmp_path):
+    """SPARQ_LLM_TOP_K changes the experts each token uses, measured in the generation's histogram."""
+    from app.assistant import Assistant
+    from app.config import Settings
+
+    _, moe, _ = tiny_pair
+    settings = Settings(data_dir=tmp_path, llm_model=str(moe), llm_top_k=4, llm_threads=1, llm_context_window=256)
+    assistant = Assistant(settings)
+    try:
+        llm = assistant.llm
+        assert llm.info.n_experts_used == 4
+        s = llm.generate([{"role": "user", "content": "Tell me about the river."}], max_tokens=3).stats
+        n_eval = s.prompt_tokens + s.completion_tokens - 1
+        assert np.array(s.expert_histogram)[0].sum() == 4 * n_eval
+    finally:
+        assistant.close()
+    with pytest.raises(ValueError, match="llm_top_k"):
+        Settings(llm_top_k=0)

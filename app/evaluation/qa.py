@@ -123,7 +123,7 @@ def _ask_one(assistant: Assistant, item: QAItem, model_name: str) -> dict[str, A
 def model_build_id(info: Any) -> str:
     """Which weights and routing answered: the file's checksum and the experts per token.
 
-    The GGUF's name alone is the same for the exact split and the refitted default and says nothing of the
+    The GGUF's name alone is the same for the exact split and a --refit build and says nothing of the
     top-k, so a records file could otherwise be resumed by another build and mix two models' figures.
     """
     path = Path(info.path) if info.path else None

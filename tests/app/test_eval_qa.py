@@ -72,7 +72,7 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     records.write_text(json.dumps(other) + "\n")
     with pytest.raises(ValueError, match="someone-else"):
         evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)
-    # So is another build under the same name (an exact split vs a refitted default, another top-k).
+    # So is another build under the same name (the exact split vs a --refit build, another top-k).
     records.write_text(json.dumps(dict(lines[0], model_build="0123456789abcdef top-k 4")) + "\n")
     with pytest.raises(ValueError, match="top-k 4"):
         evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)

@@ -2,6 +2,9 @@
 for bracketed citations, and check the citations that come back against what was actually given.
 
 The prompt builder knows the window: it never relies on the engine to truncate, so nothing is cut silently.
+Document text cannot imitate the prompt's delimiters: a bracketed number inside a passage is shown in
+parentheses, so a document cannot forge a `[n] (source)` passage header. Each citation that comes back is
+checked against the passage it names: kept only when its sentence shares enough content words with it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,26 @@ from dataclasses import dataclass, field
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,，;；]\s*\d{1,3})*)\]")
+_CITATION_GROUP = r"\[\d{1,3}(?:\s*[,，;；]\s*\d{1,3})*\]"
+# Any bracketed number (ASCII, full-width or lenticular brackets): what a passage header or citation looks like.
+_BRACKETED_NUMBER = re.compile(r"[\[［【]\s*(\d+(?:\s*[,，;；]\s*\d+)*)\s*[\]］】]")
+# A sentence ends at . ! ? before a space (with the citations right after it) or at a CJK stop or a newline.
+_SENTENCE_END = re.compile(
+    rf"[.!?](?:\s*{_CITATION_GROUP})*(?=\s|$)|[。！？](?:\s*{_CITATION_GROUP})*|\n"
+)
+_WORD = re.compile(r"[^\W_]+")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_STOPWORD_LIST = (
+    "a about above according after all also an and any are as at be been before being both but by can could "
+    "did do does doing document documents during each for from had has have having he her here hers him his "
+    "how i if in into is it its itself just may me might more most must my no nor not now of off on once only "
+    "or other our ours out over own passage passages per same she should so some such than that the their "
+    "theirs them then there these they this those through to too under until up upon very was we were what "
+    "when where which while who whom whose why will with would yes you your yours"
+)
+_STOPWORDS = frozenset(_STOPWORD_LIST.split())
+# The share of a sentence's content words that the passage it cites must contain (see `support`).
+MIN_SUPPORT = 0.25
 
 NOT_FOUND = {
     "en": "I could not find the answer in the documents available to you.",
@@ -67,9 +90,16 @@ def system_prompt(language: str) -> str:
     return template.format(not_found=NOT_FOUND.get(language, NOT_FOUND["en"]))
 
 
+def neutralise(text: str) -> str:
+    """Document text as the prompt shows it: "[7]" becomes "(7)" (same length), so no line of a document can
+    pass for a passage header `[n] (source)` or put a citation-like number in front of the model."""
+    return _BRACKETED_NUMBER.sub(lambda m: f"({m.group(1)})", text)
+
+
 def grounded_messages(question: str, passages: Sequence[Passage], language: str) -> list[dict[str, str]]:
     """The chat an answer turn sends; the MoE build calibrates on the same shape."""
-    blocks = [f"[{p.ref}] ({p.source})\n{p.text.strip()}" for p in passages]
+    blocks = [f"[{p.ref}] ({neutralise(' '.join(p.source.split()))})\n{neutralise(p.text.strip())}"
+              for p in passages]
     head = "文档段落：" if language == "zh" else "Passages:"
     ask = "问题：" if language == "zh" else "Question:"
     user = f"{head}\n\n" + "\n\n".join(blocks) + f"\n\n{ask} {question.strip()}"
@@ -149,21 +179,127 @@ class PromptTooLong(ValueError):
         self.budget = budget
 
 
+def _terms(text: str) -> set[str]:
+    """Content terms: words (stop words dropped, cut to 5 letters as a crude stem), numbers, and CJK bigrams."""
+    terms: set[str] = set()
+    for run in _WORD.findall(text.lower()):
+        pos = 0
+        for cjk in _CJK_RUN.finditer(run):
+            terms.update(_latin_terms(run[pos:cjk.start()]))
+            chars = cjk.group()
+            terms.update([chars] if len(chars) == 1 else (chars[i:i + 2] for i in range(len(chars) - 1)))
+            pos = cjk.end()
+        terms.update(_latin_terms(run[pos:]))
+    return terms
+
+
+def _latin_terms(word: str) -> list[str]:
+    if not word or word in _STOPWORDS:
+        return []
+    if word.isdigit():
+        return [word]
+    return [word[:5]] if len(word) > 1 else []
+
+
+def _script(term: str) -> str:
+    return "number" if term.isdigit() else "cjk" if _CJK_RUN.match(term) else "word"
+
+
+def support(claim: str, passage: str) -> float | None:
+    """The share of the claim's content terms that the passage contains; None when there is nothing to
+    compare (no content words, or only words of a script the passage does not use, e.g. a Chinese answer
+    over an English passage, where only its numbers are compared)."""
+    passage_terms = _terms(passage)
+    scripts = {_script(t) for t in passage_terms} | {"number"}
+    comparable = {t for t in _terms(_CITATION.sub(" ", claim)) if _script(t) in scripts}
+    if not comparable:
+        return None
+    return len(comparable & passage_terms) / len(comparable)
+
+
+def is_supported(claim: str, passage: str, min_support: float = MIN_SUPPORT) -> bool:
+    """Whether a cited sentence is borne out by the passage it cites (a sentence claiming nothing is)."""
+    share = support(claim, passage)
+    return share is None or share >= min_support
+
+
+def sentences(text: str) -> list[str]:
+    """The answer's sentences, each with the citations that follow its full stop ("... 40 euros. [1]")."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append(text[start:m.end()])
+        start = m.end()
+    if start < len(text):
+        spans.append(text[start:])
+    return spans
+
+
+def supports_answer(answer: str, passage: str, min_support: float = MIN_SUPPORT) -> bool:
+    """Whether some sentence of the answer is borne out by the passage (or the answer claims nothing)."""
+    shares = [support(s, passage) for s in sentences(answer)]
+    known = [x for x in shares if x is not None]
+    return not known or max(known) >= min_support
+
+
 @dataclass(frozen=True)
 class CitationCheck:
-    text: str  # the answer with citations to nothing removed
-    cited: list[int]  # valid passage numbers, in order of first citation
+    text: str  # the answer with citations to nothing, and unsupported citations, removed
+    cited: list[int]  # valid, supported passage numbers, in order of first citation
     removed: list[int]  # numbers that pointed at no passage
+    unsupported: list[int] = field(default_factory=list)  # numbers whose sentence the passage does not bear out
 
 
-def check_citations(answer: str, n_passages: int) -> CitationCheck:
+def _claims(answer: str) -> list[tuple[int, str]]:
+    """(start offset, claim) per sentence: its words without citations; a sentence that is only citations
+    ("... euros.\n[1]") claims what the last sentence with words said."""
+    out: list[tuple[int, str]] = []
+    offset = 0
+    last = ""
+    for sentence in sentences(answer):
+        words = _CITATION.sub(" ", sentence)
+        if _terms(words):
+            last = words
+        out.append((offset, words if _terms(words) else last))
+        offset += len(sentence)
+    return out
+
+
+def check_citations(
+    answer: str, n_passages: int | None = None, *, passages: Sequence[str] | None = None
+) -> CitationCheck:
+    """Remove citations to passage numbers that were not given; with the passages' texts (not just their
+    count), also remove each citation whose sentence the named passage does not bear out (`is_supported`).
+    A removed citation is never re-pointed at another passage."""
+    texts = None if passages is None else list(passages)
+    if texts is not None:
+        if n_passages is not None and n_passages != len(texts):
+            raise ValueError(f"n_passages={n_passages} but {len(texts)} passage texts were given")
+        n_passages = len(texts)
+    if n_passages is None:
+        raise ValueError("check_citations needs n_passages or the passages' texts")
+    claims = _claims(answer)
     cited: list[int] = []
     removed: list[int] = []
+    unsupported: list[int] = []
+
+    def claim_at(pos: int) -> str:
+        found = ""
+        for start, claim in claims:
+            if start > pos:
+                break
+            found = claim
+        return found
 
     def fix(match: re.Match[str]) -> str:
         numbers = [int(n) for n in re.split(r"\s*[,，;；]\s*", match.group(1))]
-        valid = [n for n in numbers if 1 <= n <= n_passages]
-        removed.extend(n for n in numbers if not 1 <= n <= n_passages)
+        valid = []
+        for n in numbers:
+            if not 1 <= n <= n_passages:
+                removed.append(n)
+            elif texts is not None and not is_supported(claim_at(match.start()), texts[n - 1]):
+                unsupported.append(n)
+            else:
+                valid.append(n)
         for n in valid:
             if n not in cited:
                 cited.append(n)
@@ -171,7 +307,7 @@ def check_citations(answer: str, n_passages: int) -> CitationCheck:
 
     cleaned = _CITATION.sub(fix, answer)
     cleaned = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", cleaned)
-    return CitationCheck(re.sub(r"[ \t]{2,}", " ", cleaned).strip(), cited, removed)
+    return CitationCheck(re.sub(r"[ \t]{2,}", " ", cleaned).strip(), cited, removed, unsupported)
 
 
 ANSWER_IN_WORDS = {

@@ -15,11 +15,13 @@ write a manifest; rename into place atomically.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +324,102 @@ def build_default_model(
     ``variant`` names a build kept beside the default (``sparq-moe-<source>-<variant>``), e.g. one
     calibrated on the customer's documents; ``calibration_id`` fingerprints custom calibration text
     so that a changed text rebuilds instead of reusing the old routers.
+
+    The whole check-and-build runs under a lock file beside the build (``models/.<name>.lock``, an flock the
+    kernel releases if the holder dies), so a second process or thread waits, reporting the running build's
+    progress (from ``models/.<name>.progress.json``), and then reuses its result instead of building again.
     """
+    if source not in SOURCES:
+        raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    final_dir = model_dir(Path(data_dir), source, variant)
+    with _build_lock(final_dir, progress):
+        return _build_default_model_locked(
+            data_dir, source=source, progress=_recording(final_dir, progress), top_k=top_k,
+            train_top_k=train_top_k, n_experts=n_experts, shared_fraction=shared_fraction, calib_tokens=calib_tokens,
+            router_steps=router_steps, calibration=calibration, n_threads=n_threads, force=force,
+            refit_lambda=refit_lambda, variant=variant, calibration_id=calibration_id,
+        )
+
+
+def _lock_path(final_dir: Path) -> Path:
+    return final_dir.parent / f".{final_dir.name}.lock"
+
+
+def _progress_path(final_dir: Path) -> Path:
+    return final_dir.parent / f".{final_dir.name}.progress.json"
+
+
+def build_progress(final_dir: Path) -> dict[str, Any] | None:
+    """The running build's last progress report ({message, fraction, pid, time}), or None when none runs."""
+    path = _progress_path(final_dir)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    pid = report.get("pid")
+    return report if isinstance(pid, int) and Path(f"/proc/{pid}").exists() else None
+
+
+def _recording(final_dir: Path, progress: Progress | None) -> Progress:
+    """``progress``, and each report also written (atomically) where waiting processes read it."""
+    path = _progress_path(final_dir)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+
+    def report(message: str, fraction: float) -> None:
+        tmp.write_text(json.dumps({"message": message, "fraction": fraction, "pid": os.getpid(),
+                                   "time": time.time()}), encoding="utf-8")
+        os.replace(tmp, path)
+        _say(progress, message, fraction)
+
+    return report
+
+
+@contextmanager
+def _build_lock(final_dir: Path, progress: Progress | None, poll_s: float = 0.5) -> Iterator[None]:
+    """Exclusive flock on the build's lock file; while another holder builds, relay its progress."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_lock_path(final_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                running = build_progress(final_dir)
+                if running is None:
+                    _say(progress, "waiting for another build of this model to finish", 0.0)
+                else:
+                    _say(progress, f"another process is building this model: {running['message']}",
+                         float(running["fraction"]))
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            _progress_path(final_dir).unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _build_default_model_locked(
+    data_dir: Path,
+    *,
+    source: str = DEFAULT_SOURCE,
+    progress: Progress | None = None,
+    top_k: int | None = None,
+    train_top_k: int | None = None,
+    n_experts: int = 64,
+    shared_fraction: float = 0.125,
+    calib_tokens: int = DEFAULT_CALIB_TOKENS,
+    router_steps: int = 300,
+    calibration: Iterable[list[dict[str, str]]] | None = None,
+    n_threads: int | None = None,
+    force: bool = False,
+    refit_lambda: float | None = None,
+    variant: str = "",
+    calibration_id: str | None = None,
+) -> Path:
+    """`build_default_model`'s work, with its build lock held."""
     import gguf
 
     t_start = time.time()
@@ -366,10 +463,11 @@ def build_default_model(
             raise ModelError(f"top_k={k} out of range for {layout.n_experts} experts")
 
     tmp_dir = final_dir.parent / f".{final_dir.name}.tmp{os.getpid()}"
-    for stale in final_dir.parent.glob(f".{final_dir.name}.tmp*"):  # left by killed builds
-        pid = stale.name.rsplit(".tmp", 1)[-1]
-        if stale != tmp_dir and pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (f".{final_dir.name}.tmp*", f".{final_dir.name}.old*"):  # left by killed builds
+        for stale in final_dir.parent.glob(pattern):
+            pid = stale.name.rsplit(".tmp" if ".tmp" in stale.name else ".old", 1)[-1]
+            if stale != tmp_dir and stale.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir(parents=True)
@@ -445,9 +543,15 @@ def build_default_model(
             "quantization": "Q4_K_M (llama.cpp), attention/embeddings copied from the source",
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
+        if final_dir.exists():  # a forced rebuild: move the old build aside, rename the new one in, then delete
+            old_dir = final_dir.parent / f".{final_dir.name}.old{os.getpid()}"
+            if old_dir.exists():
+                shutil.rmtree(old_dir)
+            os.replace(final_dir, old_dir)
+            os.replace(tmp_dir, final_dir)
+            shutil.rmtree(old_dir)
+        else:
+            os.replace(tmp_dir, final_dir)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)

@@ -41,6 +41,18 @@ def default_model_status(data_dir) -> tuple[str, dict[str, Any] | None]:
         return str(exc), None
 
 
+@st.fragment(run_every=2)
+def model_progress() -> None:
+    """The answer model's load (on a fresh install: the default MoE's build), refreshed every 2 s without
+    rerunning the page; the whole page reruns once the model is ready or has failed."""
+    load = session.get_assistant().llm_status
+    if load.state != "loading":
+        st.rerun(scope="app")
+    fraction = min(max(load.fraction or 0.0, 0.0), 1.0)
+    st.progress(fraction, text=f"Preparing the answer model ({fraction:.0%}): {load.message}")
+    st.caption("This happens once. Questions are answered when it is ready; every other page works meanwhile.")
+
+
 def render() -> None:
     session.require_admin()
     assistant = session.get_assistant()
@@ -52,9 +64,15 @@ def render() -> None:
     if loaded is None:
         st.info(f"Not loaded yet (it loads on the first question). Configured: backend `{s.llm_backend}`, "
                 f"model `{s.llm_model or 'embedded default MoE'}`.")
-        if st.button("Load it now", key="model_load"):
-            with st.spinner("Loading the model…"):
-                loaded = assistant.llm
+        load = assistant.llm_status
+        if load.state == "loading":
+            model_progress()
+        else:
+            if load.state == "failed":
+                st.error(f"Loading the model failed: {load.message}")
+            if st.button("Load it now", key="model_load"):  # in the background: this page shows its progress
+                assistant.load_llm_in_background(retry=True)
+                st.rerun()
     if loaded is not None:
         facts = engine_facts(loaded.info)
         st.table(pd.DataFrame({"Fact": list(facts), "Value": [str(v) for v in facts.values()]}).set_index("Fact"))

@@ -4,6 +4,10 @@ The embedder is the bottleneck, so everything else runs beside it: a reader thre
 (stat, hash, load, chunk) ahead of the encoder, and a writer thread commits embedded batches while the
 next batch encodes. Each written batch is one SQL transaction, so a crash loses at most the batch in
 flight; the next run finds those files not yet stored and does them again.
+
+A file that cannot be read again keeps its last good chunks (status "stale", with the error). A duplicate
+reads through its original's chunks only while it has the same content: when the original changes, fails
+or is deleted, the store sets its duplicates "pending", and the run reads them from their own files.
 """
 
 from __future__ import annotations
@@ -107,6 +111,15 @@ class _Known:
     groups: frozenset[str] = frozenset()
 
 
+# Stored states whose size, mtime or sha256 can say "nothing to do" (stale and pending must be read again).
+_SETTLED = ("ready", "duplicate")
+REREAD_ROUNDS = 3
+RECORD_NOT_REREADABLE = (
+    "the identical document it was stored with changed, failed or was deleted, and a record cannot be read "
+    "again from a file: ingest it again"
+)
+
+
 def _header(title: str | None, heading: str | None) -> str:
     parts = [p for p in (title, heading) if p]
     header = " > ".join(parts)
@@ -143,15 +156,16 @@ class IngestPipeline:
         groups: list[str] | None = None,
         sync: bool = False,
         progress: ProgressCallback | None = None,
+        exclude: Iterable[Path] = (),
     ) -> IngestSummary:
+        """Ingest a file or folder tree; symbolic links leaving it and folders in `exclude` (the data dir)
+        are reported as skipped, never read."""
         root = Path(path).expanduser()
-        files = walk_files(root)
-        items = file_items(files, lambda p: load_file(p, max_bytes=self.max_bytes))
+        listing = walk_files(root, exclude=exclude)
+        items = listing.items(lambda p: load_file(p, max_bytes=self.max_bytes))
         root_key = str(root.resolve())
-        summary = self._run(items, len(files), collection, groups, root_key, progress)
-        if sync:
-            self._sync(summary, collection, root_key, {str(p) for p in files}, progress, len(files))
-        return summary
+        present = {str(p) for p in listing.files} if sync else None
+        return self._run(items, len(listing), collection, groups, root_key, progress, sync_present=present)
 
     def ingest_records(
         self,
@@ -173,6 +187,8 @@ class IngestPipeline:
         groups: list[str] | None,
         source: str,
         progress: ProgressCallback | None,
+        *,
+        sync_present: set[str] | None = None,
     ) -> IngestSummary:
         started = time.perf_counter()
         cid = self.store.collection_id(collection, create=True)
@@ -181,8 +197,6 @@ class IngestPipeline:
         groups = None if groups is None else sorted({g.strip() for g in groups if g.strip()})
         summary = IngestSummary(collection=collection)
         summary.run_id = self._start_run(cid, source)
-        known = self._known_documents(cid)
-        ready_shas: dict[str, str] = {k.sha256: path for path, k in known.items() if k.status == "ready"}
         counter = {"done": 0}
         lock = threading.Lock()
 
@@ -193,6 +207,34 @@ class IngestPipeline:
             if progress is not None:
                 progress(FileEvent(p.item.key, status, done, total, p.error, chunks))
 
+        error: BaseException | None = None
+        requeue: dict[str, SourceItem] = {}
+        try:
+            self._pass(items, cid, groups, summary, report, requeue)
+            if sync_present is not None:
+                self._sync(summary, cid, source, sync_present, progress, total or 0)
+            self._reread_pending(cid, summary, report, requeue)
+            self.store.flush()
+        except BaseException as exc:
+            error = exc
+        summary.seconds = time.perf_counter() - started
+        self._finish_run(summary, "failed" if error else "completed", repr(error) if error else None)
+        if error is not None:
+            raise error
+        return summary
+
+    def _pass(
+        self,
+        items: Iterable[SourceItem],
+        cid: int,
+        groups: list[str] | None,
+        summary: IngestSummary,
+        report: Callable[..., None],
+        requeue: dict[str, SourceItem],
+    ) -> None:
+        """Prepare, embed and write `items` (three threads); raises the first error any of them hit."""
+        known = self._known_documents(cid)
+        ready_shas: dict[str, str] = {k.sha256: path for path, k in known.items() if k.status == "ready"}
         prepared_q: queue.Queue = queue.Queue(maxsize=64)
         write_q: queue.Queue = queue.Queue(maxsize=2)
         errors: list[BaseException] = []
@@ -217,7 +259,7 @@ class IngestPipeline:
                     batch = write_q.get()
                     if batch is _DONE:
                         return
-                    self._write(batch, cid, groups, summary, report)
+                    self._write(batch, cid, groups, summary, report, requeue)
                     if time.monotonic() - last_flush > self.flush_seconds:
                         self.store.flush()
                         last_flush = time.monotonic()
@@ -246,14 +288,49 @@ class IngestPipeline:
                 with contextlib.suppress(queue.Empty):
                     prepared_q.get(timeout=0.1)
             reader_thread.join()
-        status = "failed" if errors else "completed"
-        if not errors:
-            self.store.flush()
-        summary.seconds = time.perf_counter() - started
-        self._finish_run(summary, status, repr(errors[0]) if errors else None)
         if errors:
             raise errors[0]
-        return summary
+
+    def _reread_pending(
+        self, cid: int, summary: IngestSummary, report: Callable[..., None], requeue: dict[str, SourceItem]
+    ) -> None:
+        """Read the collection's "pending" documents (duplicates whose original changed, failed or was
+        deleted) from their own files, keeping their own groups, so that none of them is left reading
+        content that is no longer its own, nor left unsearchable."""
+        loader = lambda p: load_file(p, max_bytes=self.max_bytes)  # noqa: E731
+        for _ in range(REREAD_ROUNDS):
+            with self.store.sessions() as session:
+                rows = session.execute(
+                    select(Document.id, Document.path).where(Document.collection_id == cid, Document.status == "pending")
+                ).all()
+            if not rows:
+                return
+            again: list[SourceItem] = []
+            records: dict[int, str] = {}
+            for doc_id, path in rows:
+                if path in requeue:
+                    again.append(requeue[path])
+                elif Path(path).is_absolute():
+                    again.extend(file_items([Path(path)], loader))
+                else:
+                    records[doc_id] = path
+            if records:
+                with self.store.sessions() as session, session.begin():
+                    session.execute(
+                        update(Document)
+                        .where(Document.id.in_(list(records)))
+                        .values(status="failed", error=RECORD_NOT_REREADABLE)
+                    )
+                summary.files_failed += len(records)
+                summary.failures.extend(Failure(path, RECORD_NOT_REREADABLE) for path in records.values())
+            if again:
+                self._pass(again, cid, None, summary, report, requeue)
+        with self.store.sessions() as session:
+            left = session.scalar(
+                select(func.count(Document.id)).where(Document.collection_id == cid, Document.status == "pending")
+            )
+        if left:
+            log.warning("%d documents are still pending a re-read; the next ingest of the collection retries them", left)
 
     def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue, stop: threading.Event) -> None:
         batch: list[_Prepared] = []
@@ -281,11 +358,14 @@ class IngestPipeline:
         self, item: SourceItem, known: dict[str, _Known], ready_shas: dict[str, str], seen_sha: set[str]
     ) -> _Prepared:
         existing = known.get(item.key)
+        if item.skip_reason is not None:  # refused by the folder walk (e.g. a symbolic link leaving the root)
+            return _Prepared(item, "skipped", error=item.skip_reason)
         if item.extension and item.extension not in supported_extensions():
             return _Prepared(item, "skipped", error=f"no loader for {item.extension} files")
         if not item.extension and item.key.startswith("/"):
             return _Prepared(item, "skipped", error="file has no extension; format unknown")
-        if existing and existing.size == item.size and existing.mtime == item.mtime and item.mtime:
+        if (existing and existing.size == item.size and existing.mtime == item.mtime and item.mtime
+                and existing.status not in ("stale", "pending")):
             if existing.status == "failed":
                 # Still broken: reported again (the summary is the folder's state), but nothing is written.
                 return _Prepared(item, "still_failed", sha256=existing.sha256, error=existing.error,
@@ -300,8 +380,9 @@ class IngestPipeline:
         try:
             sha = item.digest()
         except OSError as exc:
-            return _Prepared(item, "failed", error=f"cannot read file: {exc}")
-        if existing and existing.sha256 == sha and existing.status != "failed":
+            return _Prepared(item, "failed", error=f"cannot read file: {exc}",
+                             existing_id=existing.id if existing else None)
+        if existing and existing.sha256 == sha and existing.status in _SETTLED:
             return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id, existing_groups=existing.groups,
                              mtime_changed=bool(item.mtime))
         status = "updated" if existing else "new"
@@ -356,6 +437,7 @@ class IngestPipeline:
         groups: list[str] | None,
         summary: IngestSummary,
         report: Callable[..., None],
+        requeue: dict[str, SourceItem],
     ) -> None:
         batch, vectors = payload
         writes: list[DocumentWrite] = []
@@ -368,7 +450,9 @@ class IngestPipeline:
                 continue
             meta = DocumentMeta(p.item.key, p.sha256, p.item.size, p.item.mtime, p.mime, p.title)
             if p.status == "failed":
-                writes.append(DocumentWrite(cid, meta, status="failed", groups=groups, error=p.error))
+                # A stored document keeps its last good chunks (the store writes "failed" when it has none).
+                status = "failed" if p.existing_id is None else "stale"
+                writes.append(DocumentWrite(cid, meta, status=status, groups=groups, error=p.error))
             elif p.status == "duplicate":
                 writes.append(DocumentWrite(cid, meta, status="duplicate", groups=groups))
             else:
@@ -398,10 +482,16 @@ class IngestPipeline:
             result = next(results)
             summary.chunks_added += result.chunks_added
             summary.chunks_removed += result.chunks_removed
-            if result.status == "failed":
+            if result.status in ("duplicate", "pending"):
+                # Kept so the re-read of pending documents can use this item (a record has no file).
+                requeue[p.item.key] = p.item
+            if result.status == "pending":
+                continue  # its original changed meanwhile: read on its own below, and reported then
+            if result.status in ("failed", "stale"):
                 p.error = result.error or p.error
                 summary.files_failed += 1
-                summary.failures.append(Failure(p.item.key, p.error or "failed"))
+                note = " (the last good version is kept and still searched)" if result.status == "stale" else ""
+                summary.failures.append(Failure(p.item.key, (p.error or "failed") + note))
                 report(p, "failed")
             elif result.created:
                 summary.files_new += 1
@@ -413,15 +503,12 @@ class IngestPipeline:
     def _sync(
         self,
         summary: IngestSummary,
-        collection: str,
+        cid: int,
         root_key: str,
         present: set[str],
         progress: ProgressCallback | None,
         total: int,
     ) -> None:
-        cid = self.store.collection_id(collection)
-        if cid is None:
-            return
         gone = [(i, p) for i, p in self.store.documents_under(cid, root_key) if p not in present]
         if not gone:
             return

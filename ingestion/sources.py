@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestion.loaders.base import LoadedDocument, Section
@@ -21,6 +21,7 @@ class SourceItem:
     load: Callable[[], LoadedDocument]
     digest: Callable[[], str]
     extension: str = ""
+    skip_reason: str | None = None  # set: never read, reported as skipped with this reason
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -31,23 +32,100 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def walk_files(root: Path) -> list[Path]:
-    """Regular files under root in a stable order; hidden entries and symlinked folders are skipped."""
-    root = Path(root)
-    if root.is_file():
-        return [root.resolve()]
-    if not root.is_dir():
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry a folder walk did not take, and why (reported in the ingest summary, never dropped silently)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class FileListing:
+    """What a folder walk found: the files to read (real paths) and the entries it refused."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files) + len(self.skipped)
+
+    def items(self, loader: Callable[[Path], LoadedDocument]) -> Iterator[SourceItem]:
+        yield from file_items(self.files, loader)
+        for entry in self.skipped:
+            yield skipped_item(entry)
+
+
+EXCLUDED_REASON = "inside sparq's data dir (database, index, secrets): never ingested"
+
+
+def walk_files(root: Path, *, exclude: Iterable[Path] = ()) -> FileListing:
+    """Regular files under root in a stable order, as real paths. Hidden entries are left out. A symbolic
+    link (to a file or a folder) whose target resolves outside root, or into an excluded folder such as the
+    data dir, is skipped with its reason; a link inside root is not followed (its target is listed under its
+    own path, once). Excluded folders met on the way are skipped, not entered; an excluded folder that holds
+    root itself does not apply (the caller has cleared root)."""
+    real_root = Path(root).resolve()
+    excluded = [e for e in (Path(x).resolve() for x in exclude) if not _within(real_root, e)]
+
+    def refusal(target: Path) -> str | None:
+        if any(_within(target, e) for e in excluded):
+            return "symbolic link into sparq's data dir: not followed"
+        if not _within(target, real_root):
+            return f"symbolic link to something outside {real_root}: not followed"
+        return None
+
+    if real_root.is_file():
+        return FileListing(files=[real_root])
+    if not real_root.is_dir():
         raise FileNotFoundError(f"{root} is neither a file nor a folder")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    listing = FileListing()
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+        here = Path(dirpath)
+        keep: list[str] = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = here / name
+            if path.is_symlink():
+                reason = refusal(path.resolve())
+                if reason is not None:
+                    listing.skipped.append(Skipped(path, reason))
+                continue  # never entered: a target inside root is walked under its own path
+            if any(_within(path, e) for e in excluded):
+                listing.skipped.append(Skipped(path, EXCLUDED_REASON))
+                continue
+            keep.append(name)
+        dirnames[:] = keep
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            path = Path(dirpath) / name
-            if path.is_file():
-                found.append(path.resolve())
-    return found
+            path = here / name
+            if path.is_symlink():
+                target = path.resolve()
+                reason = refusal(target)
+                if reason is None and not target.is_file():
+                    reason = "symbolic link to nothing readable (broken, or not a regular file)"
+                if reason is not None:
+                    listing.skipped.append(Skipped(path, reason))
+                    continue
+                path = target
+            elif not path.is_file():
+                continue  # sockets, fifos, devices: not documents
+            if path not in seen:
+                seen.add(path)
+                listing.files.append(path)
+    return listing
+
+
+def _unmoved(path: Path) -> Path:
+    """The listed real path, refused if it has turned into (or now runs through) a symbolic link since."""
+    if Path(os.path.realpath(path)) != path:
+        raise OSError(f"{path} became a symbolic link after it was listed; not read")
+    return path
 
 
 def file_items(paths: list[Path], loader: Callable[[Path], LoadedDocument]) -> Iterator[SourceItem]:
@@ -66,10 +144,19 @@ def file_items(paths: list[Path], loader: Callable[[Path], LoadedDocument]) -> I
             key=str(path),
             size=st.st_size,
             mtime=st.st_mtime,
-            load=lambda p=path: loader(p),
-            digest=lambda p=path: sha256_file(p),
+            load=lambda p=path: loader(_unmoved(p)),
+            digest=lambda p=path: sha256_file(_unmoved(p)),
             extension=path.suffix.lower(),
         )
+
+
+def skipped_item(entry: Skipped) -> SourceItem:
+    """A source item that is never read: the pipeline reports it as skipped, with the reason."""
+
+    def refuse(entry: Skipped = entry) -> LoadedDocument:
+        raise OSError(f"{entry.path}: {entry.reason}")
+
+    return SourceItem(str(entry.path), 0, 0.0, refuse, lambda: "", entry.path.suffix.lower(), skip_reason=entry.reason)
 
 
 @dataclass(frozen=True)

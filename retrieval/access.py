@@ -2,7 +2,9 @@
 
 A user sees a document when one of their groups is among its groups, or among the groups of a duplicate
 of it (identical content under another path is stored once, so the copy's readers must reach the stored
-chunks too). Admins see everything. Retrieval applies this before anything leaves it.
+chunks too). A duplicate grants that only while its content is the original's (same sha256): a copy whose
+original changed must not read the new content. Admins see everything. Retrieval applies this before
+anything leaves it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from sqlalchemy.orm import aliased
 
 from retrieval.filters import SearchFilters
 from retrieval.schema import Collection, Document, DocumentGroup
+
+# Documents whose chunks search serves: ready ones, and stale ones (the last re-read failed; the last good
+# version stays searchable and the document's `error` says why it is stale).
+SERVED_STATUSES: tuple[str, ...] = ("ready", "stale")
+# Duplicates that read through their original's chunks (a stale one: its own file is unreadable just now).
+DUPLICATE_STATUSES: tuple[str, ...] = ("duplicate", "stale")
+
+
+def served(document: type[Document] | object) -> ColumnElement[bool]:
+    """SQL condition on a Document (or alias): search serves its chunks."""
+    return document.status.in_(SERVED_STATUSES)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,12 @@ def readable_by(document_id: ColumnElement, principal: Principal) -> ColumnEleme
     own = exists().where(DocumentGroup.document_id == document_id, DocumentGroup.group.in_(groups))
     dup = aliased(Document)
     dup_group = aliased(DocumentGroup)
+    original = aliased(Document)
     via_duplicate = exists().where(
         dup.duplicate_of == document_id,
+        dup.status.in_(DUPLICATE_STATUSES),
+        original.id == document_id,
+        dup.sha256 == original.sha256,  # the copy's content is still what the original's chunks hold
         dup_group.document_id == dup.id,
         dup_group.group.in_(groups),
     )
@@ -88,10 +105,8 @@ def filtered(document: type[Document] | object, filters: SearchFilters | None) -
 
 
 def visible_documents(principal: Principal, filters: SearchFilters | None):  # -> Select
-    """SELECT of the ids of ready documents the principal may read and the filters keep."""
-    return select(Document.id).where(
-        Document.status == "ready", readable_by(Document.id, principal), filtered(Document, filters)
-    )
+    """SELECT of the ids of served (ready or stale) documents the principal may read and the filters keep."""
+    return select(Document.id).where(served(Document), readable_by(Document.id, principal), filtered(Document, filters))
 
 
 def unrestricted(principal: Principal, filters: SearchFilters | None) -> bool:

@@ -111,7 +111,8 @@ def test_read_only_and_full_data_dir_give_clear_errors(tmp_path):
 
     full = tmp_path / "full"
     full.mkdir()
-    (full / f".write-probe-{os.getpid()}").symlink_to("/dev/full")  # every write there fails with ENOSPC
+    # every write there fails with ENOSPC (the probe is named per process and thread)
+    (full / f".write-probe-{os.getpid()}-{threading.get_ident()}").symlink_to("/dev/full")
     with pytest.raises(SparqError, match="full"):
         check_writable(full)
 

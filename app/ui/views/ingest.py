@@ -12,7 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from app.assistant import Assistant, SparqError
+from app.ingest_roots import ROOTS_ENV, check_ingest_path
 from app.ui import session
+from app.ui.format import literal_markdown
 from ingestion.pipeline import FileEvent, IngestSummary
 
 NEW_COLLECTION = "(new collection)"
@@ -77,24 +79,22 @@ def events_frame(events: list[FileEvent]) -> pd.DataFrame:
 
 
 def ingest_uploads(assistant: Assistant, files: list, collection: str, groups: list[str]):
-    """Save each upload under data_dir/uploads/<collection>/ (sanitised name) and ingest it; never run it."""
-    saved: list[Path] = []
-    for f in files:
-        target = session.upload_path(assistant.settings.data_dir, collection, f.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.getvalue())
-        saved.append(target)
+    """Store each upload (st.file_uploader's UploadedFile: .name, .getvalue()) and ingest it through
+    Assistant.ingest_upload: data_dir/uploads/<collection id>/<its Unicode name>, written atomically under
+    the ingest lock, another upload's file never overwritten. Nothing uploaded is ever run."""
+    uploads = [(f.name, f.getvalue()) for f in files]
 
     def work(progress: Callable[[FileEvent], None]) -> list[IngestSummary]:
-        return [assistant.ingest(p, collection=collection, groups=groups, progress=progress) for p in saved]
+        return [assistant.ingest_upload(name, data, collection=collection, groups=groups, progress=progress)
+                for name, data in uploads]
 
-    return run_with_progress(work, total_hint=len(saved))
+    return run_with_progress(work, total_hint=len(uploads))
 
 
 def ingest_folder(assistant: Assistant, folder: str, collection: str, groups: list[str], sync: bool):
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist on the server")
+    """A server folder, only inside SPARQ_INGEST_ROOTS (refused when none are set) and never the data dir."""
+    s = assistant.settings
+    path = check_ingest_path(folder, data_dir=s.data_dir, roots=s.ingest_roots, require_roots=True)
 
     def work(progress: Callable[[FileEvent], None]) -> list[IngestSummary]:
         return [assistant.ingest(path, collection=collection, groups=groups, sync=sync, progress=progress)]
@@ -112,9 +112,11 @@ def show_summary(summaries: list[IngestSummary]) -> None:
     st.success(f"{new} new, {updated} updated, {unchanged} unchanged, {len(failures)} failed, "
                f"{len(skipped)} skipped; {chunks} chunks written.")
     if failures:
-        st.error("Failed files:\n\n" + "\n".join(f"- `{f.path}`: {f.error}" for f in failures))
+        st.error("Failed files:\n\n" + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}"
+                                                 for f in failures))
     if skipped:
-        st.warning("Skipped files:\n\n" + "\n".join(f"- `{f.path}`: {f.error}" for f in skipped))
+        st.warning("Skipped files:\n\n" + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}"
+                                                     for f in skipped))
 
 
 def render() -> None:
@@ -141,6 +143,12 @@ def render() -> None:
         go_upload = st.button("Ingest uploads", key="ingest_upload_go", disabled=not files or not collection,
                               type="primary")
     else:
+        roots = assistant.settings.ingest_roots
+        if roots:
+            st.caption("Folders that may be ingested: " + ", ".join(literal_markdown(str(r)) for r in roots))
+        else:
+            st.info(f"Server-folder ingest is off: the operator sets {ROOTS_ENV} to the folders that may be "
+                    "ingested. Upload the files instead.")
         folder = st.text_input("Folder or file on the server", key="ingest_folder")
         sync = st.checkbox("Remove documents whose files are gone (sync)", key="ingest_sync")
         go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection,

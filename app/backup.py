@@ -1,7 +1,9 @@
 """Backup and restore of everything sparq stores: the database (as portable JSON lines, so a SQLite backup
 restores into PostgreSQL and back), the FAISS index files and uploaded documents.
 
-A backup holds the ingest lock, so no writer runs while it reads; readers are unaffected.
+A backup holds the ingest lock, so no ingest runs while it reads; the database is read in one read-only
+snapshot transaction (REPEATABLE READ on PostgreSQL), so writers that do not take the lock (the query log,
+users) cannot make one table newer than another; readers are unaffected.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import base64
 import gzip
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, func, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, func, insert, inspect, select, text
 from sqlalchemy.sql.sqltypes import Date, DateTime
 
 from retrieval.schema import Base
@@ -50,13 +54,32 @@ def _tables():
     return Base.metadata.sorted_tables
 
 
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction that sees the database as of its first read, for every table: a row
+    committed while the dump runs is in no table of the backup (no chunk without its document)."""
+    if engine.dialect.name == "postgresql":
+        # READ COMMITTED (the default) would let each SELECT see what committed before it.
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            yield conn
+    elif engine.dialect.name == "sqlite":
+        # pysqlite opens no transaction for a SELECT (each would read the latest commit): begin one, so
+        # WAL keeps this connection on the snapshot of its first read until the end.
+        with engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            yield conn
+    else:
+        raise BackupError(f"backups support SQLite and PostgreSQL, not {engine.dialect.name}")
+
+
 def dump(engine: Engine, index_dir: Path, uploads_dir: Path | None, target: Path) -> dict[str, Any]:
     target = Path(target)
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty; back up into a new folder")
     (target / "tables").mkdir(parents=True)
     counts: dict[str, int] = {}
-    with engine.connect() as conn, conn.begin():  # one transaction: a consistent snapshot
+    with _snapshot(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         for table in _tables():
             n = 0

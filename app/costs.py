@@ -5,8 +5,11 @@ and what the same tokens would have cost on a cloud API."""
 from __future__ import annotations
 
 import os
-import resource
+import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,17 +51,108 @@ def _max_uj(domain: Path) -> int:
         return 2**32
 
 
+TASKS = Path("/proc/self/task")
+CPU_METHOD_THREADS = "thread+native-share"
+CPU_METHOD_PROCESS = "process-share"
+
+
+class _Ledger:
+    """The work in flight in this process (queries, ingests), so time and CPU that no one Python thread owns
+    (llama.cpp's and the BLAS/OpenMP pools' native threads, the box itself) are shared among them instead
+    of charged whole to each.
+
+    `virtual` is the integral of dt / n(t) over the time n(t) > 0 pieces of work were in flight: a piece of
+    work's share of the elapsed time is the difference of `virtual` at its end and at its start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[int] = set()
+        self._next = 0
+        self._virtual = 0.0
+        self._last = time.perf_counter()
+
+    def _advance(self) -> float:
+        now = time.perf_counter()
+        if self._active:
+            self._virtual += (now - self._last) / len(self._active)
+        self._last = now
+        return self._virtual
+
+    def enter(self) -> tuple[int, float]:
+        with self._lock:
+            virtual = self._advance()
+            self._next += 1
+            self._active.add(self._next)
+            return self._next, virtual
+
+    def leave(self, token: int) -> float:
+        with self._lock:
+            virtual = self._advance()
+            self._active.discard(token)
+            return virtual
+
+    def now(self) -> float:
+        with self._lock:
+            return self._advance()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
+LEDGER = _Ledger()
+
+
+@contextmanager
+def activity() -> Iterator[None]:
+    """Mark work that is not metered (an ingest) as in flight, so concurrent queries share the process's
+    native CPU and the hardware's time with it rather than being charged for it."""
+    token, _ = LEDGER.enter()
+    try:
+        yield
+    finally:
+        LEDGER.leave(token)
+
+
+def _task_cpu_ns(tid: int) -> int | None:
+    """A thread's CPU time (the kernel's sum_exec_runtime, the clock behind CLOCK_THREAD_CPUTIME_ID)."""
+    try:
+        return int((TASKS / str(tid) / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None  # the thread ended, or no /proc
+
+
+def _python_threads_cpu_ns() -> dict[int, int]:
+    """CPU time of every live Python thread, by native id."""
+    out = {}
+    for thread in threading.enumerate():
+        tid = thread.native_id
+        if tid is not None and (ns := _task_cpu_ns(tid)) is not None:
+            out[tid] = ns
+    return out
+
+
 @dataclass
 class EnergyReading:
     joules: float
     source: str  # measured | modelled
-    method: str  # rapl | nvml | cpu-time model
-    cpu_seconds: float
+    method: str  # rapl | nvml | cpu-time model (with the share applied)
+    cpu_seconds: float  # this work's CPU time (see cpu_method)
     wall_seconds: float
+    cpu_method: str = CPU_METHOD_THREADS  # thread+native-share | process-share
+    process_cpu_seconds: float = 0.0  # the whole process over the same interval, for comparison
+    hardware_seconds: float = 0.0  # this work's share of the elapsed time (wall / concurrent work)
 
 
 class EnergyMeter:
-    """Brackets a piece of work; `stop()` returns its energy."""
+    """Brackets a piece of work; `stop()` returns its energy.
+
+    CPU is charged as the CPU time of the thread that started the meter plus a share of the CPU of the
+    process's native threads (llama.cpp generation and BLAS/OpenMP pools run outside any Python thread);
+    the share is the time-weighted 1/n of the n pieces of work (metered queries, `activity()` ingests) in
+    flight. Other Python threads (another query, an ingest's workers) are not charged to this one. Where
+    threads cannot be read (no /proc), the process's CPU time is shared by the same 1/n: `process-share`."""
 
     def __init__(self, cpu_watts: float, gpu_watts: float = 0.0, use_gpu: bool = False) -> None:
         self.cpu_watts = cpu_watts
@@ -70,11 +164,22 @@ class EnergyMeter:
         self._start_wall = 0.0
         self._nvml_handle: Any = None
         self._start_gpu_mj: int | None = None
+        self._token: int | None = None
+        self._start_virtual = 0.0
+        self._tid: int | None = None
+        self._start_own_ns: int | None = None
+        self._start_threads: dict[int, int] = {}
+        self._finalizer: weakref.finalize | None = None
 
     def start(self) -> EnergyMeter:
+        self._token, self._start_virtual = LEDGER.enter()
+        # A meter dropped without stop() (an abandoned generator) must not stay in flight for ever.
+        self._finalizer = weakref.finalize(self, LEDGER.leave, self._token)
         self._start_wall = time.perf_counter()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self._start_cpu = usage.ru_utime + usage.ru_stime
+        self._tid = threading.get_native_id()
+        self._start_threads = _python_threads_cpu_ns()
+        self._start_own_ns = self._start_threads.get(self._tid)
+        self._start_cpu = time.process_time()
         self._start_uj = [_read_uj(d) for d in self.domains]
         if self.use_gpu:
             self._start_gpu_mj = self._gpu_energy_mj()
@@ -91,29 +196,48 @@ class EnergyMeter:
         except Exception:  # noqa: BLE001 - no NVML: the GPU share is modelled and labelled so
             return None
 
+    def _own_cpu(self, process_cpu: float, share: float) -> tuple[float, str]:
+        """(CPU seconds charged to this work, the method used)."""
+        end_threads = _python_threads_cpu_ns()
+        own_end = end_threads.get(self._tid) if self._tid is not None else None
+        if self._start_own_ns is None or own_end is None:
+            return process_cpu * share, CPU_METHOD_PROCESS
+        own = (own_end - self._start_own_ns) / 1e9
+        # Python threads that started within the interval count from zero.
+        python = sum(end - self._start_threads.get(tid, 0) for tid, end in end_threads.items()) / 1e9
+        native = max(0.0, process_cpu - python)
+        return own + native * share, CPU_METHOD_THREADS
+
     def stop(self) -> EnergyReading:
         wall = time.perf_counter() - self._start_wall
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = usage.ru_utime + usage.ru_stime - self._start_cpu
+        process_cpu = time.process_time() - self._start_cpu
+        end_virtual = LEDGER.leave(self._token) if self._token is not None else LEDGER.now()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        hardware_seconds = min(wall, max(0.0, end_virtual - self._start_virtual))
+        share = hardware_seconds / wall if wall > 0 else 1.0
+        cpu, cpu_method = self._own_cpu(process_cpu, share)
         if self.domains and self._start_uj:
             total_uj = 0
             for domain, start in zip(self.domains, self._start_uj, strict=True):
                 now = _read_uj(domain)
                 total_uj += now - start if now >= start else now + _max_uj(domain) - start
-            joules, source, method = total_uj / 1e6, "measured", "rapl"
+            # The package's energy over the interval, in proportion to this work's part of the process's CPU.
+            fraction = min(1.0, cpu / process_cpu) if process_cpu > 0 else share
+            joules, source, method = total_uj / 1e6 * fraction, "measured", "rapl"
         else:
-            # Package watts spread over its cores, charged for the CPU seconds this process used.
+            # Package watts spread over its cores, charged for the CPU seconds this work used.
             cores = os.cpu_count() or 1
             joules, source, method = self.cpu_watts * cpu / cores, "modelled", "cpu-time model"
         if self.use_gpu:
             end = self._gpu_energy_mj()
             if end is not None and self._start_gpu_mj is not None:
-                joules += (end - self._start_gpu_mj) / 1000
+                joules += (end - self._start_gpu_mj) / 1000 * share
                 method += "+nvml"
             else:
-                joules += self.gpu_watts * wall
+                joules += self.gpu_watts * hardware_seconds
                 source, method = "modelled", method + "+gpu-watts model"
-        return EnergyReading(joules, source, method, cpu, wall)
+        return EnergyReading(joules, source, method, cpu, wall, cpu_method, process_cpu, hardware_seconds)
 
 
 @dataclass(frozen=True)
@@ -157,6 +281,9 @@ class CostRecord:
     energy_joules: float = 0.0
     energy_source: str = "modelled"
     energy_method: str = ""
+    cpu_seconds: float = 0.0  # this query's CPU time, by cpu_time_method
+    cpu_time_method: str = ""  # thread+native-share | process-share (see EnergyMeter)
+    hardware_seconds: float = 0.0  # the box's time charged: wall time shared among concurrent work
     electricity_usd: float = 0.0
     hardware_usd: float = 0.0
     total_usd: float = 0.0

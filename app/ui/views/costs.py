@@ -39,40 +39,43 @@ def render() -> None:
     assistant = session.get_assistant()
     st.title("Costs")
     limit = st.sidebar.number_input("Queries to analyse (newest)", 100, 1_000_000, 20_000, step=1000, key="costs_limit")
-    frame, histograms = reports.load_queries(assistant.engine, int(limit))
-    if frame.empty:
+    # Every figure is summed by the database and cached until a new query is logged (see reports.CostView).
+    view = reports.CostView(assistant.engine, int(limit))
+    if view.empty:
         st.info("No queries yet: costs appear here once people ask questions.")
         return
 
-    summary = reports.sparsity_summary(frame)
+    summary = view.summary()
     a, b, c, d = st.columns(4)
-    a.metric("Queries", f"{len(frame):,}")
+    a.metric("Queries", f"{summary['queries']:,}")
     b.metric("On-prem cost", usd(summary["cost_usd"]))
     c.metric("Cheapest cloud, same tokens", usd(summary["cloud_cost_usd"]))
     d.metric("FLOPs saved vs dense", f"{summary['saving']:.0%}")
-    st.caption(f"Energy: {frame['energy_joules'].sum():,.1f} J "
-               f"({', '.join(f'{k}: {v}' for k, v in frame['energy_source'].value_counts().items())}).")
+    st.caption(f"Energy: {summary['energy_joules']:,.1f} J "
+               f"({', '.join(f'{k}: {v}' for k, v in summary['energy_sources'].items())}).")
 
     st.subheader("Over time")
     freq = st.radio("Period", ["day", "hour"], horizontal=True, key="costs_freq")
-    timeline = reports.over_time(frame, "D" if freq == "day" else "h")
+    timeline = view.timeline(freq)
     cols = st.columns(2)
     for i, metric in enumerate(reports.METRICS):
         cols[i % 2].altair_chart(metric_chart(timeline, "period", metric), width="stretch")
 
     st.subheader("Breakdown")
-    dimension = st.radio("By", ["user_name", "collection", "model"], horizontal=True, key="costs_by",
+    dimension = st.radio("By", list(reports.DIMENSIONS), horizontal=True, key="costs_by",
                          format_func=lambda d: {"user_name": "user"}.get(d, d))
     metric = st.radio("Measure", list(reports.METRICS), horizontal=True, key="costs_metric",
                       format_func=reports.METRICS.get)
-    breakdown = reports.by_dimension(frame, dimension)
+    breakdown = view.breakdown(dimension)
     st.altair_chart(metric_chart(breakdown, dimension, metric, kind="bar"), width="stretch")
 
     st.subheader("Sparsity saving")
-    saving = frame.dropna(subset=["sparsity_saving"])
+    saving = view.sparsity_points()
     if saving.empty:
         st.caption("No FLOPs recorded yet.")
     else:
+        if len(saving) >= reports.SPARSITY_POINTS:
+            st.caption(f"The newest {len(saving):,} queries that recorded FLOPs.")
         st.altair_chart(
             alt.Chart(saving).mark_circle().encode(
                 x=alt.X("created_at:T", title=None, axis=alt.Axis(format="%b %d %H:%M")),
@@ -84,14 +87,24 @@ def render() -> None:
         )
 
     st.subheader("Expert utilisation")
-    heat = reports.expert_heatmap(histograms)
+    heat = view.heatmap()
     if heat.empty:
         st.caption("No expert selections recorded (a dense model, or no MoE query yet).")
     else:
-        st.caption("Share of each layer's expert selections, summed over the analysed queries.")
+        newest = min(view.queries, reports.HEATMAP_QUERIES)
+        st.caption(f"Share of each layer's expert selections, summed over the newest {newest:,} analysed queries.")
         st.altair_chart(heatmap_chart(heat), width="stretch")
 
     st.subheader("Most expensive queries")
-    st.dataframe(reports.most_expensive(frame), hide_index=True, width="stretch")
-    st.download_button("Export all as CSV", reports.to_csv(frame), file_name="sparq-queries.csv",
+    left, right = st.columns(2)
+    order = left.radio("Order", ["cost", "recent"], horizontal=True, key="costs_order",
+                       format_func=lambda o: {"cost": "most expensive", "recent": "newest"}[o])
+    page_size = 20
+    pages = max(1, -(-view.queries // page_size))
+    # No max_value: a page past the end (after fewer queries are chosen) shows the last page, not an error.
+    page = min(int(right.number_input("Page", min_value=1, value=1, step=1, key="costs_page")), pages)
+    st.dataframe(view.expensive(order, page - 1, page_size), hide_index=True, width="stretch")
+    st.caption(f"Page {page:,} of {pages:,} ({page_size} queries a page).")
+    # A callable: the CSV (which loads every analysed row) is built when the button is clicked, not per rerun.
+    st.download_button("Export all as CSV", view.csv, file_name="sparq-queries.csv",
                        mime="text/csv", key="costs_csv", on_click="ignore")

@@ -46,7 +46,9 @@ def cost_line(cost: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~"
+# Markdown's punctuation, plus what Streamlit and GFM add: `:` (`:red[..]`, `:material/..:` and the `http:`
+# of bare-URL autolinks), `@` (e-mail autolinks), `$` (LaTeX), `&` (HTML entities), `=` and `"`.
+_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~:@$&=\"'"
 
 
 def inert_markdown(text: str) -> str:
@@ -57,5 +59,6 @@ def inert_markdown(text: str) -> str:
 
 
 def literal_markdown(text: str) -> str:
-    """Document text shown exactly as written (a quoted snippet), with no Markdown or HTML effect."""
+    """Document text shown exactly as written (a quoted snippet, a title in a label or caption), with no
+    Markdown or HTML effect: no image is fetched, no link made."""
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)

@@ -14,7 +14,8 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the reposito
 import streamlit as st
 
 from app.ui import session
-from app.ui.views import account, chat, costs, documents, ingest, model
+from app.ui.format import literal_markdown
+from app.ui.views import account, chat, costs, documents, feedback, ingest, model
 from app.users import UserInfo
 
 
@@ -32,15 +33,19 @@ PAGES = [
     PageSpec("Ingest", ingest.render, "ingest", ":material/upload_file:", True),
     PageSpec("Documents", documents.render, "documents", ":material/folder:", True),
     PageSpec("Costs", costs.render, "costs", ":material/payments:", True),
+    PageSpec("Feedback", feedback.render, "feedback", ":material/thumbs_up_down:", True),
     PageSpec("Model", model.render, "model", ":material/memory:", True),
     PageSpec("Account", account.render, "account", ":material/person:", False),
 ]
 
 
 def pages_for(user: UserInfo | None) -> list[PageSpec]:
-    """The pages a user may open: none before sign-in, everything but admin pages for employees."""
+    """The pages a user may open: none before sign-in, only Account while a generated password must be
+    changed, everything but admin pages for employees."""
     if user is None:
         return []
+    if user.must_change_password:
+        return [p for p in PAGES if p.url_path == "account"]
     return [p for p in PAGES if user.is_admin or not p.admin_only]
 
 
@@ -71,12 +76,14 @@ def main() -> None:
         st.navigation([st.Page(sign_in_page, title="Sign in", url_path="signin")], position="hidden").run()
         return
     specs = pages_for(user)
+    if user.must_change_password:
+        st.warning(session.PASSWORD_CHANGE_FIRST)
     nav = st.navigation(
         [st.Page(p.render, title=p.title, url_path=p.url_path, icon=p.icon, default=(i == 0))
          for i, p in enumerate(specs)]
     )
     with st.sidebar:
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.caption(f"Signed in as **{literal_markdown(user.name)}** ({user.role})")
         if st.button("Sign out", key="sign_out"):
             session.sign_out()
             st.rerun()

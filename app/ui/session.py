@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import sys
 import threading
-import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import streamlit as st
@@ -22,13 +19,13 @@ from sqlalchemy import select
 
 from app.assistant import Assistant
 from app.config import Settings
-from app.users import UserError, UserInfo
+from app.paths import relative_paths
+from app.users import SigninThrottle, TooManyAttempts, UserError, UserInfo
 from retrieval.access import readable_by
 from retrieval.schema import Document
 
 log = logging.getLogger(__name__)
 
-USER_KEY = "sparq_user"
 ADMIN_NAME_ENV = "SPARQ_ADMIN_USER"
 ADMIN_PASSWORD_ENV = "SPARQ_ADMIN_PASSWORD"
 ADMIN_PASSWORD_FILE = "initial-admin-password.txt"
@@ -60,7 +57,8 @@ def ensure_admin(assistant: Assistant, announce: Callable[[str], None] | None = 
     """Create the first admin when there is none, so a fresh install can be signed into.
 
     The password comes from SPARQ_ADMIN_PASSWORD or is random; a random one is written to a file readable
-    only by the operator (never to the web page or the log), and the console is told where it is.
+    only by the operator (never to the web page or the log), and the console is told where it is; a random
+    one must be changed at the first sign-in before any page but Account opens.
     Returns the name of the admin created, or None when one already existed."""
     say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
     with _admin_lock:
@@ -71,7 +69,8 @@ def ensure_admin(assistant: Assistant, announce: Callable[[str], None] | None = 
         given = os.environ.get(ADMIN_PASSWORD_ENV)
         password = given or secrets.token_urlsafe(15)
         try:
-            users.add(name, role="admin", password=password)
+            # A generated password has sat in a file: it must be replaced before anything else.
+            users.add(name, role="admin", password=password, must_change_password=not given)
         except UserError:
             if users.count_admins() > 0:  # another process created it in the meantime
                 return None
@@ -95,65 +94,119 @@ def ensure_admin(assistant: Assistant, announce: Callable[[str], None] | None = 
 
 
 # --- who is signed in --------------------------------------------------------------------------------
-MAX_FAILURES = 5
+# The browser session holds only a random token; the database holds its hash, the user, and when it was
+# last used, so sign-out, a password change, idle time and expiry end it on every replica at once.
+TOKEN_KEY = "sparq_session"
+UNKNOWN_ADDRESS = "unknown-address"  # one shared throttle bucket when the client address is not known
+
+PASSWORD_CHANGE_FIRST = "Change the generated password on the Account page before doing anything else."
+
+
+def client_address() -> str:
+    """The client address for the throttle: the TCP peer of this session's connection; for a loopback
+    peer (Streamlit reports it as None), a local reverse proxy's X-Forwarded-For (its last entry, the one
+    the proxy itself added); else one shared constant bucket."""
+    peer = st.context.ip_address
+    if isinstance(peer, str) and peer:  # (no server, as under AppTest: not a str)
+        return peer[:100]
+    forwarded = st.context.headers.get("X-Forwarded-For")
+    last = forwarded.rsplit(",", 1)[-1].strip() if isinstance(forwarded, str) else ""
+    return f"forwarded:{last[:100]}" if last else UNKNOWN_ADDRESS
+
+
+MAX_FAILURES = 5  # wrong passwords per (address, name) within the window
+MAX_ADDRESS_FAILURES = 20  # ... per address, whatever the names (password spraying)
 FAILURE_WINDOW_S = 300.0
-_failures: dict[str, list[float]] = {}
-_failures_lock = threading.Lock()
 
 
-class TooManyAttempts(RuntimeError):
-    """Sign-in refused for a while after repeated wrong passwords for the same name (per server process)."""
-
-
-def _recent_failures(name: str, now: float) -> list[float]:
-    times = [t for t in _failures.get(name, []) if now - t < FAILURE_WINDOW_S]
-    _failures[name] = times
-    return times
+def throttle(assistant: Assistant) -> SigninThrottle:
+    return SigninThrottle(assistant.engine, per_name=MAX_FAILURES, per_address=MAX_ADDRESS_FAILURES,
+                          window_s=FAILURE_WINDOW_S)
 
 
 def sign_in(name: str, password: str) -> UserInfo | None:
-    """The user on a right password (and remembered in this browser session); None on a wrong one.
-    Raises TooManyAttempts after MAX_FAILURES wrong passwords for a name within FAILURE_WINDOW_S."""
+    """The user on a right password (a new session token then sits in this browser session); None on a
+    wrong one. Raises TooManyAttempts while this address is over its limit, in total or for this name.
+    Failures are logged with the address and a count, never the typed name (often a mistyped password)."""
+    assistant = get_assistant()
     key = name.strip()[:200]
-    now = time.monotonic()
-    with _failures_lock:
-        recent = _recent_failures(key, now)
-        if len(recent) >= MAX_FAILURES:
-            wait = int(FAILURE_WINDOW_S - (now - recent[0])) + 1
-            raise TooManyAttempts(f"Too many failed sign-ins for this name; try again in {wait} s.")
-    user = get_assistant().users.authenticate(key, password)
-    if user is not None:
-        st.session_state[USER_KEY] = user.name
-        with _failures_lock:
-            _failures.pop(key, None)
-        log.info("sign-in: %s", user.name)
-    else:
-        with _failures_lock:
-            _failures.setdefault(key, []).append(time.monotonic())
-        log.warning("failed sign-in for %r", key)
+    address = client_address()
+    guard = throttle(assistant)
+    try:
+        guard.check(address, key)
+    except TooManyAttempts:
+        log.warning("sign-in refused: too many failed attempts from %s", address)
+        raise
+    user = assistant.users.authenticate(key, password)
+    if user is None:
+        count = guard.failed(address, key)
+        log.warning("failed sign-in from %s (%d in the last %d s from this address)", address, count,
+                    int(guard.window_s))
+        return None
+    guard.succeeded(address, key)
+    settings = assistant.settings
+    st.session_state[TOKEN_KEY] = assistant.users.start_session(
+        user.name, lifetime_s=settings.session_lifetime_hours * 3600)
+    log.info("sign-in: %s from %s", user.name, address)
     return user
 
 
-def sign_out() -> None:
+def _forget() -> None:
     for key in list(st.session_state.keys()):
         del st.session_state[key]
 
 
+def sign_out() -> None:
+    """End the session server-side (a copied token opens nothing afterwards), then forget this browser's state."""
+    token = st.session_state.get(TOKEN_KEY)
+    if token:
+        get_assistant().users.end_session(token)
+    _forget()
+
+
 def current_user() -> UserInfo | None:
-    """The signed-in user, re-read from the database on every run so a changed role or removal counts at once."""
-    name = st.session_state.get(USER_KEY)
-    if not name:
+    """The user of this browser's live session, re-read on every run so a changed role, a removal, a
+    revoked or an idle or expired session counts at once (and the state is cleared then)."""
+    token = st.session_state.get(TOKEN_KEY)
+    if not token:
         return None
-    user = get_assistant().users.get(name)
+    assistant = get_assistant()
+    user = assistant.users.session_user(token, idle_s=assistant.settings.session_idle_minutes * 60)
     if user is None:
-        sign_out()
+        _forget()
     return user
 
 
-def require_user() -> UserInfo:
+def check_password(user: UserInfo, password: str) -> bool:
+    """Re-check a signed-in user's password (the Account page), throttled like sign-in."""
+    assistant = get_assistant()
+    address = client_address()
+    guard = throttle(assistant)
+    guard.check(address, user.name)
+    if assistant.users.authenticate(user.name, password) is None:
+        count = guard.failed(address, user.name)
+        log.warning("wrong current password for %s from %s (%d recent failures from this address)",
+                    user.name, address, count)
+        return False
+    guard.succeeded(address, user.name)
+    return True
+
+
+def change_password(user: UserInfo, new_password: str) -> UserInfo:
+    """Set a new password; every other session of the user ends, this browser's stays signed in."""
+    return get_assistant().users.update(user.name, password=new_password,
+                                        keep_session=st.session_state.get(TOKEN_KEY))
+
+
+def require_user(*, while_password_change_pending: bool = False) -> UserInfo:
+    """The signed-in user, or stop the page. A user who must change a generated password gets nothing
+    but the Account page (`while_password_change_pending=True`) until they do."""
     user = current_user()
     if user is None:
         st.error("Please sign in.")
+        st.stop()
+    if user.must_change_password and not while_password_change_pending:  # type: ignore[union-attr]
+        st.warning(PASSWORD_CHANGE_FIRST)
         st.stop()
     return user  # type: ignore[return-value]
 
@@ -205,22 +258,21 @@ def readable_collections(assistant: Assistant, user: UserInfo) -> list[str]:
         return list(session.scalars(query))
 
 
+# --- how a document is named to its readers ---------------------------------------------------------
+def display_paths(assistant: Assistant, user: UserInfo, document_ids: Iterable[int]) -> dict[int, str]:
+    """Collection-relative paths of the documents among `document_ids` that `user` may read: relative to
+    the collection's upload folder or else to the folder all its documents share. Readers are never shown
+    where the server keeps files (admins find full paths on the Documents page)."""
+    ids = sorted({int(i) for i in document_ids})
+    if not ids:
+        return {}
+    with assistant.store.sessions() as session:
+        rows = session.execute(
+            select(Document.id, Document.path, Document.collection_id)
+            .where(Document.id.in_(ids), readable_by(Document.id, user.principal()))
+        ).all()
+        return relative_paths(session, assistant.settings.data_dir, [tuple(r) for r in rows])
+
+
 # --- uploads -----------------------------------------------------------------------------------------
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-
-
-def safe_name(name: str, fallback: str = "file") -> str:
-    """A file or folder name that cannot leave its folder: no separators, no leading dots, no control chars."""
-    name = unicodedata.normalize("NFKC", name or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip(" .")
-    return name[:150] or fallback
-
-
-def upload_path(data_dir: Path, collection: str, filename: str) -> Path:
-    """data_dir/uploads/<collection>/<name>, checked to stay inside the uploads folder."""
-    root = (data_dir / "uploads").resolve()
-    target = (root / safe_name(collection, "default") / safe_name(filename)).resolve()
-    if root not in target.parents:
-        raise ValueError(f"refusing to write outside {root}")
-    return target
+# Stored uploads (names, one folder per collection id, atomic writes, removal with the document): app.uploads.

@@ -50,12 +50,17 @@ def ready(ui_assistant, small_llm, docs_dir):
 
 
 def page(view: str, user: str | None):
-    """An AppTest running one page's render() as `user` (the session as the sign-in leaves it)."""
+    """An AppTest running one page's render() as `user`, with a real server-side session token in its
+    state, as the sign-in leaves it."""
     from streamlit.testing.v1 import AppTest
+
+    from app.ui import session
 
     at = AppTest.from_string(f"from app.ui.views import {view}\n{view}.render()\n", default_timeout=300)
     if user is not None:
-        at.session_state["sparq_user"] = user
+        assistant = session.get_assistant()
+        lifetime_s = assistant.settings.session_lifetime_hours * 3600
+        at.session_state[session.TOKEN_KEY] = assistant.users.start_session(user, lifetime_s=lifetime_s)
     return at
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from app import reports
 from app.ui import session
-from app.ui.format import cost_line
+from app.ui.format import cost_line, literal_markdown
 from app.ui.views.ingest import NEW_COLLECTION, ingest_uploads
 from tests.ui.conftest import page
 
@@ -76,6 +76,7 @@ def test_source_downloads_follow_the_retrieval_access_rule(ready):
 
 def test_ingest_page_ingests_a_server_folder(ui_assistant, docs_dir):
     (docs_dir / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    ui_assistant.settings.ingest_roots = [docs_dir.parent]  # server folders only inside SPARQ_INGEST_ROOTS
     at = page("ingest", "admin").run()
     assert at.title[0].value == "Ingest documents"
     at.selectbox(key="ingest_collection_choice").set_value(NEW_COLLECTION).run()
@@ -86,7 +87,7 @@ def test_ingest_page_ingests_a_server_folder(ui_assistant, docs_dir):
     at.button(key="ingest_folder_go").click().run()
     assert not at.exception, at.exception
     assert "2 new" in at.success[0].value and "1 failed" in at.success[0].value
-    assert "broken.pdf" in at.error[0].value  # failures are listed with their reason
+    assert literal_markdown("broken.pdf") in at.error[0].value  # failures are listed (literally) with their reason
     table = at.dataframe[0].value
     assert set(table["status"]) == {"new", "failed"} and table.loc[table["status"] == "failed", "reason"].iloc[0]
     docs = ui_assistant.documents("handbook")
@@ -105,7 +106,8 @@ def test_uploads_are_saved_under_the_data_dir_with_safe_names_and_ingested(ui_as
     summaries, events = ingest_uploads(
         ui_assistant, [Upload("../../evil.md", b"# Evil\n\nNothing to run here.\n")], "up/../x", ["staff"]
     )
-    saved = ui_assistant.settings.data_dir.resolve() / "uploads" / "x" / "evil.md"
+    cid = ui_assistant.store.collection_id("up/../x")
+    saved = ui_assistant.settings.data_dir.resolve() / "uploads" / str(cid) / "evil.md"
     assert saved.is_file() and events[0].status == "new" and summaries[0].files_new == 1
     assert [d.path for d in ui_assistant.documents("up/../x")] == [str(saved)]
 

@@ -5,27 +5,43 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import session
+from app.ui.format import literal_markdown
 from app.users import UserError
+
+FLASH_KEY = "account_flash"
 
 
 def render() -> None:
-    user = session.require_user()
-    assistant = session.get_assistant()
+    user = session.require_user(while_password_change_pending=True)
     st.title("Account")
-    st.write(f"Signed in as **{user.name}** ({user.role}); groups: {', '.join(user.groups) or 'none'}.")
+    flash = st.session_state.pop(FLASH_KEY, None)
+    if flash:
+        st.success(flash)
+    st.write(f"Signed in as **{literal_markdown(user.name)}** ({user.role}); "
+             f"groups: {literal_markdown(', '.join(user.groups)) or 'none'}.")
+    if user.must_change_password:
+        st.info("Your password was generated at installation: choose your own to continue.")
     with st.form("password_form", clear_on_submit=True):
-        current = st.text_input("Current password", type="password")
-        new = st.text_input("New password (at least 8 characters)", type="password")
-        again = st.text_input("New password again", type="password")
+        current = st.text_input("Current password", type="password", key="account_current")
+        new = st.text_input("New password (at least 8 characters)", type="password", key="account_new")
+        again = st.text_input("New password again", type="password", key="account_again")
         if st.form_submit_button("Change password"):
-            if assistant.users.authenticate(user.name, current) is None:
+            try:
+                right = session.check_password(user, current)
+            except session.TooManyAttempts as exc:
+                st.error(str(exc))
+                return
+            if not right:
                 st.error("The current password is wrong.")
             elif new != again:
                 st.error("The new passwords differ.")
+            elif new == current:
+                st.error("Choose a password different from the current one.")
             else:
                 try:
-                    assistant.users.update(user.name, password=new)
+                    session.change_password(user, new)
                 except UserError as exc:
                     st.error(str(exc))
                 else:
-                    st.success("Password changed.")
+                    st.session_state[FLASH_KEY] = "Password changed. Your other sessions have been signed out."
+                    st.rerun()  # the navigation offers every page again once a generated password is gone

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.assistant import Assistant, DocumentInfo, SparqError
 from app.ui import session
+from app.ui.format import literal_markdown
 from app.ui.views.ingest import run_with_progress, show_summary
 
 FLASH_KEY = "docs_flash"  # a message that survives the rerun after a change
@@ -29,6 +30,20 @@ def documents_frame(docs: list[DocumentInfo], search: str = "") -> pd.DataFrame:
         hay = frame[["collection", "title", "path", "groups"]].astype(str).agg(" ".join, axis=1).str.lower()
         frame = frame[hay.str.contains(needle, regex=False)]
     return frame.reset_index(drop=True)
+
+
+def stale_notice(docs: list[DocumentInfo]) -> str | None:
+    """Say which documents are stale or pending: what search returns for them is not their file's content now."""
+    stale = sum(1 for d in docs if d.status == "stale")
+    pending = sum(1 for d in docs if d.status == "pending")
+    parts = []
+    if stale:
+        parts.append(f"{stale} stale: the last re-read failed, so search serves the last good version "
+                     "(the error column says why); fix the file and re-ingest it.")
+    if pending:
+        parts.append(f"{pending} pending: the identical file they were stored with changed or went away; "
+                     "the next ingest of their collection reads them from their own files.")
+    return " ".join(parts) or None
 
 
 def reingest(assistant: Assistant, docs: list[DocumentInfo]):
@@ -63,10 +78,11 @@ def render() -> None:
         )
         with st.expander("Delete a collection"):
             name = st.selectbox("Collection", [c.name for c in collections], key="docs_drop_name")
-            confirm = st.checkbox(f"Yes, delete {name!r} and all its documents", key="docs_drop_confirm")
+            confirm = st.checkbox(f"Yes, delete {literal_markdown(repr(name))} and all its documents",
+                                  key="docs_drop_confirm")
             if st.button("Delete collection", key="docs_drop_go", disabled=not confirm, type="primary"):
                 n = assistant.delete_collection(name)
-                st.session_state[FLASH_KEY] = f"Deleted collection {name!r} ({n} documents)."
+                st.session_state[FLASH_KEY] = f"Deleted collection {literal_markdown(repr(name))} ({n} documents)."
                 st.rerun()
 
     st.subheader("Documents")
@@ -75,6 +91,9 @@ def render() -> None:
     docs = assistant.documents(None if col_filter == "All collections" else col_filter)
     frame = documents_frame(docs, search)
     st.caption(f"{len(frame)} of {len(docs)} documents")
+    notice = stale_notice(docs)
+    if notice:
+        st.warning(notice)
     event = st.dataframe(frame, hide_index=True, width="stretch", key="docs_table", on_select="rerun",
                          selection_mode="multi-row")
     selected_rows = list(event.selection.rows) if event is not None else []
@@ -89,7 +108,7 @@ def render() -> None:
             try:
                 assistant.delete_document(d.id)
             except SparqError as exc:  # already deleted by another admin: say so, carry on with the rest
-                gone.append(str(exc))
+                gone.append(literal_markdown(str(exc)))
         st.session_state[FLASH_KEY] = f"Deleted {len(chosen) - len(gone)} documents." + (
             f" Already gone: {'; '.join(gone)}" if gone else "")
         st.rerun()
@@ -98,4 +117,5 @@ def render() -> None:
         if summaries:
             show_summary(summaries)
         if missing:
-            st.warning("No longer on disk, not re-ingested:\n\n" + "\n".join(f"- `{d.path}`" for d in missing))
+            st.warning("No longer on disk, not re-ingested:\n\n"
+                       + "\n".join(f"- {literal_markdown(d.path)}" for d in missing))

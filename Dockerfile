@@ -16,5 +16,6 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --no-cache-dir torch==2.13.0 
 RUN useradd --create-home sparq && mkdir -p /data && chown sparq /data
 USER sparq
 ENV SPARQ_DATA_DIR=/data HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-EXPOSE 8501
-CMD ["sparq", "ui", "--address", "0.0.0.0", "--port", "8501"]
+EXPOSE 8501 8000
+# Build the embedded default model once (a no-op when it exists or another model is configured), then serve.
+CMD ["sh", "-c", "sparq model build-default --if-used; exec sparq ui --address 0.0.0.0 --port 8501"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from app.budgets import OverBudget
 from app.costs import CostModel, CostRecord, EnergyMeter
 from app.models import QueryLog
 from model.base import ContextTooLong, Generation, GenerationStats, ModelError
@@ -27,6 +28,7 @@ from model.prompting import (
     language_of,
     pack_prompt,
     rewrite_messages,
+    supports_answer,
 )
 from retrieval.access import Principal
 
@@ -74,6 +76,7 @@ class Answer:
     query_id: int | None = None
     model: str | None = None
     removed_citations: list[int] = field(default_factory=list)
+    unsupported_citations: list[int] = field(default_factory=list)  # cited passages that lack the claim
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +171,7 @@ class AskService:
             text = self._validate(question)
             principal = self.assistant.principal(user)
             row["user_name"] = principal.name
+            self.assistant.budgets.check(principal)  # before any model call: a spent budget costs nothing
             language = language_of(text)
             standalone = text
             if history:
@@ -196,6 +200,9 @@ class AskService:
                 answer = yield from self._answer(
                     text, standalone if history else None, hits, language, timings, gens, partial, meter, started
                 )
+        except OverBudget as exc:
+            row.update(status="over_budget", error=str(exc))
+            raise
         except AskError as exc:
             row.update(status="rejected", error=str(exc))
             raise
@@ -212,8 +219,9 @@ class AskService:
             if answer is not None:
                 row.update(status=answer.status, answer=answer.text)
             else:
-                # Failed before an answer: still account the energy and tokens spent.
-                cost = self._cost(gens, meter, started)
+                # Failed before an answer: still account the energy and tokens spent (none when refused
+                # for budget: the refusal itself is not charged).
+                cost = CostRecord() if row["status"] == "over_budget" else self._cost(gens, meter, started)
                 row.update(cost=cost, timings=timings)
             if principal is not None:
                 row.setdefault("user_name", principal.name)
@@ -246,7 +254,9 @@ class AskService:
         timings["prefill"] = generation.stats.prefill_seconds * 1000
         timings["decode"] = generation.stats.decode_seconds * 1000
 
-        checked = check_citations(generation.text, len(packed.passages))
+        # Each citation is checked against the passage it names (its source line and text, as the model saw).
+        evidence = [f"{p.source}\n{p.text}" for p in packed.passages]
+        checked = check_citations(generation.text, passages=evidence)
         if checked.cited and is_citations_only(checked.text):
             # A bare "[2][3]" names the sources but answers nothing: ask once more for the words.
             retry_messages = answer_in_words_messages(packed.messages, checked.text, language)
@@ -260,10 +270,12 @@ class AskService:
                 gens["retry"] = retry
                 timings["retry"] = (time.perf_counter() - t) * 1000
                 first = checked
-                checked = check_citations(retry.text, len(packed.passages))
+                checked = check_citations(retry.text, passages=evidence)
                 checked.removed[:0] = first.removed
+                checked.unsupported[:0] = first.unsupported
                 if not checked.cited and not is_not_found(checked.text):
-                    checked.cited.extend(first.cited)
+                    # The bare reply named sources: keep those that the words of the retry bear out.
+                    checked.cited.extend(n for n in first.cited if supports_answer(checked.text, evidence[n - 1]))
         if held:
             yield held
         status = "ok"
@@ -287,7 +299,7 @@ class AskService:
             for p in packed.passages
         ]
         return self._finish(text, answer_text, status, citations, passages, timings, gens, meter, started,
-                            rewritten, language, checked.removed)
+                            rewritten, language, checked.removed, checked.unsupported)
 
     def _generate(self, messages: list[dict[str, str]], max_tokens: int, partial: list[str]):
         """Stream one generation; pieces that are only citations so far are held back (they may be all
@@ -361,7 +373,8 @@ class AskService:
             else:
                 flops[role] = g.stats.flops_total
         electricity = self.cost_model.electricity_usd(energy.joules)
-        hardware = self.cost_model.hardware_usd_for(wall)
+        # The box's time shared among the work in flight, not the whole wall time to each query.
+        hardware = self.cost_model.hardware_usd_for(energy.hardware_seconds)
         return CostRecord(
             prompt_tokens=int(merged["prompt_tokens"]),
             completion_tokens=int(merged["completion_tokens"]),
@@ -376,6 +389,9 @@ class AskService:
             energy_joules=energy.joules,
             energy_source=energy.source,
             energy_method=energy.method,
+            cpu_seconds=energy.cpu_seconds,
+            cpu_time_method=energy.cpu_method,
+            hardware_seconds=energy.hardware_seconds,
             electricity_usd=electricity,
             hardware_usd=hardware,
             total_usd=electricity + hardware,
@@ -384,7 +400,7 @@ class AskService:
         )
 
     def _finish(self, question, text, status, citations, passages, timings, gens, meter, started,
-                rewritten, language, removed=None) -> Answer:
+                rewritten, language, removed=None, unsupported=None) -> Answer:
         cost = self._cost(gens, meter, started)
         timings["total"] = cost.wall_seconds * 1000
         llm = self.assistant.loaded_llm
@@ -393,6 +409,7 @@ class AskService:
             timings_ms={k: round(v, 2) for k, v in timings.items()}, prompt_tokens=cost.prompt_tokens,
             completion_tokens=cost.completion_tokens, cost=cost, rewritten_question=rewritten,
             language=language, model=llm.info.name if llm is not None else None, removed_citations=removed or [],
+            unsupported_citations=unsupported or [],
         )
 
     def _log(self, row: dict[str, Any], answer: Answer | None, gens: dict[str, Generation]) -> int | None:

@@ -101,6 +101,8 @@ def documents(
         return
     for r in rows:
         extra = f"  ({r.error})" if r.error else ""
+        if r.status == "stale":  # its last re-read failed: search still serves the last good version
+            extra = f"  (stale, last good version still searched: {r.error})"
         typer.echo(f"{r.id:6} {r.collection:16} {r.status:9} {r.chunks:5} chunks  {r.path}{extra}")
 
 
@@ -131,7 +133,16 @@ def main() -> None:
 
 
 # Importing these modules registers their commands on `cli`.
-from app import cli_admin, cli_ask, cli_retrieval, cli_ui  # noqa: E402,F401
+from app import (  # noqa: E402,F401
+    cli_admin,
+    cli_ask,
+    cli_budgets,
+    cli_directory,
+    cli_feedback,
+    cli_retrieval,
+    cli_serve,
+    cli_ui,
+)
 
 if __name__ == "__main__":
     from app.cli import main as _main  # the importable module, on which every command is registered

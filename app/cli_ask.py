@@ -95,6 +95,9 @@ def build_default(
         "one paragraph as context), but worse answers over several retrieved passages, and no longer equal to "
         "the dense model with every expert active. Kept beside the default as sparq-moe-<source>-refit "
         "(-documents-refit with --from-documents).")] = False,
+    if_used: Annotated[bool, typer.Option(
+        "--if-used", help="Build only when the configuration answers with the embedded default (backend llamacpp, "
+        "no SPARQ_LLM_MODEL); otherwise do nothing. scripts/run.sh uses it before starting the UI.")] = False,
 ) -> None:
     """Build the embedded default sparse MoE from the shipped dense model (once; cached in the data dir)."""
     from tqdm import tqdm
@@ -110,8 +113,15 @@ def build_default(
 
     if (collection or tokens is not None) and not from_documents:
         raise typer.BadParameter("--collection and --tokens apply only with --from-documents")
+    if if_used and (from_documents or refit):
+        raise typer.BadParameter("--if-used applies only to the plain default build")
     assistant = Assistant()
     settings = assistant.settings
+    if if_used and (settings.llm_backend != "llamacpp" or settings.llm_model):
+        assistant.close()
+        typer.echo(f"the configured model (backend {settings.llm_backend}, model {settings.llm_model or '-'}) is "
+                   "not the embedded default: nothing to build")
+        return
     n_tokens = tokens or DEFAULT_CALIB_TOKENS
     refit_lambda = REFIT_LAMBDA if refit else None
     if n_tokens < 256:
@@ -210,3 +220,36 @@ def _register_eval_qa() -> None:
 
 
 _register_eval_qa()
+
+
+def _register_eval_feedback() -> None:
+    from app.cli_retrieval import eval_app
+
+    @eval_app.command("feedback")
+    def eval_feedback(
+        limit: Annotated[int, typer.Option(help="The newest N thumbs-down answers.")] = 200,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Ask the thumbs-down questions again (as their askers) and report what changed."""
+        from tqdm import tqdm
+
+        from app.evaluation.regressions import rerun_thumbs_down
+
+        bar = tqdm(unit="q", desc="eval feedback", file=sys.stderr, disable=not sys.stderr.isatty())
+
+        def progress(n: int, total: int) -> None:
+            bar.total = total
+            bar.update(n - bar.n)
+
+        with Assistant() as assistant:
+            result = rerun_thumbs_down(assistant, limit=limit, progress=progress)
+        bar.close()
+        if as_json:
+            _print_json(result)
+            return
+        for key, value in result.items():
+            if key != "rows":
+                typer.echo(f"{key:20} {value}")
+
+
+_register_eval_feedback()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from model.factory import DEFAULT_LLM_TIMEOUT_S
 
 
 def _toml_file() -> Path | None:
@@ -32,8 +36,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPARQ_", extra="ignore")
 
     data_dir: Path = Path("./sparq-data")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; defaults to SQLite inside data_dir."
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL (may hold a password, so never printed); defaults to SQLite "
+        "inside data_dir. Read it through `resolved_database_url`."
     )
 
     # Embedding and chunking
@@ -47,6 +52,24 @@ class Settings(BaseSettings):
     chunk_tokens: int = 200
     chunk_overlap_tokens: int = 32
     max_file_mb: int = 200
+    ingest_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders server-folder ingest may read (SPARQ_INGEST_ROOTS: paths separated by ':', or a JSON "
+        "list). Empty: the web UI refuses server folders, while the CLI may ingest any path. The data dir is "
+        "never ingested either way.",
+    )
+
+    @field_validator("ingest_roots", mode="before")
+    @classmethod
+    def _split_ingest_roots(cls, v: object) -> object:
+        """An environment value is one string: a JSON list, or paths joined with os.pathsep like PATH."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(os.pathsep) if part.strip()]
+        return v
+
     query_threads: int = 1
 
     # Retrieval
@@ -61,8 +84,8 @@ class Settings(BaseSettings):
     llm_backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
     llm_model: str | None = None
     llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    llm_timeout_s: float = 120.0
+    llm_api_key: SecretStr | None = None  # never printed: read with .get_secret_value()
+    llm_timeout_s: float = DEFAULT_LLM_TIMEOUT_S  # the same default as model.factory.engine_from_env
     llm_threads: int | None = None
     llm_top_k: int | None = Field(
         default=None, ge=1,
@@ -73,6 +96,39 @@ class Settings(BaseSettings):
         default=None, description="Override the engine's window (e.g. to cap llama.cpp's KV cache)."
     )
     ask_passages: int = Field(default=6, ge=1, le=50, description="Passages retrieved for each question.")
+
+    # HTTP API (`sparq serve`)
+    api_rate_limit_per_minute: int = Field(default=60, ge=0, description="Requests per minute per API key (0: no limit).")
+    api_model_slots: int = Field(default=1, ge=1, description="Answers generated at once; others wait in the queue.")
+    api_queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long a request waits for a model slot before a 503 with Retry-After."
+    )
+
+    # LDAP / Active Directory group sync (`sparq users sync-ldap`)
+    ldap_url: str | None = Field(default=None, description="ldap://host:389 or ldaps://host:636")
+    ldap_bind_dn: str | None = None
+    ldap_bind_password: SecretStr | None = None
+    ldap_user_base: str | None = None
+    ldap_group_base: str | None = None
+    ldap_user_filter: str = "(objectClass=inetOrgPerson)"
+    ldap_group_filter: str = "(|(objectClass=groupOfNames)(objectClass=group))"
+    ldap_name_attribute: str = Field(default="uid", description="sAMAccountName on Active Directory")
+    ldap_email_attribute: str = "mail"
+    ldap_group_name_attribute: str = "cn"
+    ldap_member_attribute: str = "member"
+    ldap_start_tls: bool = False
+    ldap_ca_file: str | None = Field(default=None, description="CA bundle to verify the server's certificate")
+    ldap_sync_minutes: float | None = Field(
+        default=None, gt=0, description="Sync from LDAP inside `sparq serve` this often (unset: only by command)."
+    )
+
+    # Sign-in sessions
+    session_idle_minutes: float = Field(
+        default=60.0, gt=0, description="A web session unused this long is ended (sign in again)."
+    )
+    session_lifetime_hours: float = Field(
+        default=12.0, gt=0, description="A web session ends this long after sign-in, however active."
+    )
 
     # Cost model (documented defaults; all overridable)
     cpu_watts: float = 65.0
@@ -123,7 +179,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'sparq.db').resolve()}"
+        """The real URL, password included: for opening the database only, never for printing."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'sparq.db').resolve()}"
 
     @property
     def index_dir(self) -> Path:

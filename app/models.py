@@ -1,11 +1,24 @@
-"""Application tables: people who sign in and the per-query cost log."""
+"""Application tables: people who sign in, their sign-in sessions and failed attempts, and the per-query
+cost log."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from retrieval.schema import Base, IdType, utcnow
@@ -20,13 +33,50 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), default="employee")  # admin | employee
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set for a generated first-admin password: nothing but the Account page until it is changed.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Who manages the account: local (passwords here), ldap (directory sync) or oidc (sign-in provider).
+    source: Mapped[str] = mapped_column(String(10), default="local", server_default="local")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    email: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class UserSession(Base):
+    """One signed-in browser session. Only the sha256 of its random token is stored, so a database
+    reader cannot sign in as anyone; ends when revoked, idle too long, or past its absolute expiry."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SigninFailure(Base):
+    """One wrong password, under a hashed throttle key (client address, or address and name): kept in the
+    database so every replica counts the same attempts; rows older than the window are pruned."""
+
+    __tablename__ = "signin_failures"
+    __table_args__ = (Index("ix_signin_failures_key_created", "key", "created_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class QueryLog(Base):
     """One row per ask, whatever its outcome, so cost and failures are both auditable."""
 
     __tablename__ = "query_log"
-    __table_args__ = (Index("ix_query_log_created", "created_at"), Index("ix_query_log_user", "user_name"))
+    __table_args__ = (
+        Index("ix_query_log_created", "created_at"),
+        Index("ix_query_log_user", "user_name"),
+        Index("ix_query_log_cost", "cost_usd"),  # the Costs page's most-expensive list
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -55,3 +105,74 @@ class QueryLog(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     cloud_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiKey(Base):
+    """A key another program calls the HTTP API with; it acts as its user. Only a hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))  # first characters, so a listing can name a key
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Budget(Base):
+    """A spending limit for one user or one group (its members together) per day or month."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("scope", "subject", "metric", "period", name="uq_budget"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(10))  # user | group
+    subject: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(10))  # usd | tokens | joules
+    period: Mapped[str] = mapped_column(String(10))  # day | month
+    limit: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(Base):
+    """A user's thumbs up/down on one of their answers; one per user and query, changeable."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("query_id", "user_name", name="uq_feedback_query_user"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("query_log.id", ondelete="CASCADE"), index=True)
+    user_name: Mapped[str] = mapped_column(String(200))
+    rating: Mapped[str] = mapped_column(String(4))  # up | down
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Conversation(Base):
+    """A user's saved chat: listed in the sidebar, reopened after a reload; owned by one user."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ConversationMessage(Base):
+    """One turn of a conversation, with the answer's citations, cost and query id in `details`."""
+
+    __tablename__ = "conversation_messages"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(20))  # user | assistant
+    content: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -14,6 +14,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# The directory-sync tests run a real OpenLDAP server (Debian's slapd) that they configure themselves.
+if [ ! -x /usr/sbin/slapd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd) \
+    || echo "could not install slapd; the LDAP tests will be skipped" >&2
+fi
+
 PG_READY=0
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -h 127.0.0.1 -p 5432 -q; then

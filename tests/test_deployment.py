@@ -44,3 +44,12 @@ def test_compose_keeps_secrets_out_of_the_file():
     text = (ROOT / "docker-compose.yml").read_text().lower()
     for needle in ("password: sparq", "password=sparq", "password: postgres"):
         assert needle not in text
+
+
+def test_compose_runs_the_http_api_beside_the_ui_on_the_same_database():
+    services = _compose()["services"]
+    api = services["api"]
+    assert api["command"][:2] == ["sparq", "serve"]
+    assert api["environment"]["SPARQ_DATABASE_URL"] == services["app"]["environment"]["SPARQ_DATABASE_URL"]
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert api["depends_on"]["db"]["condition"] == "service_healthy"

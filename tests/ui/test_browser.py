@@ -59,15 +59,22 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARQ_")}
     env.update(
-        SPARQ_DATA_DIR=str(tmp_path / "data"), SPARQ_LLM_MODEL=str(model), SPARQ_LLM_CONTEXT_WINDOW="2048",
-        SPARQ_MAX_ANSWER_TOKENS="24", SPARQ_ADMIN_PASSWORD=ADMIN_PASSWORD, SPARQ_NEW_USER_PASSWORD=ALICE_PASSWORD,
+        SPARQ_DATA_DIR=str(tmp_path / "data"),
+        SPARQ_LLM_MODEL=str(model),
+        SPARQ_LLM_CONTEXT_WINDOW="2048",
+        SPARQ_MAX_ANSWER_TOKENS="24",
+        SPARQ_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        SPARQ_NEW_USER_PASSWORD=ALICE_PASSWORD,
+        SPARQ_INGEST_ROOTS=str(docs),  # the one server folder the admin may ingest from
     )
-    subprocess.run([*_sparq(), "users", "add", "alice", "--groups", "staff"], env=env, cwd=ROOT, check=True,
-                   timeout=120)
+    subprocess.run(
+        [*_sparq(), "users", "add", "alice", "--groups", "staff"], env=env, cwd=ROOT, check=True, timeout=120
+    )
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([*_sparq(), "ui", "--port", str(port)], env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*_sparq(), "ui", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -98,9 +105,19 @@ def browser(tmp_path: Path, request: pytest.FixtureRequest):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -112,7 +129,6 @@ def browser(tmp_path: Path, request: pytest.FixtureRequest):
             (OUT / "failure.txt").write_text(driver.find_element("tag name", "body").text)
     finally:
         driver.quit()
-
 
 
 class Page:
@@ -128,8 +144,9 @@ class Page:
         return self.d.find_element("tag name", "body").text
 
     def until_text(self, needle: str, timeout: float = 60) -> None:
-        self.wait(timeout).until(lambda d: needle in d.find_element("tag name", "body").text,
-                                 message=f"{needle!r} never appeared")
+        self.wait(timeout).until(
+            lambda d: needle in d.find_element("tag name", "body").text, message=f"{needle!r} never appeared"
+        )
         self.settle()
 
     def settle(self, timeout: float = 120) -> None:
@@ -165,7 +182,10 @@ class Page:
         self.settle()
 
     def nav_titles(self) -> list[str]:
-        return [a.text.strip().splitlines()[-1] for a in self.d.find_elements("css selector", '[data-testid="stSidebarNav"] a')]
+        return [
+            a.text.strip().splitlines()[-1]
+            for a in self.d.find_elements("css selector", '[data-testid="stSidebarNav"] a')
+        ]
 
     def shot(self, name: str) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
@@ -253,4 +273,37 @@ def test_sign_in_ingest_ask_and_see_the_cited_answer(server, browser):
     assert page.nav_titles() == ["Chat", "Account"]
     assert "How much are meals reimbursed" not in page.text()
     page.shot("08-employee-chat")
+
+    # Saved conversations and feedback: alice asks, reloads the page, and finds her conversation again.
+    box = page.wait().until(lambda d: d.find_element("css selector", '[data-testid="stChatInputTextArea"]'))
+    box.send_keys("What is the VPN server?", Keys.ENTER)
+    page.until_text(" tokens · ", ANSWER_S)
+    browser.refresh()
+    if "Ask sparq" not in page.text():
+        page.until_text("Sign in", STARTUP_S)
+        page.sign_in("alice", ALICE_PASSWORD)
+    page.until_text("What is the VPN server?", STARTUP_S)  # restored from the database, not the browser
+    page.until_text(" tokens · ", ANSWER_S)
+    thumbs_down = page.wait().until(
+        lambda d: d.find_element("xpath", '//button[contains(normalize-space(.), "thumb_down")]')
+    )
+    thumbs_down.click()
+    page.settle()
+    page.shot("09-conversation-after-reload")
+    page.wait().until(lambda _d: _ratings(log_path.parent / "data"))
+    assert _ratings(log_path.parent / "data") == [("alice", "down")]
     assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+def _ratings(data_dir: Path) -> list[tuple[str, str]]:
+    """The feedback rows the server stored, read from its SQLite database."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{data_dir / 'sparq.db'}")
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r) for r in conn.execute(text("SELECT user_name, rating FROM feedback ORDER BY id"))
+            ]
+    finally:
+        engine.dispose()

@@ -10,8 +10,11 @@ import streamlit as st
 
 from app.ask import Answer, AskError
 from app.assistant import SparqError
+from app.budgets import OverBudget
 from app.ui import session
 from app.ui.format import cost_line, inert_markdown, literal_markdown
+from app.ui.views import chat_history
+from app.ui.views.model import model_progress
 from app.users import UserInfo
 from model.base import ModelError
 
@@ -19,6 +22,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_KEY = "chat_messages"
 HISTORY_TURNS = 6  # previous messages sent for follow-up rewriting
+PENDING_KEY = "chat_pending"  # a question asked before the answer model was loaded
 
 
 def _history() -> list[dict[str, Any]]:
@@ -48,12 +52,16 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
              "location": p.get("location", ""), "snippet": " ".join(p["text"].split())[:300], "score": p["score"]}
             for p in message["passages"][:3]
         ]
+    # Titles, paths and headings come from documents: shown literally (a title `![x](http://..)` must not
+    # make every reader's browser fetch it), and paths relative to the collection, never the server's.
+    shown_paths = session.display_paths(assistant, user, (int(c["document_id"]) for c in citations))
     for i, c in enumerate(citations):
-        name = c.get("title") or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
-        label = f"[{c['ref']}] {name}" + (f" — {c['location']}" if c.get("location") else "")
+        path = shown_paths.get(int(c["document_id"])) or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
+        name = c.get("title") or path.rsplit("/", 1)[-1]
+        label = f"[{int(c['ref'])}] " + literal_markdown(name + (f" — {c['location']}" if c.get("location") else ""))
         with st.expander(label):
             st.markdown("> " + literal_markdown(" ".join(c["snippet"].split())))
-            st.caption(f"score {c['score']:.3f} · {c['path']}")
+            st.caption(f"score {c['score']:.3f} · {literal_markdown(path)}")
             found = session.source_file(assistant, user, int(c["document_id"]))
             if found is not None:
                 path, mime = found
@@ -77,6 +85,7 @@ def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
         with st.expander(cost_line(cost)):
             st.json({"cost": cost, "timings_ms": message.get("timings_ms", {}), "model": message.get("model"),
                      "query_id": message.get("query_id")}, expanded=True)
+    chat_history.feedback(session.get_assistant(), user, message, key)
 
 
 def answer_message(answer: Answer) -> dict[str, Any]:
@@ -109,12 +118,29 @@ def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answ
     except AskError as exc:
         placeholder.warning(str(exc))
         return None
+    except OverBudget as exc:  # refused before the model ran; nothing was charged
+        placeholder.warning(f"{exc}. Ask an administrator if you need more.")
+        return None
     except (ModelError, SparqError) as exc:
         log.exception("ask failed for %s", user.name)
         placeholder.error(f"The answer could not be produced: {exc}")
         return None
     placeholder.empty()  # the final text (with unsupported citations removed) replaces the stream
     return result.get("answer")
+
+
+def waiting_for_model(messages: list[dict[str, Any]]) -> bool:
+    """While the answer model loads (on a fresh install: the default MoE's build, minutes), show its progress
+    instead of blocking this page; True until it is ready (the question waits in PENDING_KEY meanwhile)."""
+    load = session.get_assistant().llm_status
+    if load.state == "loading":
+        model_progress()
+        return True
+    if load.state == "failed" and st.session_state.pop(PENDING_KEY, None) is not None:
+        if messages and messages[-1]["role"] == "user":
+            messages.pop()
+        st.error(f"The answer model could not be loaded: {load.message}")
+    return False
 
 
 def render() -> None:
@@ -127,9 +153,9 @@ def render() -> None:
     with st.sidebar:
         chosen = st.multiselect("Collections", available, default=[], placeholder="All you can read",
                                 key="chat_collections")
-        if st.button("New conversation", key="chat_reset"):
-            st.session_state[HISTORY_KEY] = []
+        chat_history.sidebar(assistant, user, HISTORY_KEY)
 
+    chat_history.restore_after_reload(assistant, user, HISTORY_KEY)
     messages = _history()
     for n, message in enumerate(messages):
         with st.chat_message(message["role"]):
@@ -138,12 +164,21 @@ def render() -> None:
             else:
                 show_answer(message, user, key=str(n))
 
-    question = st.chat_input("Ask a question about your documents")
-    if not question:
+    waiting = waiting_for_model(messages)
+    question = st.chat_input("Ask a question about your documents", disabled=waiting)
+    pending = None if waiting else st.session_state.pop(PENDING_KEY, None)
+    if not question and not pending:
         return
-    messages.append({"role": "user", "content": question})
-    with st.chat_message("user"):
-        st.markdown(literal_markdown(question))
+    if question:
+        messages.append({"role": "user", "content": question})
+        if assistant.loaded_llm is None:  # load it in the background; the question is answered when it is ready
+            assistant.load_llm_in_background(retry=True)
+            st.session_state[PENDING_KEY] = question
+            st.rerun()
+        with st.chat_message("user"):
+            st.markdown(literal_markdown(question))
+    else:
+        question = pending
     with st.chat_message("assistant"):
         answer = ask_streaming(question, user, chosen)
         if answer is None:
@@ -151,4 +186,5 @@ def render() -> None:
             return
         message = answer_message(answer)
         messages.append(message)
+        chat_history.save_turn(assistant, user, question, message)
         show_answer(message, user, key=str(len(messages) - 1))

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import reports
 from app.ui import session
-from app.ui.format import usd
+from app.ui.format import literal_markdown, usd
 
 
 def metric_chart(data: pd.DataFrame, x: str, metric: str, kind: str = "line") -> alt.Chart:
@@ -34,6 +34,44 @@ def heatmap_chart(data: pd.DataFrame) -> alt.Chart:
     )
 
 
+def budgets_section(assistant) -> None:  # noqa: ANN001 - app.assistant.Assistant
+    """Budgets with their use this period (bars), and a form to set or remove one."""
+    from app.budgets import METRICS, PERIODS, UNITS, BudgetError
+
+    budgets = assistant.budgets
+    usage = budgets.usage_all()
+    spent = sum(u.exhausted for u in usage)
+    with st.expander(f"Budgets ({len(usage)} set, {spent} spent)", expanded=bool(spent)):
+        for u in usage:
+            b = u.budget
+            st.progress(min(1.0, u.fraction), text=literal_markdown(
+                f"{b.describe()}: {u.used:.6g} used ({u.fraction:.0%}), resets {u.period_end:%Y-%m-%d %H:%M} UTC"))
+        with st.form("budget_set"):
+            cols = st.columns(5)
+            scope = cols[0].selectbox("For", ["group", "user"], key="budget_scope")
+            subject = cols[1].text_input("Group or user name", key="budget_subject")
+            metric = cols[2].selectbox("Measure", list(METRICS), format_func=UNITS.get, key="budget_metric")
+            period = cols[3].selectbox("Per", list(PERIODS), key="budget_period")
+            limit = cols[4].number_input("Limit", min_value=0.0, value=20.0, key="budget_limit")
+            if st.form_submit_button("Set budget"):
+                if scope == "user" and assistant.users.get(subject.strip()) is None:
+                    st.error(f"No user named {literal_markdown(subject)}.")
+                else:
+                    try:
+                        info = budgets.set(scope, subject.strip(), metric, period, float(limit))
+                    except BudgetError as exc:
+                        st.error(str(exc))
+                    else:
+                        st.success(literal_markdown(f"Set: {info.describe()}"))
+                        st.rerun()
+        if usage:
+            labels = {u.budget.id: u.budget.describe() for u in usage}
+            chosen = st.selectbox("Remove a budget", list(labels), format_func=labels.get, key="budget_remove_id")
+            if st.button("Remove", key="budget_remove"):
+                budgets.remove(int(chosen))
+                st.rerun()
+
+
 def render() -> None:
     session.require_admin()
     assistant = session.get_assistant()
@@ -41,6 +79,7 @@ def render() -> None:
     limit = st.sidebar.number_input("Queries to analyse (newest)", 100, 1_000_000, 20_000, step=1000, key="costs_limit")
     # Every figure is summed by the database and cached until a new query is logged (see reports.CostView).
     view = reports.CostView(assistant.engine, int(limit))
+    budgets_section(assistant)
     if view.empty:
         st.info("No queries yet: costs appear here once people ask questions.")
         return

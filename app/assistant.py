@@ -7,23 +7,23 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
 from app.config import Settings
 from app.database import open_database
-from app.locks import file_lock
+from app.locks import advisory_lock, file_lock
 from ingestion.embedder import Embedder
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import TextRecord
 from model.base import LLMEngine
 from retrieval.access import Principal
-from retrieval.schema import Chunk, Collection, Document
+from retrieval.schema import Collection, Document
 from retrieval.store import DocumentStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def check_writable(directory: Path) -> None:
     """Fail early and clearly on a read-only or full data dir instead of mid-write."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-probe-{os.getpid()}"
+        probe = directory / f".write-probe-{os.getpid()}-{threading.get_ident()}"  # one per thread: no shared unlink
         with open(probe, "wb") as fh:
             fh.write(b"x" * 4096)
             fh.flush()
@@ -75,22 +75,42 @@ def check_writable(directory: Path) -> None:
         raise SparqError(f"the data dir {directory} cannot be used: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class ModelLoad:
+    """Where loading the answer model stands: state is "not loaded", "loading", "ready" or "failed"."""
+
+    state: str
+    message: str
+    fraction: float | None
+
+
 class Assistant:
     """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
 
     def __init__(self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: object) -> None:
         self.settings = settings or Settings(**overrides)  # type: ignore[arg-type]
         self._lock = threading.RLock()
+        self._engine_lock = threading.Lock()
+        self._embedder_lock = threading.Lock()
         self._engine: Engine | None = None
         self._embedder: Embedder | None = None
         self._store: DocumentStore | None = None
         self._llm: LLMEngine | None = llm
+        self._llm_lock = threading.Lock()  # only for loading the LLM: a first load may build for minutes
+        self._llm_start_lock = threading.Lock()
+        self._llm_thread: threading.Thread | None = None
+        self._llm_error: BaseException | None = None
+        self._llm_progress: tuple[str, float | None] = ("", None)
         self._stage_times = threading.local()
+        # Wall-clock time for budgets' periods; tests inject another to cross a period boundary.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
+    # Each part has its own lock, so signing in (users -> engine) never waits for the embedder or an index
+    # being opened, and nothing waits for the LLM (`_llm_lock`). Order when nested: _lock, then the others.
     @property
     def engine(self) -> Engine:
-        with self._lock:
+        with self._engine_lock:
             if self._engine is None:
                 if self.settings.database_url is None:
                     check_writable(self.settings.data_dir)
@@ -99,7 +119,7 @@ class Assistant:
 
     @property
     def embedder(self) -> Embedder:
-        with self._lock:
+        with self._embedder_lock:
             if self._embedder is None:
                 self._embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embedding_batch_size)
             return self._embedder
@@ -139,6 +159,13 @@ class Assistant:
 
         return UserDirectory(self.engine)
 
+    @property
+    def budgets(self):  # -> app.budgets.Budgets
+        """Spending limits, checked by every ask before the model is called."""
+        from app.budgets import Budgets
+
+        return Budgets(self.engine, self.users, clock=self.clock)
+
     def principal(self, user: str | Principal | None) -> Principal:
         """Resolve who is asking: None is the server operator (sees all), a name is looked up, and an
         unknown name is refused rather than silently given access."""
@@ -149,6 +176,8 @@ class Assistant:
         info = self.users.get(user)
         if info is None:
             raise SparqError(f"unknown user {user!r}; create it with `sparq users add {user} --groups ...`")
+        if info.disabled:
+            raise SparqError(f"the account {user!r} is disabled (gone from the company directory)")
         return info.principal()
 
     @property
@@ -158,37 +187,86 @@ class Assistant:
 
     @property
     def llm(self) -> LLMEngine:
-        """The answer model: the configured engine, or the embedded default MoE (built on first use)."""
-        with self._lock:
-            if self._llm is None:
-                from model.factory import create_engine
+        """The answer model: the configured engine, or the embedded default MoE (built on first use).
 
-                s = self.settings
-                opts: dict[str, object] = {}
-                if s.llm_backend == "llamacpp":
-                    opts["data_dir"] = s.data_dir
-                    if s.llm_context_window:
-                        opts["n_ctx"] = s.llm_context_window
-                elif s.llm_context_window:
-                    opts["context_window"] = s.llm_context_window
-                if s.llm_top_k:
-                    opts["top_k"] = s.llm_top_k
-                self._llm = create_engine(
-                    s.llm_backend, s.llm_model, base_url=s.llm_base_url, api_key=s.llm_api_key,
-                    timeout_s=s.llm_timeout_s, n_threads=s.llm_threads, **opts,
-                )
+        Loaded under its own lock, never `_lock`: concurrent first callers wait for one load, while the
+        database, store and users (which every page needs) stay available during a minutes-long build."""
+        engine = self._llm
+        if engine is not None:
+            return engine
+        with self._llm_lock:
+            if self._llm is None:
+                self._llm_error = None
+                self._llm_progress = ("loading the answer model", None)
+                try:
+                    self._llm = self._create_llm()
+                except BaseException as exc:
+                    self._llm_error = exc
+                    raise
             return self._llm
+
+    def _create_llm(self) -> LLMEngine:
+        from model.factory import configured_engine
+
+        s = self.settings
+        return configured_engine(
+            s.llm_backend, s.llm_model, base_url=s.llm_base_url,
+            api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None, timeout_s=s.llm_timeout_s,
+            n_threads=s.llm_threads, context_window=s.llm_context_window, top_k=s.llm_top_k, data_dir=s.data_dir,
+            progress=self._on_llm_progress,
+        )
+
+    def _on_llm_progress(self, message: str, fraction: float) -> None:
+        self._llm_progress = (message, fraction)
+
+    @property
+    def llm_status(self) -> ModelLoad:
+        """Where loading the answer model stands (what the UI shows while a first build runs)."""
+        engine = self._llm
+        if engine is not None:
+            return ModelLoad("ready", engine.info.name, 1.0)
+        thread = self._llm_thread
+        if self._llm_lock.locked() or (thread is not None and thread.is_alive()):
+            message, fraction = self._llm_progress
+            return ModelLoad("loading", message, fraction)
+        error = self._llm_error
+        if error is not None:
+            return ModelLoad("failed", str(error) or type(error).__name__, None)
+        return ModelLoad("not loaded", "the answer model loads on the first question", None)
+
+    def load_llm_in_background(self, *, retry: bool = False) -> ModelLoad:
+        """Start loading the answer model on a background thread (once) and return where it stands, so a
+        page can show the build's progress instead of blocking on it. A failed load is retried only when
+        ``retry`` is set (a question retries it too, through `llm`)."""
+        with self._llm_start_lock:
+            status = self.llm_status
+            if status.state == "not loaded" or (status.state == "failed" and retry):
+                self._llm_progress = ("loading the answer model", None)
+                self._llm_thread = threading.Thread(target=self._load_llm, name="sparq-llm-load", daemon=True)
+                self._llm_thread.start()
+                status = self.llm_status
+        return status
+
+    def _load_llm(self) -> None:
+        try:
+            engine = self.llm
+        except Exception:  # recorded in llm_status for the page to show; logged here with its traceback
+            log.exception("loading the answer model failed")
+            return
+        log.info("answer model ready: %s", engine.info.name)
 
     def close(self) -> None:
         with self._lock:
             if self._store is not None:
                 self._store.flush()
-            if self._engine is not None:
-                self._engine.dispose()
             if getattr(self, "_searcher", None) is not None:
                 self._searcher.close()
                 self._searcher = None
-            self._engine = self._store = None
+            self._store = None
+            with self._engine_lock:
+                if self._engine is not None:
+                    self._engine.dispose()
+                self._engine = None
 
     def __enter__(self) -> Assistant:
         return self
@@ -197,16 +275,24 @@ class Assistant:
         self.close()
 
     # --- ingestion ------------------------------------------------------------------------------------
-    def _ingest_lock(self):
-        return file_lock(self.settings.data_dir / "ingest.lock")
+    @contextmanager
+    def _ingest_lock(self) -> Iterator[None]:
+        """Every writer holds both, taken in this order: the data dir's flock (the processes of this machine;
+        all SQLite needs) and, on PostgreSQL, an advisory lock (app processes on other machines, each with
+        its own data dir, sharing the database)."""
+        with file_lock(self.settings.data_dir / "ingest.lock"), advisory_lock(self.engine, "ingest"):
+            yield
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the ingest lock over a store brought up to date with whatever another process saved."""
+        """Hold the ingest lock over a store brought up to date with whatever another process wrote. Every
+        write (ingest, delete) goes through here: a write applied to a stale in-memory index would be saved
+        under the new generation without the other process's chunks."""
         check_writable(self.settings.data_dir)
-        with self._ingest_lock():
-            self.store.vectors.reload_if_changed()
-            self.store.reconcile()
+        from app.costs import activity  # concurrent queries share the process's CPU with this work
+
+        with self._ingest_lock(), activity():
+            self.store.reconcile()  # loads a newer index saved here, catches up with SQL, saves
             yield
             self.store.sync_keyword()  # tokenise new chunks now, not inside the next user's query
 
@@ -219,12 +305,16 @@ class Assistant:
         sync: bool = False,
         progress: ProgressCallback | None = None,
     ) -> IngestSummary:
-        target = Path(path).expanduser()
-        if not target.exists():
-            raise SparqError(f"{target} does not exist")
+        """Ingest a server file or folder: inside SPARQ_INGEST_ROOTS when set, never the data dir, symbolic
+        links leaving the folder skipped (see app.ingest_roots)."""
+        from app.ingest_roots import check_ingest_path
+
+        s = self.settings
+        target = check_ingest_path(path, data_dir=s.data_dir, roots=s.ingest_roots)
         with self._writing():
             return self.pipeline().ingest_path(
-                target, collection=collection, groups=None if groups is None else list(groups), sync=sync, progress=progress
+                target, collection=collection, groups=None if groups is None else list(groups), sync=sync,
+                progress=progress, exclude=[s.data_dir],
             )
 
     def ingest_records(
@@ -241,19 +331,39 @@ class Assistant:
                 records, collection=collection, groups=None if groups is None else list(groups), total=total, progress=progress
             )
 
+    def ingest_upload(
+        self,
+        filename: str,
+        data: bytes,
+        *,
+        collection: str,
+        groups: Iterable[str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        """Store an uploaded file under data_dir/uploads/<collection id>/ and ingest it, both under the ingest
+        lock, so concurrent uploads never overwrite each other (see app.uploads)."""
+        from app.uploads import save_upload
+
+        with self._writing():
+            cid = self.store.collection_id(collection, create=True)
+            saved = save_upload(self.settings.data_dir, cid, filename, data)  # type: ignore[arg-type]
+            return self.pipeline().ingest_path(
+                saved, collection=collection, groups=None if groups is None else list(groups), progress=progress
+            )
+
     # --- listing and deleting -------------------------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
         with self.store.sessions() as session:
-            doc_counts = dict(
-                session.execute(select(Document.collection_id, func.count(Document.id)).group_by(Document.collection_id)).all()
-            )
-            chunk_counts = dict(
-                session.execute(
-                    select(Document.collection_id, func.count(Chunk.id))
-                    .join(Chunk, Chunk.document_id == Document.id)
-                    .group_by(Document.collection_id)
+            # Document.n_chunks is kept by the store on every write: no join over the chunks table.
+            counts = {
+                cid: (docs, int(chunks))
+                for cid, docs, chunks in session.execute(
+                    select(Document.collection_id, func.count(Document.id),
+                           func.coalesce(func.sum(Document.n_chunks), 0)).group_by(Document.collection_id)
                 ).all()
-            )
+            }
+            doc_counts = {cid: docs for cid, (docs, _) in counts.items()}
+            chunk_counts = {cid: chunks for cid, (_, chunks) in counts.items()}
             return [
                 CollectionInfo(c.name, doc_counts.get(c.id, 0), chunk_counts.get(c.id, 0), c.created_at)
                 for c in session.scalars(select(Collection).order_by(Collection.name))
@@ -273,15 +383,32 @@ class Assistant:
             ]
 
     def delete_document(self, document_id: int) -> None:
-        with self._ingest_lock():
+        """Delete a document; its stored upload goes with it (a server-folder file is never touched)."""
+        from app.uploads import remove_upload
+
+        with self._writing():
+            with self.store.sessions() as session:
+                path = session.scalar(select(Document.path).where(Document.id == document_id))
             if not self.store.delete_documents([document_id]):
                 raise SparqError(f"no document with id {document_id}")
+            if path is not None:
+                remove_upload(self.settings.data_dir, path)
 
     def delete_collection(self, name: str) -> int:
-        with self._ingest_lock():
-            if self.store.collection_id(name) is None:
+        """Delete a collection with its documents and its uploads folder."""
+        from app.uploads import remove_collection_uploads, remove_upload
+
+        with self._writing():
+            cid = self.store.collection_id(name)
+            if cid is None:
                 raise SparqError(f"no collection named {name!r}")
-            return self.store.delete_collection(name)
+            with self.store.sessions() as session:
+                paths = list(session.scalars(select(Document.path).where(Document.collection_id == cid)))
+            removed = self.store.delete_collection(name)
+            for path in paths:  # uploads stored before the per-id folders, in uploads/<name>/
+                remove_upload(self.settings.data_dir, path)
+            remove_collection_uploads(self.settings.data_dir, cid)
+            return removed
 
     # --- backup ----------------------------------------------------------------------------------------
     def backup(self, target: str | Path) -> dict:
@@ -301,7 +428,7 @@ class Assistant:
             with self._lock:
                 self._store = None
             manifest = restore(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(source))
-        self.store.reconcile()
+            self.store.reconcile()  # still under the lock: no ingest may write before the index is verified
         return manifest
 
     # --- search (retrieval) ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 from sqlalchemy import and_, select
 
-from retrieval.access import Principal, filtered, readable_by, unrestricted, visible_documents
+from retrieval.access import Principal, filtered, readable_by, served, unrestricted, visible_documents
 from retrieval.ann import search_parameters
 from retrieval.diversity import diversify
 from retrieval.filters import SearchFilters
@@ -164,7 +164,7 @@ class HybridSearcher:
     # --- access --------------------------------------------------------------------------------------
     def _refresh_vectors(self) -> None:
         vectors = self.store.vectors
-        vectors.reload_if_changed()
+        self.store.catch_up()  # one generation read; mirrors other processes' writes before this search
         if not vectors.documents_known:
             with self._docmap_lock:
                 if not vectors.documents_known:
@@ -210,7 +210,7 @@ class HybridSearcher:
         else:
             mask = np.zeros(len(doc_map), dtype=bool)
         # Hits are re-checked row by row with the same rule (a few correlated EXISTS, not the whole set).
-        condition = and_(Document.status == "ready", readable_by(Document.id, principal), filtered(Document, filters))
+        condition = and_(served(Document), readable_by(Document.id, principal), filtered(Document, filters))
         access = self._bitmap_access(condition, mask)
         if cacheable:
             with self._cache_lock:
@@ -230,10 +230,13 @@ class HybridSearcher:
         vectors = self.store.vectors
         if access.allowed_chunks == 0 or vectors.ntotal == 0:
             return [], {}
-        selectivity = access.allowed_chunks / max(vectors.ntotal, 1)
-        kind = vectors.kind
-        params = search_parameters(kind, access.selector, selectivity)  # type: ignore[arg-type]
-        scores, ids = vectors.search(qvec[None, :], RERANK_DEPTH * n if kind == "ivfpq" else n, params)
+
+        def plan(kind: str, live: int) -> tuple[int, faiss.SearchParameters | None]:
+            # Chosen for the index actually searched: a background rebuild may swap flat for HNSW any time.
+            params = search_parameters(kind, access.selector, access.allowed_chunks / max(live, 1))  # type: ignore[arg-type]
+            return (RERANK_DEPTH * n if kind == "ivfpq" else n), params
+
+        kind, scores, ids = vectors.search_planned(qvec[None, :], plan)
         out_ids: list[int] = []
         out_scores: dict[int, float] = {}
         for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
@@ -336,7 +339,7 @@ class HybridSearcher:
             )
             .join(Document, Document.id == Chunk.document_id)
             .join(Collection, Collection.id == Document.collection_id)
-            .where(Chunk.id.in_(chunk_ids), Document.status == "ready")
+            .where(Chunk.id.in_(chunk_ids), served(Document))
         )
         if access.visible is not None:
             stmt = stmt.where(access.visible)  # type: ignore[arg-type]
@@ -356,8 +359,9 @@ class HybridSearcher:
 
     @staticmethod
     def _show_readable_copy(session, rows: dict[int, dict], principal: Principal) -> None:  # noqa: ANN001
-        """A chunk readable only through a duplicate is shown under the duplicate's path: the stored
-        original's path and id may themselves be confidential."""
+        """A chunk readable only through a duplicate is shown under the duplicate's id, path, title and
+        collection: the stored original's may themselves be confidential. (Duplicates are found within one
+        collection today, so the collection is the same; it is set anyway, so a change there cannot leak.)"""
         doc_ids = sorted({r["document_id"] for r in rows.values()})
         own = set(
             session.scalars(
@@ -373,15 +377,17 @@ class HybridSearcher:
         if not via_copy:
             return
         copies = session.execute(
-            select(Document.duplicate_of, Document.id, Document.path, Document.title)
+            select(Document.duplicate_of, Document.id, Document.path, Document.title, Collection.name)
             .join(DocumentGroup, DocumentGroup.document_id == Document.id)
+            .join(Collection, Collection.id == Document.collection_id)
             .where(Document.duplicate_of.in_(via_copy), DocumentGroup.group.in_(sorted(principal.groups)))
             .order_by(Document.id)
         ).all()
-        shown: dict[int, tuple[int, str, str | None]] = {}
-        for original, copy_id, path, title in copies:
-            shown.setdefault(int(original), (int(copy_id), path, title))
+        shown: dict[int, tuple[int, str, str | None, str]] = {}
+        for original, copy_id, path, title, collection in copies:
+            shown.setdefault(int(original), (int(copy_id), path, title, collection))
         for row in rows.values():
             copy = shown.get(row["document_id"])
             if copy is not None:
-                row["document_id"], row["path"], row["title"] = copy[0], copy[1], copy[2] or row["title"]
+                row["document_id"], row["path"], row["title"], row["collection"] = (
+                    copy[0], copy[1], copy[2] or row["title"], copy[3])

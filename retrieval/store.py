@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from retrieval.ann import IndexKind, IndexPolicy, build_index
 from retrieval.keyword import KeywordIndex
 from retrieval.schema import Chunk, Collection, Document, DocumentGroup, IndexState, utcnow
-from retrieval.vector_index import VectorIndex
+from retrieval.vector_index import NO_DOCUMENT, VectorIndex, index_ids, with_documents
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class StoreError(RuntimeError):
 
 
 KEYWORD_CACHE = "keyword.npz"
+# A document whose last good chunks are still there to serve (its own, or its original's).
+LAST_GOOD_STATUSES = ("ready", "stale", "duplicate")
+PENDING_ORIGINAL_GONE = (
+    "the identical file it was stored with changed, failed or was deleted; waiting to be read from its own file"
+)
 
 
 class DocumentStore:
@@ -96,8 +102,10 @@ class DocumentStore:
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
         self._check_embedding_model()
-        self.vectors.load()
-        return self.reconcile()
+        with self._write_lock:
+            if self.vectors.load():
+                self._mirrored = self.vectors.generation  # a saved file is labelled with what it holds
+            return self._reconcile_locked()
 
     def _check_embedding_model(self) -> None:
         """Refuse to serve vectors made by another embedding model; record the model on first use."""
@@ -128,38 +136,87 @@ class DocumentStore:
                 return self._check_embedding_model()
 
     def generation(self, session: Session | None = None) -> int:
+        """The database's generation: one primary-key row read. Without a session it runs on a bare pooled
+        connection (a third of a Session's cost), since every search asks."""
+        query = select(IndexState.generation).where(IndexState.id == 1)
         if session is None:
-            with self.sessions() as s:
-                return self.generation(s)
-        value = session.scalar(select(IndexState.generation).where(IndexState.id == 1))
+            with self.engine.connect() as conn:
+                value = conn.scalar(query)
+        else:
+            value = session.scalar(query)
         return int(value or 0)
 
-    def _bump(self, session: Session) -> int:
+    def _bump(self, session: Session) -> int | None:
+        """Bump the generation inside a write's transaction. Returns what `_mirrored` becomes once the caller
+        has applied its change to the in-memory index: the new generation when that index mirrored the one
+        just before it, else None (another process wrote meanwhile, unseen here: flush and searches then
+        catch up from SQL instead of labelling this index with a state it does not hold)."""
         updated = session.execute(
             update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)
         ).rowcount
         if not updated:
             session.add(IndexState(id=1, generation=1))
             session.flush()
-        return self.generation(session)
+        new = self.generation(session)
+        return new if self._mirrored == new - 1 else None
 
     def reconcile(self) -> ReconcileReport:
-        """Make FAISS hold exactly the chunk ids in SQL, using SQL's stored embeddings where it lags."""
-        with self._write_lock, self.sessions() as session:
+        """Make FAISS hold exactly the chunk ids in SQL (from SQL's stored embeddings where it lags), and save
+        it under the generation it then mirrors."""
+        with self._write_lock:
+            return self._reconcile_locked()
+
+    def _reconcile_locked(self) -> ReconcileReport:
+        report = self._catch_up_locked()
+        pointer = self.vectors.read_pointer()
+        if self.vectors.dirty or pointer is None or pointer.generation != self._mirrored:
+            self._save_locked()
+        return report
+
+    def catch_up(self) -> int:
+        """Searches call this first. Costs one indexed row read (the generation) while nothing changed; when
+        another process (another replica on a shared PostgreSQL, or another process on this data dir)
+        changed the database, the in-memory index catches up before this search runs: incrementally, never
+        by a rebuild (see `_catch_up_locked`). Not saved here: the next write or flush saves it. Returns the
+        generation the index now mirrors."""
+        generation = self.generation()
+        if generation == self._mirrored and self.vectors.documents_known:
+            return generation
+        with self._write_lock:
+            report = self._catch_up_locked()
+        if (report.added or report.removed) and self._rebuild_error is None:
+            self.start_rebuild()  # a replica that only reads still follows the index policy
+        return report.generation
+
+    def _catch_up_locked(self) -> ReconcileReport:
+        """Bring the in-memory index to the database's current generation (the caller holds _write_lock).
+
+        A newer index file another process saved on this data dir is loaded first; whatever SQL holds beyond
+        what the index mirrors is then applied as a difference: chunks missing here are added from their
+        stored embeddings, chunks gone from SQL removed, chunks an heir inherited from a deleted original
+        given the heir's document id. The generation is read before the difference, so the label is never
+        newer than what the index holds."""
+        with self.sessions() as session:
             generation = self.generation(session)
             report = ReconcileReport(generation=generation)
+            if self._mirrored != generation:
+                pointer = self.vectors.read_pointer()
+                if (
+                    pointer is not None
+                    and pointer != self.vectors.loaded_pointer
+                    and (self._mirrored is None or pointer.generation > self._mirrored)
+                    and self.vectors.load()
+                ):
+                    loaded = self.vectors.loaded_pointer
+                    self._mirrored = loaded.generation if loaded is not None else None
+                    report.notes.append(f"loaded the index another process saved at generation {self._mirrored}")
             if not self.vectors.documents_known:
                 rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
                 self.vectors.fill_documents(
                     np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64)
                 )
                 report.notes.append("chunk->document map rebuilt from the database")
-            if (
-                self.vectors.generation == generation
-                and self.vectors.read_pointer() is not None
-                and not self.vectors.dirty
-            ):
-                self._mirrored = generation
+            if self._mirrored == generation:
                 return report
             db_ids = np.fromiter(session.scalars(select(Chunk.id)), dtype=np.int64)
             index_ids = self.vectors.ids()
@@ -176,14 +233,54 @@ class DocumentStore:
                 vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
                 self.vectors.add(ids, vecs, np.array([r[2] for r in rows], dtype=np.int64))
                 report.added += len(rows)
+            moved = self._relabel_inherited(session)
+            if moved:
+                report.notes.append(f"{moved} chunks given to the duplicate that inherited them")
             if report.added or report.removed:
-                log.warning(
-                    "vector index repaired from the database: %d added, %d removed (generation %s -> %d)",
-                    report.added, report.removed, self.vectors.generation, generation,
+                log.info(
+                    "vector index caught up with the database: %d added, %d removed (generation %s -> %d)",
+                    report.added, report.removed, self._mirrored, generation,
                 )
-            self.vectors.save(generation)
             self._mirrored = generation
             return report
+
+    def _relabel_inherited(self, session: Session) -> int:
+        """Chunks whose document (in the map) no longer exists but which SQL still has: a duplicate inherited
+        them when the original was deleted. Gives them the heir's id, so access bitmaps keep finding them."""
+        doc_map = self.vectors.document_map()
+        if doc_map is None:
+            return 0
+        live = np.flatnonzero(doc_map >= 0)
+        if not len(live):
+            return 0
+        db_docs = np.fromiter(session.scalars(select(Document.id)), dtype=np.int64)
+        orphans = live[~np.isin(doc_map[live], db_docs)]
+        moved = 0
+        for start in range(0, len(orphans), 10_000):
+            batch = orphans[start : start + 10_000].tolist()
+            rows = session.execute(select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(batch))).all()
+            heirs: dict[int, list[int]] = {}
+            for chunk_id, document_id in rows:
+                heirs.setdefault(int(document_id), []).append(int(chunk_id))
+            for heir, chunk_ids in heirs.items():
+                self.vectors.set_documents(np.array(chunk_ids, dtype=np.int64), heir)
+                moved += len(chunk_ids)
+        return moved
+
+    def _save_locked(self) -> bool:
+        """Save under the generation the in-memory index mirrors (the caller holds _write_lock); never over a
+        newer file another process saved, and never with a label the index does not reflect."""
+        mirrored = self._mirrored
+        if mirrored is None:
+            raise StoreError("the vector index is not known to mirror any database generation; catch up first")
+        on_disk = self.vectors.read_pointer()
+        # A file newer than the database itself is left over from another database (a reset or a restore).
+        if on_disk is not None and mirrored < on_disk.generation <= self.generation():
+            log.info("vector index (generation %d) not saved: another process saved generation %d",
+                     mirrored, on_disk.generation)
+            return False
+        self.vectors.save(mirrored)
+        return True
 
     def sync_keyword(self) -> int:
         """Bring the BM25 index to the vector index's chunk set (reading new chunks' text from SQL);
@@ -203,12 +300,18 @@ class DocumentStore:
         return self.keyword.sync(doc_map, fetch, version)
 
     def flush(self) -> None:
-        """Persist the FAISS index if it changed since the last save. Does not wait for a background rebuild
-        (it installs and saves itself) but reports one that failed."""
+        """Persist the FAISS index if it changed since the last save, under the generation it mirrors. When
+        the database moved past that generation unseen by this process (another process wrote), it catches
+        up from SQL first rather than label the index with a state it does not hold. Does not wait for a
+        background rebuild (it installs and saves itself) but reports one that failed."""
         self._raise_rebuild_error()
         with self._write_lock:
+            if not self.vectors.dirty:
+                return
+            if self._mirrored != self.generation() or not self.vectors.documents_known:
+                self._catch_up_locked()
             if self.vectors.dirty:
-                self.vectors.save(self.generation())
+                self._save_locked()
 
     # --- index choice and background rebuilds ----------------------------------------------------------
     def rebuild_needed(self) -> IndexKind | None:
@@ -285,21 +388,15 @@ class DocumentStore:
                 last = int(rows[-1][0])
         return ids[:filled], docs[:filled], vecs[:filled]
 
-    def _install(self, kind: IndexKind, index: object, snap_ids: np.ndarray, snap_docs: np.ndarray) -> None:
-        """Swap a rebuilt index in, replaying chunks added, removed or moved since its snapshot."""
+    def _install(self, kind: IndexKind, index: faiss.Index, snap_ids: np.ndarray, snap_docs: np.ndarray) -> None:
+        """Swap a rebuilt index in, after replaying into it (while it is still private, so searches never
+        wait for the replay) the chunks added, removed or moved since its snapshot."""
         with self._write_lock:
             live = self.vectors.ids()
             added = np.setdiff1d(live, snap_ids)
             gone = np.setdiff1d(snap_ids, live)
-            docs = snap_docs.copy()
             doc_map = self.vectors.document_map()
-            if doc_map is not None and len(snap_ids):
-                inside = snap_ids < len(doc_map)
-                current = doc_map[snap_ids[inside]]
-                docs[inside] = np.where(current >= 0, current, docs[inside])
-            self.vectors.replace(index, kind, docs)
-            if len(gone):
-                self.vectors.remove(gone)
+            added_docs: list[np.ndarray] = []
             if len(added):
                 with self.sessions() as session:
                     for start in range(0, len(added), 10_000):
@@ -307,20 +404,31 @@ class DocumentStore:
                         rows = session.execute(
                             select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
                         ).all()
-                        self.vectors.add(
-                            np.array([r[0] for r in rows], dtype=np.int64),
-                            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim),
-                            np.array([r[2] for r in rows], dtype=np.int64),
-                        )
+                        if rows:
+                            index.add_with_ids(
+                                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim),
+                                np.array([r[0] for r in rows], dtype=np.int64),
+                            )
+                            added_docs.append(np.array([[r[0], r[2]] for r in rows], dtype=np.int64))
+            if len(gone) and kind != "hnsw":
+                index.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))  # HNSW: tombstones, below
+            if doc_map is None:  # unknown in memory: the snapshot's documents and those of the replayed rows
+                doc_map = with_documents(None, snap_ids, snap_docs)
+                for pairs in added_docs:
+                    doc_map = with_documents(doc_map, pairs[:, 0], pairs[:, 1])
+            doc_map = with_documents(doc_map, gone, NO_DOCUMENT)  # HNSW keeps them as tombstones
+            final = index_ids(index)
+            docs = np.full(len(final), NO_DOCUMENT, dtype=np.int64)
+            inside = final < len(doc_map)
+            docs[inside] = doc_map[final[inside]]
+            self.vectors.replace(index, kind, docs, built_size=len(snap_ids))
             # The rebuild may finish after this process released the ingest lock and another process wrote
             # and saved: never overwrite a newer index with one that lacks that process's chunks.
-            on_disk = self.vectors.read_pointer()
-            mirrored = self._mirrored if self._mirrored is not None else self.generation()
-            if on_disk is not None and on_disk.generation > mirrored:
-                log.warning("rebuilt %s index not saved: another process saved generation %d meanwhile",
-                            kind, on_disk.generation)
+            if self._mirrored is None:
+                log.info("rebuilt %s index not saved yet: it is behind the database (the next flush saves it)", kind)
                 return
-            self.vectors.save(mirrored)
+            if not self._save_locked():
+                log.warning("rebuilt %s index not saved: another process saved a newer generation meanwhile", kind)
 
     def wait_for_rebuild(self) -> bool:
         """Block until a running background rebuild has been swapped in; raises if it failed."""
@@ -414,11 +522,16 @@ class DocumentStore:
                 .limit(1)
             )
             if duplicate_of is None:
-                status, error = "failed", "same content as another file of this collection that failed to load"
+                # Its original changed, failed or went away since the content was hashed: read it on its own.
+                status, error = "pending", PENDING_ORIGINAL_GONE
         doc = session.scalar(
             select(Document).where(Document.collection_id == item.collection_id, Document.path == meta.path)
         )
         created = doc is None
+        if status == "stale":
+            if doc is not None and doc.status in LAST_GOOD_STATUSES:
+                return self._keep_last_good(session, doc, item), [], np.empty(0, dtype=np.int64)
+            status = "failed"  # no good version to keep: recorded as failed, with the reason
         old_ids: list[int] = []
         if doc is None:
             doc = Document(collection_id=item.collection_id, path=meta.path)
@@ -442,6 +555,8 @@ class DocumentStore:
                 session.flush()
                 doc.groups.extend(DocumentGroup(group=g) for g in wanted)
         session.flush()
+        if not created:
+            self._recheck_duplicates(session, doc)
         new_ids = np.empty(0, dtype=np.int64)
         if item.chunks:
             if item.vectors is None or len(item.vectors) != len(item.chunks):
@@ -466,6 +581,42 @@ class DocumentStore:
             new_ids = np.array([r.id for r in rows], dtype=np.int64)
         return WriteResult(doc.id, len(new_ids), len(old_ids), created, status, error), old_ids, new_ids
 
+    def _keep_last_good(self, session: Session, doc: Document, item: DocumentWrite) -> WriteResult:
+        """A re-read failed: keep the chunks (and the sha256, size and mtime describing them), record why.
+
+        A half-copied or briefly unreadable file must not delete the last version that could be read; the
+        next successful read replaces it and clears the error."""
+        doc.status, doc.error, doc.updated_at = "stale", item.error, utcnow()
+        if item.groups is not None:
+            wanted = sorted(set(item.groups))
+            if {g.group for g in doc.groups} != set(wanted):
+                doc.groups.clear()
+                session.flush()
+                doc.groups.extend(DocumentGroup(group=g) for g in wanted)
+        session.flush()
+        self._recheck_duplicates(session, doc)
+        return WriteResult(doc.id, 0, 0, False, "stale", item.error)
+
+    @staticmethod
+    def _recheck_duplicates(session: Session, doc: Document) -> int:
+        """After `doc` was rewritten: the duplicates that read through its chunks keep doing so only while
+        `doc` is ready with their very content. One identical to `doc`'s own original now points there;
+        every other one is set "pending" (no chunks, no link: nothing to read) until it is re-read from its
+        own file. Returns how many were set pending."""
+        pending = 0
+        for dup in session.scalars(select(Document).where(Document.duplicate_of == doc.id)).all():
+            if dup.sha256 == doc.sha256 and doc.status == "ready":
+                continue
+            if dup.sha256 == doc.sha256 and doc.status == "duplicate" and doc.duplicate_of is not None:
+                dup.duplicate_of = doc.duplicate_of
+                continue
+            dup.status, dup.duplicate_of, dup.n_chunks, dup.error = "pending", None, 0, PENDING_ORIGINAL_GONE
+            dup.updated_at = utcnow()
+            pending += 1
+        if pending:
+            session.flush()
+        return pending
+
     def find_original(self, collection_id: int, sha256: str, exclude_path: str) -> int | None:
         """A ready document in the collection with the same content (for storing duplicates once)."""
         with self.sessions() as session:
@@ -482,7 +633,9 @@ class DocumentStore:
             )
 
     def delete_documents(self, document_ids: Iterable[int]) -> int:
-        """Delete documents, their chunks and vectors; a duplicate inherits an original's chunks."""
+        """Delete documents, their chunks and vectors; an identical duplicate inherits an original's chunks
+        (and the other identical ones then read through it); a duplicate whose content differs is set
+        "pending", to be read from its own file by the next ingest of the collection."""
         removed: list[int] = []
         moved: list[tuple[int, list[int]]] = []
         count = 0
@@ -492,21 +645,31 @@ class DocumentStore:
                     doc = session.get(Document, doc_id)
                     if doc is None:
                         continue
-                    heir = session.scalar(
-                        select(Document).where(Document.duplicate_of == doc_id).order_by(Document.id).limit(1)
+                    identical = (
+                        Document.duplicate_of == doc_id,
+                        Document.sha256 == doc.sha256,
+                        Document.status.in_(("duplicate", "stale")),
                     )
-                    if heir is not None and doc.status == "ready":
+                    heir = session.scalar(select(Document).where(*identical).order_by(Document.id).limit(1))
+                    if heir is not None and doc.status in ("ready", "stale"):
                         moved.append((heir.id, list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id)))))
                         session.execute(update(Chunk).where(Chunk.document_id == doc_id).values(document_id=heir.id))
                         session.execute(
-                            update(Document)
-                            .where(Document.duplicate_of == doc_id, Document.id != heir.id)
-                            .values(duplicate_of=heir.id)
+                            update(Document).where(*identical, Document.id != heir.id).values(duplicate_of=heir.id)
                         )
-                        heir.status, heir.duplicate_of, heir.n_chunks = "ready", None, doc.n_chunks
+                        if heir.status == "duplicate":  # a stale heir stays stale: its own file is unreadable
+                            heir.status, heir.error = "ready", None
+                        heir.duplicate_of, heir.n_chunks = None, doc.n_chunks
                     else:
                         removed.extend(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id)))
                         session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
+                    # Copies that did not inherit have nothing left to read through: re-read them on their own.
+                    session.flush()
+                    session.execute(
+                        update(Document)
+                        .where(Document.duplicate_of == doc_id)
+                        .values(status="pending", duplicate_of=None, n_chunks=0, error=PENDING_ORIGINAL_GONE)
+                    )
                     session.delete(doc)
                     count += 1
                 self._mirrored = self._bump(session)

@@ -6,11 +6,18 @@ it (or the official `openai` client, which ignores unknown fields) reads citatio
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back timestamps without their zone; sparq writes UTC, so say so (RFC 3339 needs it)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 # Ids are database integers: larger ones cannot exist, and refusing them here keeps them out of SQL.
 MAX_ID = 2**63 - 1
@@ -184,14 +191,14 @@ class DocumentRecord(BaseModel):
     chunks: int
     groups: list[str]
     duplicate_of: int | None
-    updated_at: datetime
+    updated_at: UtcDatetime
 
 
 class CollectionRecord(BaseModel):
     name: str
     documents: int
     chunks: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class Health(BaseModel):
@@ -216,16 +223,16 @@ class FeedbackResponse(BaseModel):
 class ConversationSummary(BaseModel):
     id: int
     title: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     messages: int
 
 
 class ConversationDetail(BaseModel):
     id: int
     title: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     messages: list[dict[str, Any]]
 
 
@@ -250,12 +257,12 @@ class BudgetStatus(BaseModel):
     period: Literal["day", "month"]
     limit: float
     used: float
-    resets_at: datetime
+    resets_at: UtcDatetime
 
 
 class CostsResponse(BaseModel):
     by: Literal["user", "collection", "day", "model"]
-    since: datetime | None
+    since: UtcDatetime | None
     groups: list[CostGroup]
     budgets: list[BudgetStatus] = Field(description="The caller's budgets and their use this period.")
 

@@ -221,7 +221,11 @@ class AskService:
             else:
                 # Failed before an answer: still account the energy and tokens spent (none when refused
                 # for budget: the refusal itself is not charged).
-                cost = CostRecord() if row["status"] == "over_budget" else self._cost(gens, meter, started)
+                if row["status"] == "over_budget":
+                    meter.stop()  # leaves the in-flight ledger; the refusal itself is charged nothing
+                    cost = CostRecord()
+                else:
+                    cost = self._cost(gens, meter, started)
                 row.update(cost=cost, timings=timings)
             if principal is not None:
                 row.setdefault("user_name", principal.name)

@@ -23,8 +23,34 @@ def _python_work() -> None:
     sum(i * i for i in range(20_000))  # holds the GIL
 
 
-@pytest.mark.parametrize("work", [_hash_work, _python_work], ids=["gil-released", "gil-held"])
-def test_meter_charges_its_own_thread_not_a_concurrent_burner(work) -> None:
+def _isolated(check: str, *args: object) -> str | None:
+    """Run a check in a fresh process: the meter accounts for the whole process, so the test must be alone
+    in one (a long test session leaves other threads and metered work behind)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(globals()[check], args)
+
+
+@pytest.mark.parametrize("work", ["_hash_work", "_python_work"], ids=["gil-released", "gil-held"])
+def test_meter_charges_its_own_thread_not_a_concurrent_burner(work: str) -> None:
+    _isolated("_check_own_thread_only", work)
+
+
+def test_native_threads_the_query_drives_are_charged_to_it() -> None:
+    """BLAS worker threads are no Python thread: alone in the process, their CPU is the query's."""
+    if _isolated("_check_native_threads") == "skip":
+        pytest.skip("BLAS ran in the calling thread only: no native threads to account")
+
+
+def test_box_time_is_shared_among_work_in_flight() -> None:
+    """Two queries over the same 0.3 s, plus an ingest for the middle 0.1 s, are each charged less than the
+    wall time for the hardware: the shares add up to the elapsed time."""
+    _isolated("_check_box_time_shared")
+
+
+def _check_own_thread_only(work_name: str) -> None:
+    work = globals()[work_name]
     stop = threading.Event()
     burner_cpu = [0.0]
 
@@ -62,8 +88,7 @@ def test_meter_charges_its_own_thread_not_a_concurrent_burner(work) -> None:
     assert reading.process_cpu_seconds == pytest.approx(process, rel=0.2)
 
 
-def test_native_threads_the_query_drives_are_charged_to_it() -> None:
-    """BLAS worker threads are no Python thread: alone in the process, their CPU is the query's."""
+def _check_native_threads() -> str | None:
     a = np.random.default_rng(0).standard_normal((1200, 1200))
     meter = EnergyMeter(cpu_watts=100.0).start()
     process0, own0 = time.process_time(), time.thread_time()
@@ -72,13 +97,12 @@ def test_native_threads_the_query_drives_are_charged_to_it() -> None:
     own, process = time.thread_time() - own0, time.process_time() - process0
     reading = meter.stop()
     if process - own < 0.05:
-        pytest.skip("BLAS ran in the calling thread only: no native threads to account")
+        return "skip"
     assert reading.cpu_seconds >= 0.9 * process, (reading.cpu_seconds, own, process)
+    return None
 
 
-def test_box_time_is_shared_among_work_in_flight() -> None:
-    """Two queries over the same 0.3 s, plus an ingest for the middle 0.1 s, are each charged less than the
-    wall time for the hardware: the shares add up to the elapsed time."""
+def _check_box_time_shared() -> None:
     from app.costs import activity
 
     a = EnergyMeter(cpu_watts=100.0).start()

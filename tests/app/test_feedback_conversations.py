@@ -127,3 +127,23 @@ def test_thumbs_down_answers_are_a_regression_set_asked_again_as_their_askers(as
     assert row["user"] == "alice" and row["comment"] == "too vague"
     assert row["new_query_id"] != first.query_id and row["new_status"] in ("ok", "no_answer")
     assert row["changed"] is False  # greedy decoding over the same store: the same answer again
+
+
+def test_feedback_export_cli_writes_csv_and_json(assistant, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    qid = _query(assistant, "alice")
+    FeedbackLog(assistant.engine).rate(qid, "alice", "down", "stale VPN name")
+    monkeypatch.setenv("SPARQ_DATA_DIR", str(assistant.settings.data_dir))
+    monkeypatch.setenv("SPARQ_DATABASE_URL", assistant.settings.resolved_database_url)
+    runner = CliRunner()
+    as_csv = runner.invoke(cli, ["feedback", "--export", "csv", "--rating", "down"])
+    assert as_csv.exit_code == 0, as_csv.output
+    assert list(csv.DictReader(io.StringIO(as_csv.stdout)))[0]["comment"] == "stale VPN name"
+    out = tmp_path / "fb.json"
+    as_json = runner.invoke(cli, ["feedback", "--export", "json", "-o", str(out)])
+    assert as_json.exit_code == 0 and json.loads(out.read_text())[0]["query_id"] == qid
+    bad = runner.invoke(cli, ["feedback", "--export", "xml"])
+    assert bad.exit_code == 2 and "csv or json" in bad.output

@@ -60,7 +60,8 @@ class Document(Base):
     mtime: Mapped[float] = mapped_column(Float)
     mime: Mapped[str] = mapped_column(String(200), default="application/octet-stream")
     title: Mapped[str | None] = mapped_column(String(1000), nullable=True)
-    # ready | failed | skipped | duplicate
+    # ready | stale (last re-read failed; last good chunks still served) | pending (a duplicate to re-read)
+    # | failed | skipped | duplicate
     status: Mapped[str] = mapped_column(String(20), default="ready")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duplicate_of: Mapped[int | None] = mapped_column(

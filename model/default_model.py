@@ -45,7 +45,6 @@ REFIT_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
 DEFAULT_CALIB_TOKENS = 4096
 # ridge strength of the down-projection refit of ``--refit`` builds (bench/moe_layouts.py --refit-lambdas)
 REFIT_LAMBDA = 0.1
-SQUAD_CANDIDATES = (Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json"),)
 RAG_SYSTEM = "Answer the question using only the context. Reply with the shortest exact answer."
 
 
@@ -55,11 +54,11 @@ def _say(progress: Progress | None, msg: str, frac: float) -> None:
 
 
 def squad_path() -> Path | None:
-    """SQuAD dev JSON if available (env SPARQ_SQUAD_PATH wins)."""
+    """The SQuAD dev JSON named by SPARQ_SQUAD_PATH, if it is a file; otherwise the bundled calibration text
+    is used. Never a path of some machine: a user's build must calibrate on what their settings say."""
     env = os.environ.get("SPARQ_SQUAD_PATH")
-    for p in ([Path(env)] if env else []) + list(SQUAD_CANDIDATES):
-        if p.is_file():
-            return p
+    if env and Path(env).is_file():
+        return Path(env)
     return None
 
 

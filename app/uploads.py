@@ -17,6 +17,8 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from retrieval.vector_index import fsync_dir
+
 UPLOADS = "uploads"
 MAX_NAME_BYTES = 180  # + "-" + a 64-hex suffix stays under the 255-byte limit of common file systems
 _MAX_EXT_BYTES = 32
@@ -81,14 +83,6 @@ def _candidates(name: str, digest: str) -> list[str]:
     return [name] + [f"{stem}-{digest[:n]}{suffix}" for n in (8, 16, 64)]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(target: Path, data: bytes) -> None:
     """Temporary file in the same folder, fsynced, renamed over `target`: readers see all of it or nothing."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
@@ -101,7 +95,7 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def save_upload(data_dir: Path, collection_id: int, filename: str, data: bytes) -> Path:

@@ -73,9 +73,11 @@ def _check_own_thread_only(work_name: str) -> None:
         time.sleep(0.05)
         meter = EnergyMeter(cpu_watts=100.0).start()  # this (the test's) thread is the query
         process0, own0, burner0 = time.process_time(), time.thread_time(), burner_cpu[0]
-        # Work until this thread used 0.3 s of CPU and the burner at least as much in the same interval.
-        deadline = time.monotonic() + 30
-        while time.thread_time() - own0 < 0.3 or burner_cpu[0] - burner0 < time.thread_time() - own0:
+        # Work until this thread used 0.3 s of CPU and the burner at least 0.8 times as much in the same
+        # interval. Not "as much": with the GIL the two alternate, the gap between them is a random walk, and
+        # on a loaded CI machine it stayed on the wrong side of zero for the whole deadline.
+        deadline = time.monotonic() + 60
+        while time.thread_time() - own0 < 0.3 or burner_cpu[0] - burner0 < 0.8 * (time.thread_time() - own0):
             work()
             assert time.monotonic() < deadline, "the burner thread got no CPU"
         own = time.thread_time() - own0
@@ -85,7 +87,7 @@ def _check_own_thread_only(work_name: str) -> None:
         stop.set()
         thread.join(timeout=60)
     assert isinstance(reading, EnergyReading)
-    assert process > 1.6 * own  # the burner did run beside it
+    assert process > 1.5 * own  # the burner did run beside it
     assert reading.cpu_seconds < 0.7 * process, (reading.cpu_seconds, own, process)
     assert reading.cpu_seconds >= 0.9 * own, (reading.cpu_seconds, own, process)
     assert reading.cpu_method == "thread+native-share"

@@ -1,0 +1,252 @@
+"""The default MoE against its dense source on the full ask path, question by question in one process.
+
+Issue 15's measure: retrieval, prompt, generation, citation check and cost record, exactly as a user's
+`Assistant.ask` runs them, for both models on the same questions. The two models answer each question in
+turn (dense first on even questions, MoE first on odd ones), so a machine that slows down during the run
+slows both alike; only the ratios carry from one machine to another.
+
+    python bench/ask_path.py --squad ../shared/data/squad_v1.1_dev/dev-v1.1.json \
+        --cmrc ../shared/data/cmrc2018_dev/cmrc2018_dev.json --limit 200
+
+Each answer is appended to ``<records-dir>/ask_path_<set>.jsonl`` as it is produced, so an interrupted run
+resumes where it stopped; the summary (JSON, ``--out``) and the README table are printed from the records.
+A records file holds one pair of model builds: another build is refused instead of mixed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.assistant import Assistant  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.evaluation.qa import QAItem, model_build_id, read_squad  # noqa: E402
+from app.evaluation.qa_metrics import score  # noqa: E402
+from model.prompting import language_of  # noqa: E402
+
+MODELS = ("dense", "moe")
+
+
+def _gold_in(text: str, golds: list[str], language: str) -> bool:
+    return bool(score(text, golds, language)["contains"])
+
+
+def ask_row(assistant: Assistant, item: QAItem, label: str, build: str) -> dict[str, Any]:
+    """One question through the user's path, with what the issue's targets are judged on."""
+    language = language_of(item.question)
+    start = time.perf_counter()
+    answer = assistant.ask(item.question)
+    wall_s = time.perf_counter() - start
+    by_ref = {p["ref"]: p for p in answer.passages}
+    cited = [by_ref[c.ref] for c in answer.citations if c.ref in by_ref]
+    metrics = score(answer.text, item.answers, language)
+    refused = answer.status != "ok"
+    prefill_s = answer.timings_ms.get("prefill", 0.0) / 1000
+    decode_s = answer.timings_ms.get("decode", 0.0) / 1000
+    return {
+        "qid": item.qid,
+        "model": label,
+        "model_build": build,
+        "question": item.question,
+        "prediction": answer.text,
+        "answers": item.answers,
+        "status": answer.status,
+        **metrics,
+        "refused": refused,
+        "gold_in_prompt": any(p["path"] == item.paragraph_key for p in answer.passages),
+        "cites": bool(answer.citations),
+        "cited_passage_has_gold": any(_gold_in(p["text"], item.answers, language) for p in cited),
+        "prompt_tokens": answer.cost.prompt_tokens,
+        "completion_tokens": answer.cost.completion_tokens,
+        "prefill_tok_s": answer.cost.prompt_tokens / prefill_s if prefill_s > 0 else 0.0,
+        "decode_tok_s": answer.cost.completion_tokens / decode_s if decode_s > 0 else 0.0,
+        "seconds": wall_s,
+        "usd": answer.cost.total_usd,
+        "active_params_per_token": answer.cost.active_params_per_token,
+    }
+
+
+def active_ffn_fraction(info: Any) -> float:
+    """The feed-forward a token runs, as a fraction of the dense FFN (1.0 for a dense model)."""
+    if not info.is_moe or not info.dense_ffn_size:
+        return 1.0
+    return (info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size) / info.dense_ffn_size
+
+
+def read_records(path: Path, builds: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["model_build"] != builds[row["model"]]:
+            raise SystemExit(
+                f"{path}:{line_no}: {row['model']} was recorded by build {row['model_build']}, not "
+                f"{builds[row['model']]}; use another --records-dir for another build"
+            )
+        done[(row["qid"], row["model"])] = row
+    return done
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's figures for one model on one set."""
+    n = len(rows)
+    if n == 0:
+        return {"n": 0}
+    answered = [r for r in rows if not r["refused"]]
+    containing = [r for r in rows if r["contains"]]
+
+    def mean(key: str, of: list[dict[str, Any]] = rows) -> float:
+        return statistics.fmean(float(r[key]) for r in of) if of else 0.0
+
+    return {
+        "n": n,
+        "exact_match": 100 * mean("exact_match"),
+        "f1": 100 * mean("f1"),
+        "answer_contained": 100 * mean("contains"),
+        "refusals": 100 * mean("refused"),
+        "refusals_with_gold_in_prompt": 100 * mean("refused", [r for r in rows if r["gold_in_prompt"]]),
+        "gold_in_prompt": 100 * mean("gold_in_prompt"),
+        "answers_citing": 100 * mean("cites", answered),
+        "cited_passage_has_gold_when_contained": 100 * mean("cited_passage_has_gold", containing),
+        "prompt_tokens": mean("prompt_tokens"),
+        "completion_tokens": mean("completion_tokens"),
+        "prefill_tok_s": mean("prefill_tok_s"),
+        "decode_tok_s": mean("decode_tok_s"),
+        "seconds_per_query": mean("seconds"),
+        "usd_per_1000_queries": 1000 * mean("usd"),
+        "active_params_per_token": mean("active_params_per_token"),
+    }
+
+
+def ratios(dense: dict[str, Any], moe: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(key: str) -> float | None:
+        return moe[key] / dense[key] if dense.get(key) else None
+
+    return {
+        "seconds": ratio("seconds_per_query"),
+        "usd": ratio("usd_per_1000_queries"),
+        "answer_contained": ratio("answer_contained"),
+        "f1": ratio("f1"),
+        "refusals_with_gold_points": moe["refusals_with_gold_in_prompt"] - dense["refusals_with_gold_in_prompt"],
+    }
+
+
+def run_set(
+    name: str, path: Path, limit: int, settings: Settings, engines: dict[str, Any], records_dir: Path
+) -> dict[str, Any]:
+    records, items = read_squad(path)
+    items = items[:limit]
+    builds = {label: model_build_id(engine.info) for label, engine in engines.items()}
+    records_file = records_dir / f"ask_path_{name}.jsonl"
+    done = read_records(records_file, builds)
+    todo = [i for i in items if any((i.qid, m) not in done for m in MODELS)]
+    if todo:
+        with tempfile.TemporaryDirectory() as tmp:
+            scratch = settings.model_copy(update={"data_dir": Path(tmp), "database_url": None})
+            assistants = {label: Assistant(scratch, llm=engine) for label, engine in engines.items()}
+            try:
+                assistants["dense"].ingest_records(records, collection="eval", total=len(records))
+                for n, item in enumerate(todo):
+                    order = MODELS if n % 2 == 0 else tuple(reversed(MODELS))
+                    for label in order:
+                        if (item.qid, label) in done:
+                            continue
+                        row = ask_row(assistants[label], item, label, builds[label])
+                        done[(item.qid, label)] = row
+                        with records_file.open("a", encoding="utf-8") as fh:
+                            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    print(f"{name}: {len(items) - len(todo) + n + 1}/{len(items)}", file=sys.stderr, flush=True)
+            finally:
+                for assistant in assistants.values():
+                    assistant.close()
+    wanted = {i.qid for i in items}
+    summary = {m: summarize([r for (q, label), r in done.items() if label == m and q in wanted]) for m in MODELS}
+    summary["moe_over_dense"] = ratios(summary["dense"], summary["moe"])
+    for label, engine in engines.items():
+        summary[label]["engine"] = engine.info.backend
+        summary[label]["model"] = engine.info.name
+        summary[label]["active_ffn_fraction"] = active_ffn_fraction(engine.info)
+    summary["builds"] = builds
+    return summary
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head = (
+        "| set | model | n | answer contained % | F1 | refusals % (gold in prompt) | citing % | cited has gold % "
+        "| prompt tok | prefill tok/s | decode tok/s | s / query | USD / 1000 |\n|" + "---|" * 13
+    )
+    lines = [head]
+    for name, summary in results["sets"].items():
+        for label in MODELS:
+            s = summary[label]
+            lines.append(
+                f"| {name} | {label} | {s['n']} | {s['answer_contained']:.1f} | {s['f1']:.1f} | "
+                f"{s['refusals']:.1f} ({s['refusals_with_gold_in_prompt']:.1f}) | {s['answers_citing']:.1f} | "
+                f"{s['cited_passage_has_gold_when_contained']:.1f} | {s['prompt_tokens']:.0f} | "
+                f"{s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['seconds_per_query']:.1f} | "
+                f"{s['usd_per_1000_queries']:.2f} |"
+            )
+        r = summary["moe_over_dense"]
+        lines.append(
+            f"| {name} | MoE / dense | | {r['answer_contained'] or 0:.2f}x | {r['f1'] or 0:.2f}x | "
+            f"{r['refusals_with_gold_points']:+.1f} pts | | | | | | {r['seconds'] or 0:.2f}x | {r['usd'] or 0:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def load_engines(settings: Settings, dense: Path | None, moe: Path | None) -> dict[str, Any]:
+    """The dense source and the default MoE, on the engine the product uses (settings.llm_backend)."""
+    from model.default_model import ensure_default_model
+    from model.factory import create_engine
+    from model.sources import DEFAULT_SOURCE, source_gguf
+
+    dense_path = dense or source_gguf(DEFAULT_SOURCE, settings.data_dir)
+    moe_path = moe or ensure_default_model(settings.data_dir)
+    opts = {"n_threads": settings.llm_threads} if settings.llm_threads else {}
+    return {
+        "dense": create_engine(settings.llm_backend, str(dense_path), **opts),
+        "moe": create_engine(settings.llm_backend, str(moe_path), **opts),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--squad", type=Path, help="SQuAD v1.1 dev JSON")
+    parser.add_argument("--cmrc", type=Path, help="CMRC 2018 dev JSON (SQuAD format)")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--dense", type=Path, help="dense GGUF (default: the shipped source of the default MoE)")
+    parser.add_argument("--moe", type=Path, help="MoE GGUF (default: the default build, built if missing)")
+    parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))
+    args = parser.parse_args(argv)
+    sets = {k: v for k, v in (("squad", args.squad), ("cmrc", args.cmrc)) if v is not None}
+    if not sets:
+        parser.error("give --squad and/or --cmrc")
+    settings = Settings()
+    engines = load_engines(settings, args.dense, args.moe)
+    args.records_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"limit": args.limit, "ask_passages": settings.ask_passages, "sets": {}}
+    try:
+        for name, path in sets.items():
+            results["sets"][name] = run_set(name, path, args.limit, settings, engines, args.records_dir)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

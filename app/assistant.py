@@ -19,6 +19,7 @@ from app.config import Settings
 from app.database import open_database
 from app.locks import advisory_lock, file_lock
 from ingestion.embedder import Embedder
+from ingestion.isolation import LoaderPool
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import TextRecord
 from model.base import LLMEngine
@@ -95,6 +96,7 @@ class Assistant:
         self._engine: Engine | None = None
         self._embedder: Embedder | None = None
         self._store: DocumentStore | None = None
+        self._loaders: LoaderPool | None = None
         self._llm: LLMEngine | None = llm
         self._llm_lock = threading.Lock()  # only for loading the LLM: a first load may build for minutes
         self._llm_start_lock = threading.Lock()
@@ -151,7 +153,16 @@ class Assistant:
             overlap_tokens=s.chunk_overlap_tokens,
             max_bytes=s.max_file_mb * 1024 * 1024,
             encode_window=s.ingest_batch_chunks,
+            loaders=self._loader_pool(),
         )
+
+    def _loader_pool(self) -> LoaderPool:
+        """One pool of parser processes per Assistant, shared by concurrent ingests, started on first use."""
+        with self._lock:
+            if self._loaders is None:
+                s = self.settings
+                self._loaders = LoaderPool(s.loader_workers, timeout_s=s.loader_timeout_s, memory_mb=s.loader_memory_mb)
+            return self._loaders
 
     @property
     def users(self):  # -> app.users.UserDirectory
@@ -263,6 +274,9 @@ class Assistant:
                 self._searcher.close()
                 self._searcher = None
             self._store = None
+            if self._loaders is not None:
+                self._loaders.close()
+                self._loaders = None
             with self._engine_lock:
                 if self._engine is not None:
                     self._engine.dispose()

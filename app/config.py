@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     chunk_tokens: int = 200
     chunk_overlap_tokens: int = 32
     max_file_mb: int = 200
+    loader_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds one file may take to parse; then its worker is stopped and the "
+        "file fails with \"timed out\"."
+    )
+    loader_memory_mb: int = Field(
+        default=2048, ge=64, description="Memory one file's parser may use above its start (a decompression bomb "
+        "fails that file, not the ingest)."
+    )
+    loader_workers: int | None = Field(
+        default=None, ge=1, description="Parser processes (reused across files); defaults to the CPU cores."
+    )
     ingest_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders server-folder ingest may read (SPARQ_INGEST_ROOTS: paths separated by ':', or a JSON "

@@ -12,6 +12,7 @@ or is deleted, the store sets its duplicates "pending", and the run reads them f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -19,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +30,9 @@ from sqlalchemy import func, select, update
 
 from ingestion.chunker import Chunker
 from ingestion.embedder import Embedder
+from ingestion.isolation import LoaderPool
 from ingestion.loaders import load_file, mime_for, supported_extensions
-from ingestion.loaders.base import LoaderError, UnsupportedFormat
+from ingestion.loaders.base import LoadedDocument, LoaderError, UnsupportedFormat
 from ingestion.sources import SourceItem, TextRecord, file_items, record_items, walk_files
 from retrieval.schema import Document, DocumentGroup, IngestRun
 from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
@@ -38,6 +41,15 @@ from retrieval.text_analysis import search_text
 log = logging.getLogger(__name__)
 
 _DONE = object()
+LoadOutcome = LoadedDocument | Exception
+
+
+def _load(item: SourceItem) -> LoadOutcome:
+    """Parse one item; its error is returned, not raised, so that it is reported in listing order."""
+    try:
+        return item.load()
+    except Exception as exc:  # reported by IngestPipeline._complete as this file's failure
+        return exc
 HEADER_CHARS = 200
 
 
@@ -101,6 +113,17 @@ class _Prepared:
 
 
 @dataclass
+class _ToLoad:
+    """An item that passed every check that needs no parsing; what `_complete` needs once it is loaded."""
+
+    item: SourceItem
+    status: str  # new | updated
+    sha256: str
+    mime: str
+    existing_id: int | None
+
+
+@dataclass
 class _Known:
     id: int
     sha256: str
@@ -137,7 +160,10 @@ class IngestPipeline:
         max_bytes: int = 200 * 1024 * 1024,
         encode_window: int = 512,
         flush_seconds: float = 30.0,
+        loaders: LoaderPool | None = None,
     ) -> None:
+        """`loaders`: parse files in worker processes with time and memory limits (the product passes one);
+        None parses in this process, as tests of the pipeline's own logic may."""
         if embedder.dim != store.dim:
             raise ValueError(f"embedder dimension {embedder.dim} != store dimension {store.dim}")
         self.store = store
@@ -146,6 +172,7 @@ class IngestPipeline:
         self.max_bytes = max_bytes
         self.encode_window = encode_window
         self.flush_seconds = flush_seconds
+        self.loaders = loaders
 
     # --- entry points --------------------------------------------------------------------------------
     def ingest_path(
@@ -162,7 +189,7 @@ class IngestPipeline:
         are reported as skipped, never read."""
         root = Path(path).expanduser()
         listing = walk_files(root, exclude=exclude)
-        items = listing.items(lambda p: load_file(p, max_bytes=self.max_bytes))
+        items = listing.items(self._load_file)
         root_key = str(root.resolve())
         present = {str(p) for p in listing.files} if sync else None
         return self._run(items, len(listing), collection, groups, root_key, progress, sync_present=present)
@@ -241,15 +268,36 @@ class IngestPipeline:
         stop = threading.Event()
 
         def reader() -> None:
+            # With worker processes, up to 2 x workers files are parsed ahead, in parallel; results are taken
+            # in listing order, so duplicates and progress read as in a sequential run.
+            parallel = self.loaders.size if self.loaders is not None else 0
+            pool = ThreadPoolExecutor(parallel, thread_name_prefix="sparq-load") if parallel > 1 else None
+            window: collections.deque[tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]] = collections.deque()
+            seen_sha: set[str] = set()
+
+            def finish(entry: tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]) -> _Prepared:
+                pre, future = entry
+                if isinstance(pre, _Prepared):
+                    return pre
+                outcome = future.result() if future is not None else _load(pre.item)
+                return self._complete(pre, outcome, seen_sha)
+
             try:
-                seen_sha: set[str] = set()
                 for item in items:
                     if stop.is_set():
                         return
-                    prepared_q.put(self._prepare(item, known, ready_shas, seen_sha))
+                    pre = self._precheck(item, known, ready_shas, seen_sha)
+                    future = pool.submit(_load, pre.item) if pool is not None and isinstance(pre, _ToLoad) else None
+                    window.append((pre, future))
+                    while window and (pool is None or len(window) > 2 * parallel):
+                        prepared_q.put(finish(window.popleft()))
+                while window and not stop.is_set():
+                    prepared_q.put(finish(window.popleft()))
             except BaseException as exc:  # surfaced in the main thread below
                 errors.append(exc)
             finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
                 prepared_q.put(_DONE)
 
         def writer() -> None:
@@ -297,7 +345,7 @@ class IngestPipeline:
         """Read the collection's "pending" documents (duplicates whose original changed, failed or was
         deleted) from their own files, keeping their own groups, so that none of them is left reading
         content that is no longer its own, nor left unsearchable."""
-        loader = lambda p: load_file(p, max_bytes=self.max_bytes)  # noqa: E731
+        loader = self._load_file
         for _ in range(REREAD_ROUNDS):
             with self.store.sessions() as session:
                 rows = session.execute(
@@ -354,9 +402,15 @@ class IngestPipeline:
                 batch, pending_chunks = [], 0
 
     # --- stages --------------------------------------------------------------------------------------
-    def _prepare(
+    def _load_file(self, path: Path) -> LoadedDocument:
+        if self.loaders is not None:
+            return self.loaders.load(path, max_bytes=self.max_bytes)
+        return load_file(path, max_bytes=self.max_bytes)
+
+    def _precheck(
         self, item: SourceItem, known: dict[str, _Known], ready_shas: dict[str, str], seen_sha: set[str]
-    ) -> _Prepared:
+    ) -> _Prepared | _ToLoad:
+        """Everything decided without parsing: skipped, unchanged, too large, duplicate; else what to load."""
         existing = known.get(item.key)
         if item.skip_reason is not None:  # refused by the folder walk (e.g. a symbolic link leaving the root)
             return _Prepared(item, "skipped", error=item.skip_reason)
@@ -390,24 +444,35 @@ class IngestPipeline:
         if sha in seen_sha or ready_shas.get(sha, item.key) != item.key:
             seen_sha.add(sha)
             return _Prepared(item, "duplicate", sha256=sha, mime=mime, existing_id=existing.id if existing else None)
+        return _ToLoad(item, status, sha, mime, existing.id if existing else None)
+
+    def _complete(self, pre: _ToLoad, outcome: LoadOutcome, seen_sha: set[str]) -> _Prepared:
+        """The loaded (or failed) item, chunked; in listing order, so an identical file parsed at the same
+        time as an earlier one is still recorded as its duplicate."""
+        item, status, sha, mime = pre.item, pre.status, pre.sha256, pre.mime
+        existing_id = pre.existing_id
+        if sha in seen_sha:
+            return _Prepared(item, "duplicate", sha256=sha, mime=mime, existing_id=existing_id)
         try:
-            loaded = item.load()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            loaded = outcome
             records, texts = self._chunk(loaded)
         except UnsupportedFormat as exc:
             return _Prepared(item, "skipped", error=str(exc))
         except (LoaderError, OSError) as exc:
             return _Prepared(item, "failed", sha256=sha, mime=mime, error=str(exc),
-                             existing_id=existing.id if existing else None)
+                             existing_id=existing_id)
         except Exception as exc:  # a loader bug must not stop the folder; it is reported, never hidden
             log.exception("unexpected error loading %s", item.key)
             return _Prepared(item, "failed", sha256=sha, mime=mime, error=f"unexpected {type(exc).__name__}: {exc}",
-                             existing_id=existing.id if existing else None)
+                             existing_id=existing_id)
         if not records:
             return _Prepared(item, "failed", sha256=sha, mime=mime, error="no text found in the document",
-                             existing_id=existing.id if existing else None)
+                             existing_id=existing_id)
         seen_sha.add(sha)
         return _Prepared(item, status, sha256=sha, mime=loaded.mime or mime, title=loaded.title,
-                         chunks=records, embed_texts=texts, existing_id=existing.id if existing else None)
+                         chunks=records, embed_texts=texts, existing_id=existing_id)
 
     def _chunk(self, loaded) -> tuple[list[ChunkRecord], list[str]]:
         records: list[ChunkRecord] = []

@@ -1,0 +1,82 @@
+"""The worker process behind `ingestion.isolation.LoaderPool`: parses files sent on stdin, replies on stdout.
+
+Started as `python -m ingestion.loader_worker MEMORY_BYTES`, not through multiprocessing, so that it never
+re-imports the parent's main module (a Streamlit script, the CLI). Frames are a 4-byte big-endian length
+and a pickle; requests are `(path, max_bytes)`, replies `(kind, value)`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import signal
+import struct
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct(">I")
+
+
+def read_frame(stream: BinaryIO) -> Any | None:
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(head)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)
+
+
+def write_frame(stream: BinaryIO, value: Any) -> None:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(body)) + body)
+    stream.flush()
+
+
+def address_space_bytes() -> int:
+    """This process's current virtual size: the baseline its memory limit is added to."""
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        pages = int(fh.read().split()[0])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _load(path: str, max_bytes: int) -> tuple[str, Any]:
+    from ingestion.loaders import load_file
+    from ingestion.loaders.base import LoaderError, UnsupportedFormat
+
+    try:
+        return "ok", load_file(Path(path), max_bytes=max_bytes)
+    except MemoryError:
+        return "memory", ""
+    except UnsupportedFormat as exc:
+        return "unsupported", str(exc)
+    except LoaderError as exc:
+        return ("memory", "") if isinstance(exc.__cause__, MemoryError) else ("loader", str(exc))
+    except OSError as exc:
+        return "os", str(exc)
+
+
+def main() -> None:
+    memory_bytes = int(sys.argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which ends its workers
+    import ingestion.loaders  # noqa: F401 - imported before the limit, so the baseline includes the parsers
+
+    limit = address_space_bytes() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a library that prints must not corrupt the reply stream
+    write_frame(replies, ("ready", os.getpid()))
+    while (request := read_frame(requests)) is not None:
+        path, max_bytes = request
+        reply = _load(path, max_bytes)
+        try:
+            write_frame(replies, reply)
+        except MemoryError:  # the document did not fit in what is left to pickle it
+            write_frame(replies, ("memory", ""))
+
+
+if __name__ == "__main__":
+    main()

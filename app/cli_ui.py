@@ -14,6 +14,7 @@ from app.cli import _groups, _print_json, cli
 from app.users import ROLES, UserError
 
 ENTRY = Path(__file__).resolve().parent / "ui" / "main.py"
+SSO_ENTRY = ENTRY.with_name("sso_app.py")  # the same pages behind Streamlit's ASGI app, with OpenID Connect
 
 users_app = typer.Typer(no_args_is_help=True, help="People who may sign in to the web app.")
 cli.add_typer(users_app, name="users")
@@ -25,15 +26,21 @@ def ui(
     address: Annotated[str, typer.Option("--address", envvar="SPARQ_UI_ADDRESS",
                                          help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
 ) -> None:
-    """Start the web app (Streamlit, headless) on ADDRESS:PORT."""
+    """Start the web app (Streamlit, headless) on ADDRESS:PORT; with SPARQ_OIDC_ISSUER, with single sign-on."""
+    from app.oidc import cookie_secret
     from app.ui.session import ensure_admin
 
     with Assistant() as assistant:  # first run: create the admin here, where the operator reads the console
         ensure_admin(assistant, announce=typer.echo)
-        max_upload_mb = assistant.settings.max_file_mb
-    typer.echo(f"sparq: serving the web app on http://{address}:{port}")
+        settings = assistant.settings
+        max_upload_mb = settings.max_file_mb
+        if settings.oidc_enabled:
+            cookie_secret(settings)  # made once here, so replicas started later share it
+    entry = SSO_ENTRY if settings.oidc_enabled else ENTRY
+    typer.echo(f"sparq: serving the web app on http://{address}:{port}"
+               + (f" (single sign-on with {settings.oidc_issuer})" if settings.oidc_enabled else ""))
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ENTRY),
+        sys.executable, "-m", "streamlit", "run", str(entry),
         "--server.headless=true", f"--server.port={port}", f"--server.address={address}",
         "--browser.gatherUsageStats=false", "--client.showErrorDetails=none",
         "--client.toolbarMode=viewer", "--server.fileWatcherType=none", f"--server.maxUploadSize={max_upload_mb}",

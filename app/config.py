@@ -133,6 +133,57 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Sync from LDAP inside `sparq serve` this often (unset: only by command)."
     )
 
+    # OpenID Connect sign-in for the web app (Keycloak, Entra ID, Okta, Authentik...); see README "Identity"
+    oidc_issuer: str | None = Field(
+        default=None, description="The provider's issuer URL; its discovery document is ISSUER/.well-known/"
+        "openid-configuration. Unset: no single sign-on, local passwords only."
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_url: str | None = Field(
+        default=None, description="This app's callback as registered at the provider: https://HOST/oauth2callback"
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="ID-token claim with the user's groups (a dotted path reaches a nested one)."
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="ID-token claim that names the sparq user (e-mail, then sub, if absent)."
+    )
+    oidc_admin_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Groups (comma-separated) whose members sign in as admins; set, the role "
+        "follows the token at every sign-in; unset, roles are kept as sparq has them.",
+    )
+    oidc_scopes: str = "openid profile email"
+    oidc_prompt: str = Field(
+        default="", description="OIDC prompt sent at sign-in: empty (the provider's session is reused), login, "
+        "select_account or consent."
+    )
+    oidc_cookie_secret: SecretStr | None = Field(
+        default=None, description="Signs the sign-in cookies; unset, a random one kept in the data dir (share it "
+        "between replicas)."
+    )
+    oidc_link_ldap_users: bool = Field(
+        default=False, description="A first sign-in may take over the LDAP-synced user of the same name (only when "
+        "the provider's user names are the directory's, e.g. Keycloak federating that LDAP)."
+    )
+    local_login: bool = Field(
+        default=True, description="Offer sign-in with sparq's own passwords; false leaves single sign-on only."
+    )
+
+    @field_validator("oidc_admin_groups", mode="before")
+    @classmethod
+    def _split_admin_groups(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
     # Sign-in sessions
     session_idle_minutes: float = Field(
         default=60.0, gt=0, description="A web session unused this long is ended (sign in again)."
@@ -187,6 +238,14 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        if self.oidc_issuer:
+            missing = [n for n in ("oidc_client_id", "oidc_client_secret", "oidc_redirect_url") if not getattr(self, n)]
+            if missing:
+                raise ValueError("SPARQ_OIDC_ISSUER is set: also set " + ", ".join(f"SPARQ_{m.upper()}" for m in missing))
+            if not str(self.oidc_redirect_url).rstrip("/").endswith("/oauth2callback"):
+                raise ValueError("SPARQ_OIDC_REDIRECT_URL must be this app's address ending in /oauth2callback")
+        if not self.local_login and not self.oidc_issuer:
+            raise ValueError("SPARQ_LOCAL_LOGIN=false leaves no way to sign in: set SPARQ_OIDC_ISSUER too")
 
     @property
     def resolved_database_url(self) -> str:

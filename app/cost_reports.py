@@ -2,18 +2,23 @@
 
 Everything is summed by the database (`GROUP BY`), so a rollup over a million logged queries moves a few rows
 to Python, not a million. A query asked over two collections counts once in each of them: the JSON list of
-collections is expanded in SQL (`json_each` on SQLite, `json_array_elements_text` on PostgreSQL)."""
+collections is expanded in SQL (`json_each` on SQLite, `json_array_elements_text` on PostgreSQL).
+
+Over the whole log the sums come from `query_cost_daily`, which triggers on query_log keep equal to the log
+(migration 0006): a few thousand day-user-model groups instead of every query. A `since` or an id window
+still reads the log itself."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Engine, case, func, literal_column, select, true
+from sqlalchemy import JSON, Engine, Row, case, cast, func, literal_column, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import QueryLog
+from app.models import QueryLog, query_cost_daily
 
 GROUPINGS = ("user", "collection", "day", "model", "status")
 NO_COLLECTION = "(all)"
@@ -70,13 +75,17 @@ def period(engine: Engine, freq: str) -> ColumnElement[str]:
     return func.to_char(utc, "YYYY-MM-DD" if freq == "day" else "YYYY-MM-DD HH24:00:00")
 
 
-def collection_elements(engine: Engine) -> Any:
-    """One row per collection named in a query_log row, joined beside it (an empty list gives none)."""
+def collection_elements(engine: Engine, collections: ColumnElement[Any] | None = None) -> Any:
+    """One row per collection named in a query_log row (or in `collections`, the JSON text of a summary
+    row), joined beside it (an empty list gives none)."""
+    column: ColumnElement[Any] = QueryLog.collections if collections is None else collections
     if _dialect(engine) == "sqlite":
-        return func.json_each(QueryLog.collections).table_valued("value", joins_implicitly=True)
+        return func.json_each(column).table_valued("value", joins_implicitly=True)
+    if collections is not None:
+        column = cast(column, JSON)
     # A JSON null (or any non-array) would make json_array_elements_text raise: treat it as no collection.
     as_array = case(
-        (func.json_typeof(QueryLog.collections) == "array", QueryLog.collections),
+        (func.json_typeof(column) == "array", column),
         else_=literal_column("'[]'::json", JSON),
     )
     return func.json_array_elements_text(as_array).table_valued("value", joins_implicitly=True)
@@ -97,12 +106,65 @@ def totals_columns() -> list[ColumnElement[Any]]:
     ]
 
 
+SUMMED = ("queries", "prompt_tokens", "completion_tokens", "cost_usd", "cloud_cost_usd", "energy_joules", "flops",
+          "dense_flops", "total_ms")
+
+
+def daily_totals_columns() -> list[ColumnElement[Any]]:
+    """`totals_columns` over query_cost_daily: the SUMs of its sums, labelled the same."""
+    return [func.sum(query_cost_daily.c[name]).label(name) for name in SUMMED]
+
+
+def log_generation(engine: Engine) -> tuple[int | None, int]:
+    """The query log's newest id and its row count, the count read from the daily sums (each logged row is
+    one of their queries): a scan of a few thousand sums instead of every row of the log."""
+    _dialect(engine)
+    query = select(select(func.max(QueryLog.id)).scalar_subquery(),
+                   select(func.coalesce(func.sum(query_cost_daily.c.queries), 0)).scalar_subquery())
+    with engine.connect() as conn:
+        max_id, count = conn.execute(query).one()
+    return max_id, int(count)
+
+
+def daily_sums(engine: Engine, keys: Sequence[str]) -> tuple[int | None, int, list[Row[Any]]]:
+    """query_cost_daily summed per `keys` (its key columns), with the query log's newest id and row count
+    read by the same statement, so from the same snapshot: the sums are those of exactly that generation."""
+    _dialect(engine)
+    columns = [query_cost_daily.c[k] for k in keys]
+    query = (select(select(func.max(QueryLog.id)).scalar_subquery(), *columns, *daily_totals_columns())
+             .group_by(*columns))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return None, 0, []
+    count = sum(int(r[1 + len(keys)]) for r in rows)  # the queries column
+    return rows[0][0], count, [r[1:] for r in rows]
+
+
+def _grouped_daily(engine: Engine, by: str, user: str | None) -> Any:
+    """`grouped`'s query over query_cost_daily (the whole log, no window)."""
+    daily = query_cost_daily.c
+    key: ColumnElement[Any]
+    query = select().select_from(query_cost_daily)
+    if by == "collection":
+        elements = collection_elements(engine, daily.collections)
+        key = func.coalesce(elements.c.value, NO_COLLECTION)
+        query = query.outerjoin(elements, true())
+    else:
+        key = {"user": daily.user_name, "day": daily.day, "model": daily.model, "status": daily.status}[by]
+    query = query.add_columns(key.label("key"), *daily_totals_columns()).group_by(key).order_by(key)
+    return query if user is None else query.where(daily.user_name == user)
+
+
 def grouped(engine: Engine, by: str, *, since: datetime | None = None, min_id: int | None = None,
             user: str | None = None) -> list[CostRollup]:
-    """One SQL `GROUP BY` over the query log; `min_id` keeps only rows with id >= it (the newest N), `user`
-    only that user's queries (what an employee may see of the costs)."""
+    """One SQL `GROUP BY` over the query log (over its daily sums when neither `since` nor `min_id` narrows
+    it); `min_id` keeps only rows with id >= it (the newest N), `user` only that user's queries (what an
+    employee may see of the costs)."""
     if by not in GROUPINGS:
         raise ValueError(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
+    if since is None and min_id is None:
+        return _rollups(engine, _grouped_daily(engine, by, user))
     key: ColumnElement[Any]
     query = select()
     if by == "user":
@@ -126,6 +188,10 @@ def grouped(engine: Engine, by: str, *, since: datetime | None = None, min_id: i
         query = query.where(QueryLog.id >= min_id)
     if user is not None:
         query = query.where(QueryLog.user_name == user)
+    return _rollups(engine, query)
+
+
+def _rollups(engine: Engine, query: Any) -> list[CostRollup]:
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     return [

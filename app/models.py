@@ -8,13 +8,17 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -26,6 +30,8 @@ from retrieval.schema import Base, IdType, utcnow
 
 class User(Base):
     __tablename__ = "users"
+    # One sparq user per identity at a provider: two providers' `alice` are two different people.
+    __table_args__ = (Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -39,6 +45,9 @@ class User(Base):
     source: Mapped[str] = mapped_column(String(10), default="local", server_default="local")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     email: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Who the OpenID Connect provider says this is (source "oidc"): the issuer URL and its subject id.
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class UserSession(Base):
@@ -105,6 +114,36 @@ class QueryLog(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     cloud_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Tables the database derives from others by itself (triggers), outside `Base.metadata` on purpose: a backup
+# leaves them out and a restore rebuilds them as the restored rows are inserted (see migration 0006).
+DERIVED = MetaData()
+
+# The query log summed per UTC day, user, model, energy source, status and collection list (the JSON text),
+# kept exact by triggers on query_log (insert, update, delete) whoever writes it: the Costs page and
+# `sparq costs` read a few thousand of these instead of scanning every logged query. The unique key that
+# the triggers upsert on is created by the migration (an md5 expression index on PostgreSQL).
+query_cost_daily = Table(
+    "query_cost_daily",
+    DERIVED,
+    Column("id", IdType, primary_key=True),
+    Column("day", String(10), nullable=False),  # 'YYYY-MM-DD' (UTC), as cost_reports.period(..., "day")
+    Column("user_name", String(200), nullable=False),
+    Column("model", String(500), nullable=False),  # '(none)' for no model
+    Column("energy_source", String(20), nullable=False),  # '' for none
+    Column("status", String(20), nullable=False),
+    Column("collections", Text, nullable=False),  # the row's JSON text ('null' for none)
+    Column("queries", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("cloud_cost_usd", Float, nullable=False),
+    Column("energy_joules", Float, nullable=False),
+    Column("flops", Float, nullable=False),
+    Column("dense_flops", Float, nullable=False),
+    Column("total_ms", Float, nullable=False),
+)
 
 
 class ApiKey(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -154,9 +154,7 @@ class Generation:
 
 
 def generation(engine: Engine) -> Generation:
-    with engine.connect() as conn:
-        max_id, count = conn.execute(select(func.max(QueryLog.id), func.count(QueryLog.id))).one()
-    return Generation(max_id, int(count))
+    return Generation(*cost_reports.log_generation(engine))
 
 
 def clear_cache() -> None:
@@ -247,12 +245,28 @@ class CostView:
             query = query.where(QueryLog.id <= hi)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=GRAIN_KEYS + SUMS)
+        frame = _frame(rows, GRAIN_KEYS + SUMS)
         frame["collections"] = frame["collections"].fillna("null")
         return frame.astype({c: float for c in SUMS})
 
     def _grain(self) -> pd.DataFrame:
         return self._cached("grain", (), self._update_grain)
+
+    def _fresh_grain(self) -> pd.DataFrame:
+        """The grain with nothing to start from (a first render). From the trigger-kept daily sums when the
+        window is most of the log: those sums, less the rows older than the window; otherwise (or if a query
+        was logged since this view read the generation) from the window's rows."""
+        gen, min_id = self.generation, self.min_id
+        if min_id is None or gen.count - self.queries < self.queries:
+            max_id, count, rows = cost_reports.daily_sums(self.engine, GRAIN_KEYS)
+            if Generation(max_id, count) == gen:
+                daily = _frame(rows, GRAIN_KEYS + SUMS).astype({c: float for c in SUMS})
+                if min_id is None:
+                    return daily
+                older = self._grain_rows(None, min_id - 1)
+                older[SUMS] = -older[SUMS]
+                return _regroup([daily, older])
+        return self._grain_rows(min_id, gen.max_id)
 
     def _update_grain(self) -> pd.DataFrame:
         key = (self._url, self.limit)
@@ -272,13 +286,9 @@ class CostView:
                     gone = self._grain_rows(old.min_id, min_id - 1)
                     gone[SUMS] = -gone[SUMS]
                     parts.append(gone)
-                if len(parts) > 1:
-                    frame = pd.concat(parts, ignore_index=True).groupby(GRAIN_KEYS, as_index=False)[SUMS].sum()
-                    frame = frame[frame["queries"] > 0].reset_index(drop=True)
-                else:
-                    frame = old.frame
+                frame = _regroup(parts) if len(parts) > 1 else old.frame
         if frame is None:
-            frame = self._grain_rows(min_id, gen.max_id)
+            frame = self._fresh_grain()
         with _cache_lock:
             _grains[key] = _Grain(min_id, gen.max_id, gen.count, frame)
             while len(_grains) > _CACHE_SIZE:
@@ -316,7 +326,7 @@ class CostView:
             query = self._window(select(key.label("period"), *cost_reports.totals_columns()).group_by(key))
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            out = _metrics_frame(pd.DataFrame(rows, columns=["period", *SUMS]), "period")
+            out = _metrics_frame(_frame(rows, ["period", *SUMS]), "period")
         out["period"] = pd.to_datetime(out["period"], utc=True)
         out = out.sort_values("period", ignore_index=True)
         return out[["period", "cost_usd", "energy_joules", "tokens", "total_ms", "queries"]]
@@ -356,7 +366,7 @@ class CostView:
                              .where(QueryLog.dense_flops > 0).order_by(QueryLog.id.desc()), n)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        out = pd.DataFrame(rows, columns=["id", "created_at", "model", "sparsity_saving"])
+        out = _frame(rows, ["id", "created_at", "model", "sparsity_saving"])
         out["created_at"] = pd.to_datetime(out["created_at"], utc=True)
         out["sparsity_saving"] = out["sparsity_saving"].astype(float)
         return out
@@ -408,13 +418,19 @@ class CostView:
         return top
 
     def _cost_rows(self, lo: int | None, k: int) -> pd.DataFrame:
-        query = select(QueryLog.id, QueryLog.cost_usd).order_by(QueryLog.cost_usd.desc().nulls_last(),
-                                                                QueryLog.id.desc()).limit(k)
+        """The `k` most expensive queries with id >= `lo`, no cost last, newest first among equals. Costed
+        and uncosted ones are asked for apart: PostgreSQL's index on cost_usd (ascending, NULLs last) read
+        backwards gives DESC NULLS FIRST, so one `DESC NULLS LAST` query sorted the whole log."""
+        costed = select(QueryLog.id, QueryLog.cost_usd).where(QueryLog.cost_usd.is_not(None)) \
+            .order_by(QueryLog.cost_usd.desc(), QueryLog.id.desc()).limit(k)
+        uncosted = select(QueryLog.id, QueryLog.cost_usd).where(QueryLog.cost_usd.is_(None)).order_by(QueryLog.id.desc())
         if lo is not None:
-            query = query.where(QueryLog.id >= lo)
+            costed, uncosted = costed.where(QueryLog.id >= lo), uncosted.where(QueryLog.id >= lo)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=["id", "cost_usd"]).astype({"cost_usd": float})
+            rows = list(conn.execute(costed).all())
+            if len(rows) < k:
+                rows += conn.execute(uncosted.limit(k - len(rows))).all()
+        return _frame(rows, ["id", "cost_usd"]).astype({"cost_usd": float})
 
     def _expensive(self, order: str, page: int, page_size: int) -> pd.DataFrame:
         columns = [QueryLog.id, QueryLog.created_at, QueryLog.user_name, QueryLog.collections, QueryLog.model,
@@ -450,6 +466,19 @@ class CostView:
         """Every analysed query as CSV (loads the rows: call it only when the export is asked for)."""
         frame, _ = load_queries(self.engine, self.limit)
         return to_csv(frame)
+
+
+def _frame(rows: Sequence[Any], columns: list[str]) -> pd.DataFrame:
+    """SQL result rows as a frame, built column by column (pandas probes every row object it is handed
+    for array attributes, which on SQLAlchemy rows raises and catches an AttributeError each time)."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    return pd.DataFrame({c: list(v) for c, v in zip(columns, values, strict=True)}, columns=columns)
+
+
+def _regroup(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Grain frames (some negated: rows taken away) summed per grain key; groups left with no query go."""
+    frame = pd.concat(parts, ignore_index=True).groupby(GRAIN_KEYS, as_index=False)[SUMS].sum()
+    return frame[frame["queries"] > 0].reset_index(drop=True)
 
 
 def _sorted_top(frame: pd.DataFrame, k: int) -> pd.DataFrame:

@@ -28,6 +28,14 @@ class UserError(ValueError):
     pass
 
 
+class IdentityConflict(UserError):
+    """A sign-in provider's user would take over a sparq account that is not theirs (same name)."""
+
+
+class AccountDisabled(UserError):
+    """The account exists but is disabled (gone from the directory): no sign-in."""
+
+
 @dataclass(frozen=True)
 class UserInfo:
     id: int
@@ -38,6 +46,8 @@ class UserInfo:
     source: str = "local"  # local | ldap | oidc: who manages this account
     disabled: bool = False  # set by a directory sync: no sign-in, no retrieval, no API key
     email: str | None = None
+    oidc_issuer: str | None = None  # source "oidc": the provider and the subject id it knows the user by
+    oidc_subject: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -49,7 +59,7 @@ class UserInfo:
 
 def _info(user: User) -> UserInfo:
     return UserInfo(user.id, user.name, user.role, sorted(user.groups or []), bool(user.must_change_password),
-                    user.source or "local", bool(user.disabled), user.email)
+                    user.source or "local", bool(user.disabled), user.email, user.oidc_issuer, user.oidc_subject)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -134,6 +144,55 @@ class UserDirectory:
                 session.execute(update(UserSession).where(UserSession.user_id == user.id).values(revoked=True))
             session.commit()
             return _info(user)
+
+    def sign_in_oidc(self, *, issuer: str, subject: str, name: str, groups: list[str], role: str | None,
+                     email: str | None, link_directory_user: bool = False) -> UserInfo:
+        """The sparq user of a provider identity, its groups (and `role`, unless None) replaced by the token's.
+
+        The identity is (issuer, subject), never the name: the first sign-in creates the user under `name`,
+        later ones find it by identity, whatever the name claim says then. A `name` already taken by any
+        other account (local, LDAP, or another provider's identity) is refused with IdentityConflict, so
+        two providers' `alice` never merge; a disabled account is refused with AccountDisabled. Only with
+        `link_directory_user` may the first sign-in take over a directory-synced (source ldap) account of
+        that name that no identity holds yet: the provider and the LDAP sync then read one directory, the
+        sync keeps managing the account (and disables it when the person leaves)."""
+        if not _NAME.match(name):
+            raise UserError(f"the provider's user name {name!r} is not a valid sparq user name "
+                            "(letters, digits and _ . @ -, at most 200 characters)")
+        if role is not None and role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        clean_groups = sorted({g.strip() for g in groups if g.strip()})
+        for _attempt in range(2):  # a concurrent first sign-in of the same identity wins the insert: re-read
+            with Session(self.engine) as session:
+                user = session.scalar(select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject))
+                if user is None and link_directory_user:
+                    user = session.scalar(select(User).where(User.name == name, User.source == "ldap",
+                                                             User.oidc_issuer.is_(None)))
+                    if user is not None:
+                        user.oidc_issuer, user.oidc_subject = issuer, subject
+                if user is None:
+                    if session.scalar(select(User.id).where(User.name == name)) is not None:
+                        raise IdentityConflict(
+                            f"the sparq user name {name!r} belongs to another account (local, directory or another "
+                            "sign-in provider); an administrator must remove or rename that account first")
+                    user = User(name=name, role=role or "employee", groups=clean_groups, password_hash=None,
+                                source="oidc", email=email, oidc_issuer=issuer, oidc_subject=subject)
+                    session.add(user)
+                else:
+                    if user.disabled:
+                        raise AccountDisabled(f"the account {user.name!r} is disabled; ask an administrator")
+                    user.groups = clean_groups
+                    if role is not None:
+                        user.role = role
+                    if email:
+                        user.email = email
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    continue
+                return _info(user)
+        raise IdentityConflict(f"the sparq user name {name!r} is taken; an administrator must resolve it")
 
     def remove(self, name: str) -> None:
         with Session(self.engine) as session:

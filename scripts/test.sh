@@ -20,6 +20,12 @@ if [ ! -x /usr/sbin/slapd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
     || echo "could not install slapd; the LDAP tests will be skipped" >&2
 fi
 
+# The single sign-on tests run a real OpenID Connect provider (npm's oidc-provider on Node.js).
+if command -v npm >/dev/null 2>&1; then
+  .venv/bin/python -m tests.app.oidc_server install \
+    || echo "could not install oidc-provider; the OpenID Connect tests will be skipped" >&2
+fi
+
 PG_READY=0
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -h 127.0.0.1 -p 5432 -q; then

@@ -50,8 +50,19 @@ def pages_for(user: UserInfo | None) -> list[PageSpec]:
 
 
 def sign_in_page() -> None:
+    settings = session.get_assistant().settings
     st.title("sparq")
     st.caption("Answers from your company's documents, on your own hardware.")
+    error = session.signin_error()
+    if error:  # a refused single sign-on: say why; no session was started
+        st.error(f"Sign-in refused. {error}")
+    if settings.oidc_enabled and st.button("Sign in with single sign-on", type="primary", key="sso_sign_in"):
+        st.session_state.pop(session.SIGNIN_ERROR_KEY, None)
+        st.login()
+    if not settings.local_login:
+        return
+    if settings.oidc_enabled:
+        st.caption("Or with a sparq password:")
     with st.form("sign_in"):
         name = st.text_input("User name", key="signin_name")
         password = st.text_input("Password", type="password", key="signin_password")
@@ -59,7 +70,7 @@ def sign_in_page() -> None:
     if submitted:
         try:
             user = session.sign_in(name, password)
-        except session.TooManyAttempts as exc:
+        except (session.TooManyAttempts, session.LocalSignInDisabled) as exc:
             st.error(str(exc))
             return
         if user is None:
@@ -73,6 +84,8 @@ def main() -> None:
     session.get_assistant()  # first run: creates the admin and says how to sign in, on the server console
     user = session.current_user()
     if user is None:
+        user = session.sign_in_with_provider()  # back from the identity provider (or still signed in there)
+    if user is None:
         st.navigation([st.Page(sign_in_page, title="Sign in", url_path="signin")], position="hidden").run()
         return
     specs = pages_for(user)
@@ -84,9 +97,8 @@ def main() -> None:
     )
     with st.sidebar:
         st.caption(f"Signed in as **{literal_markdown(user.name)}** ({user.role})")
-        if st.button("Sign out", key="sign_out"):
-            session.sign_out()
-            st.rerun()
+        if st.button("Sign out", key="sign_out") and not session.sign_out():
+            st.rerun()  # (after single sign-on, sign_out sends the browser to the provider's sign-out instead)
     nav.run()
 
 

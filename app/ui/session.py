@@ -17,6 +17,7 @@ from pathlib import Path
 import streamlit as st
 from sqlalchemy import select
 
+from app import oidc
 from app.assistant import Assistant
 from app.config import Settings
 from app.paths import relative_paths
@@ -124,11 +125,18 @@ def throttle(assistant: Assistant) -> SigninThrottle:
                           window_s=FAILURE_WINDOW_S)
 
 
+class LocalSignInDisabled(RuntimeError):
+    """Passwords are switched off (SPARQ_LOCAL_LOGIN=false): only the identity provider signs people in."""
+
+
 def sign_in(name: str, password: str) -> UserInfo | None:
     """The user on a right password (a new session token then sits in this browser session); None on a
-    wrong one. Raises TooManyAttempts while this address is over its limit, in total or for this name.
+    wrong one. Raises TooManyAttempts while this address is over its limit, in total or for this name, and
+    LocalSignInDisabled when passwords are switched off.
     Failures are logged with the address and a count, never the typed name (often a mistyped password)."""
     assistant = get_assistant()
+    if not assistant.settings.local_login:
+        raise LocalSignInDisabled("Sign-in with a sparq password is switched off here; use single sign-on.")
     key = name.strip()[:200]
     address = client_address()
     guard = throttle(assistant)
@@ -151,17 +159,73 @@ def sign_in(name: str, password: str) -> UserInfo | None:
     return user
 
 
+# --- single sign-on (OpenID Connect, see app.oidc) ----------------------------------------------------
+SIGNIN_ERROR_KEY = "sparq_signin_error"  # session state, and the query parameter the callback guard sets
+
+
+def provider_signed_in() -> bool:
+    """Whether Streamlit holds a sign-in from the identity provider (its cookie) in this browser session."""
+    if not get_assistant().settings.oidc_enabled:
+        return False
+    return bool(st.user.get("is_logged_in", False))
+
+
+def sign_in_with_provider() -> UserInfo | None:
+    """Start a sparq session from the provider sign-in Streamlit holds, if any: its ID token is validated
+    again (signature, issuer, audience, expiry) and its groups and role replace the stored ones. None when
+    there is no provider sign-in, or when it is refused: the reason is then kept for the sign-in page, the
+    log gets the details, and no session is started."""
+    if not provider_signed_in():
+        return None
+    assistant = get_assistant()
+    config = oidc.oidc_config(assistant.settings)
+    assert config is not None
+    raw = st.user.tokens.to_dict().get("id")
+    try:
+        if not raw:
+            raise oidc.OidcError("claims", "Streamlit holds no ID token (expose_tokens must include 'id')")
+        user = oidc.sign_in(assistant.users, raw, config)
+    except oidc.OidcError as exc:
+        log.warning("single sign-on refused from %s (%s): %s", client_address(), exc.reason, exc)
+        st.session_state[SIGNIN_ERROR_KEY] = exc.reason
+        return None
+    st.session_state.pop(SIGNIN_ERROR_KEY, None)
+    st.session_state[TOKEN_KEY] = assistant.users.start_session(
+        user.name, lifetime_s=assistant.settings.session_lifetime_hours * 3600)
+    log.info("single sign-on: %s (%s) from %s", user.name, ", ".join(user.groups) or "no groups", client_address())
+    return user
+
+
+def signin_error() -> str | None:
+    """What the sign-in page must say about a refused sign-in: one from this session, or the code the
+    callback guard put in the URL (only known codes; the URL's text itself is never shown)."""
+    code = st.query_params.get(SIGNIN_ERROR_KEY)
+    if code is not None:
+        st.session_state[SIGNIN_ERROR_KEY] = code
+        del st.query_params[SIGNIN_ERROR_KEY]
+    code = st.session_state.get(SIGNIN_ERROR_KEY)
+    if code is None:
+        return None
+    return oidc.REASONS.get(str(code), oidc.REASONS["failed"])
+
+
 def _forget() -> None:
     for key in list(st.session_state.keys()):
         del st.session_state[key]
 
 
-def sign_out() -> None:
-    """End the session server-side (a copied token opens nothing afterwards), then forget this browser's state."""
+def sign_out() -> bool:
+    """End the session server-side (a copied token opens nothing afterwards), then forget this browser's
+    state. After a provider sign-in, Streamlit's sign-in cookie is dropped too and the browser is sent to
+    the provider's sign-out: returns True then (the page must not rerun over that redirect)."""
     token = st.session_state.get(TOKEN_KEY)
     if token:
         get_assistant().users.end_session(token)
     _forget()
+    if provider_signed_in():
+        st.logout()
+        return True
+    return False
 
 
 def current_user() -> UserInfo | None:

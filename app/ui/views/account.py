@@ -19,6 +19,10 @@ def render() -> None:
         st.success(flash)
     st.write(f"Signed in as **{literal_markdown(user.name)}** ({user.role}); "
              f"groups: {literal_markdown(', '.join(user.groups)) or 'none'}.")
+    if user.source == "oidc":  # no sparq password: the identity provider manages the account
+        st.info("Your account and groups come from your company's single sign-on; they are updated at every "
+                "sign-in. Change your password there.")
+        return
     if user.must_change_password:
         st.info("Your password was generated at installation: choose your own to continue.")
     with st.form("password_form", clear_on_submit=True):

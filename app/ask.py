@@ -12,14 +12,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.budgets import OverBudget
 from app.costs import CostModel, CostRecord, EnergyMeter
 from app.models import QueryLog
+from model.attribution import attribute
 from model.base import ContextTooLong, Generation, GenerationStats, ModelError
 from model.prompting import (
     NOT_FOUND,
+    CitationCheck,
     PromptTooLong,
     answer_in_words_messages,
     check_citations,
@@ -58,6 +61,7 @@ class Citation:
     snippet: str
     score: float
     chunk_id: int
+    attributed: bool = False  # cited by sparq's attribution (the passage bears the sentence out), not the model
 
 
 @dataclass
@@ -89,6 +93,9 @@ def location_of(hit: Any) -> str:
     parts = []
     if getattr(hit, "page", None):
         parts.append(f"page {hit.page}")
+    ocr_confidence = getattr(hit, "ocr_confidence", None)
+    if ocr_confidence is not None:  # a scan: the reader should know the text was machine-read
+        parts.append(f"OCR, confidence {ocr_confidence:.0f}%")
     if getattr(hit, "slide", None):
         parts.append(f"slide {hit.slide}")
     if getattr(hit, "sheet", None):
@@ -282,6 +289,15 @@ class AskService:
                     checked.cited.extend(n for n in first.cited if supports_answer(checked.text, evidence[n - 1]))
         if held:
             yield held
+        attributed: list[int] = []
+        if checked.text.strip() and not is_not_found(checked.text) and not is_citations_only(checked.text):
+            # Each sentence the model left without a (supported) citation gets the passage that bears it out;
+            # a sentence no passage supports stays uncited.
+            t = time.perf_counter()
+            found = attribute(checked.text, evidence, question=rewritten or text, embed=self._embed)
+            timings["attribute"] = (time.perf_counter() - t) * 1000
+            attributed = [n for n in found.attributed if n not in checked.cited]
+            checked = CitationCheck(found.text, [*checked.cited, *attributed], checked.removed, checked.unsupported)
         status = "ok"
         citations: list[Citation] = []
         if is_not_found(checked.text) or not checked.text.strip():
@@ -294,7 +310,7 @@ class AskService:
                 hit = by_ref[ref]
                 citations.append(
                     Citation(ref, hit.document_id, hit.title, hit.path, location_of(hit), _snippet(hit.text),
-                             float(hit.score_fused), hit.chunk_id)
+                             float(hit.score_fused), hit.chunk_id, attributed=ref in attributed)
                 )
         passages = [
             {"ref": p.ref, "chunk_id": p.key.chunk_id, "document_id": p.key.document_id, "path": p.key.path,
@@ -304,6 +320,12 @@ class AskService:
         ]
         return self._finish(text, answer_text, status, citations, passages, timings, gens, meter, started,
                             rewritten, language, checked.removed, checked.unsupported)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Attribution's embedder: the store's model, which embedded the query, at the query thread count."""
+        embedder = self.assistant.embedder
+        threads = self.assistant.settings.query_threads
+        return np.stack([embedder.encode_query(t, threads=threads) for t in texts])
 
     def _generate(self, messages: list[dict[str, str]], max_tokens: int, partial: list[str]):
         """Stream one generation; pieces that are only citations so far are held back (they may be all
@@ -401,6 +423,7 @@ class AskService:
             total_usd=electricity + hardware,
             cloud_usd=self.cost_model.cloud_usd(int(merged["prompt_tokens"]), int(merged["completion_tokens"])),
             wall_seconds=wall,
+            engine=llm.engine_name if llm is not None else "",
         )
 
     def _finish(self, question, text, status, citations, passages, timings, gens, meter, started,

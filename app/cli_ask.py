@@ -25,6 +25,7 @@ def ask(
     """Answer a question with citations, and show what it cost."""
     from app.ask import AskError
 
+    streamed: list[str] = []
     with Assistant() as assistant:
         try:
             if as_json:
@@ -33,6 +34,7 @@ def ask(
                 answer = None
                 for event in assistant.ask(question, user=user, collections=collection, stream=True):
                     if isinstance(event, str):
+                        streamed.append(event)
                         sys.stdout.write(event)
                         sys.stdout.flush()
                     else:
@@ -44,11 +46,17 @@ def ask(
     if as_json:
         _print_json(answer.to_dict())
         return
+    if answer.status == "ok" and answer.text.strip() != "".join(streamed).strip():
+        # Citations were checked and added after the stream: the answer as recorded, with its sources.
+        typer.echo(f"with citations checked: {answer.text}")
     if answer.removed_citations:
         typer.echo(f"(removed citations to passages that were not given: {answer.removed_citations})")
+    if answer.unsupported_citations:
+        typer.echo(f"(removed citations whose passage does not bear the sentence out: {answer.unsupported_citations})")
     for c in answer.citations:
         where = f", {c.location}" if c.location else ""
-        typer.echo(f"  [{c.ref}] {c.title or Path(c.path).name}{where}  ({c.path})")
+        added = "  (cited by sparq: the model did not cite it)" if c.attributed else ""
+        typer.echo(f"  [{c.ref}] {c.title or Path(c.path).name}{where}  ({c.path}){added}")
     typer.echo(answer.cost.summary_line())
 
 

@@ -289,6 +289,7 @@ class CostRecord:
     total_usd: float = 0.0
     cloud_usd: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    engine: str = ""  # the engine that served the answer (LLMEngine.engine_name); "" when no model ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Accounting = Literal["measured", "modelled"]
+# What each backend is called in the cost record when an engine does not say more about itself.
+ENGINE_NAMES = {
+    "llamacpp": "llama.cpp",
+    "ik_llama": "ik_llama.cpp",
+    "transformers": "transformers",
+    "openai": "openai-compatible",
+}
 
 
 class ModelError(RuntimeError):
@@ -124,6 +131,12 @@ class LLMEngine(abc.ABC):
     """A chat model that streams text and reports tokens, timings and expert usage."""
 
     info: ModelInfo
+
+    @property
+    def engine_name(self) -> str:
+        """The software that serves the answers (e.g. "llama.cpp (llama-cpp-python 0.3.36)"), which the cost
+        record names: speed and cost figures belong to an engine build, not only to a model."""
+        return ENGINE_NAMES.get(self.info.backend, self.info.backend)
 
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:

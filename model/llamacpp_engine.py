@@ -283,6 +283,12 @@ class LlamaCppEngine(LLMEngine):
         )
         self._bos_text = self._llm._model.token_get_text(bos) if bos != -1 else None
 
+    @property
+    def engine_name(self) -> str:
+        import llama_cpp
+
+        return f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"
+
     # ---- tokens -------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

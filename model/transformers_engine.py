@@ -274,6 +274,12 @@ class TransformersEngine(LLMEngine):
         self._lock = threading.Lock()
         self._cache_kw = cache_keyword(self.model)
 
+    @property
+    def engine_name(self) -> str:
+        import transformers
+
+        return f"transformers {transformers.__version__} (torch {self._torch.__version__}, {self.device})"
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 

@@ -83,6 +83,10 @@ class Citation(BaseModel):
     sheet: str | None = None
     quote: str = Field(description="The cited passage's text (shortened).")
     score: float
+    attributed: bool = Field(
+        default=False, description="Cited by sparq (the passage holds the words of a sentence the model left "
+        "uncited), not by the model itself."
+    )
 
 
 class SparqExtra(BaseModel):

@@ -309,6 +309,7 @@ def create_app(
                     sheet=sheet,
                     quote=c.snippet,
                     score=c.score,
+                    attributed=c.attributed,
                 )
             )
         llm = assistant.loaded_llm

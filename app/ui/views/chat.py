@@ -62,6 +62,9 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
         with st.expander(label):
             st.markdown("> " + literal_markdown(" ".join(c["snippet"].split())))
             st.caption(f"score {c['score']:.3f} · {literal_markdown(path)}")
+            if c.get("attributed"):
+                st.caption("Cited by sparq, not by the model: this passage contains the words of the answer's "
+                           "sentence that cites it.")
             found = session.source_file(assistant, user, int(c["document_id"]))
             if found is not None:
                 path, mime = found

@@ -125,7 +125,7 @@ def build_default(
         raise typer.BadParameter("--if-used applies only to the plain default build")
     assistant = Assistant()
     settings = assistant.settings
-    if if_used and (settings.llm_backend != "llamacpp" or settings.llm_model):
+    if if_used and (settings.llm_backend not in ("llamacpp", "ik_llama") or settings.llm_model):
         assistant.close()
         typer.echo(f"the configured model (backend {settings.llm_backend}, model {settings.llm_model or '-'}) is "
                    "not the embedded default: nothing to build")

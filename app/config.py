@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     index_type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
 
     # Model
-    llm_backend: Literal["llamacpp", "transformers", "openai"] = "llamacpp"
+    llm_backend: Literal["llamacpp", "ik_llama", "transformers", "openai"] = "llamacpp"
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None  # never printed: read with .get_secret_value()

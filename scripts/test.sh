@@ -20,6 +20,15 @@ if [ ! -x /usr/sbin/slapd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
     || echo "could not install slapd; the LDAP tests will be skipped" >&2
 fi
 
+# OCR of scanned PDFs and images uses Debian's Tesseract (English and Simplified Chinese); the OCR tests
+# typeset their Chinese page in WenQuanYi Zen Hei.
+if { ! command -v tesseract >/dev/null 2>&1 || [ ! -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; } \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim fonts-wqy-zenhei) \
+    || echo "could not install tesseract-ocr; the OCR tests will be skipped" >&2
+fi
+
 # The single sign-on tests run a real OpenID Connect provider (npm's oidc-provider on Node.js).
 if command -v npm >/dev/null 2>&1; then
   .venv/bin/python -m tests.app.oidc_server install \

@@ -7,6 +7,7 @@ Extensions are lower-case with the leading dot, as `Path.suffix` gives them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .base import LoadedDocument, Loader, LoaderError, Section, UnsupportedFormat
@@ -14,6 +15,7 @@ from .csv import CsvLoader
 from .docx import DocxLoader
 from .eml import EmlLoader
 from .html import HtmlLoader
+from .image import ImageLoader
 from .json import JsonLoader
 from .markdown import MarkdownLoader
 from .pdf import PdfLoader
@@ -48,6 +50,9 @@ _LOADERS: tuple[Loader, ...] = (
     EmlLoader(),
     JsonLoader(),
     JsonLoader(mime="application/x-ndjson", extensions=(".ndjson", ".jsonl"), lines=True),
+    ImageLoader("image/png", (".png",)),
+    ImageLoader("image/jpeg", (".jpg", ".jpeg")),
+    ImageLoader("image/tiff", (".tif", ".tiff")),
 )
 REGISTRY: dict[str, Loader] = {ext: loader for loader in _LOADERS for ext in loader.extensions}
 
@@ -100,14 +105,7 @@ def _finish(document: LoadedDocument, ext: str) -> LoadedDocument:
         if not text.strip():
             continue
         if text != section.text:
-            section = Section(
-                text=text,
-                page=section.page,
-                slide=section.slide,
-                sheet=section.sheet,
-                heading_path=section.heading_path,
-                kind=section.kind,
-            )
+            section = replace(section, text=text)
         sections.append(section)
     if not sections:
         raise LoaderError(f"no extractable text in this {ext} file")

@@ -20,7 +20,7 @@ class Section:
     """A run of text that shares one source location, so chunks can cite it.
 
     `page` and `slide` are 1-based; `sheet` names a spreadsheet tab; `heading_path`
-    is the chain of headings above the text (outermost first).
+    is the chain of headings above the text (outermost first); `ocr_confidence` marks text read by OCR.
     """
 
     text: str
@@ -29,6 +29,8 @@ class Section:
     sheet: str | None = None
     heading_path: tuple[str, ...] = ()
     kind: str = "text"  # "text", "table", "heading", "header" (email headers), "row"
+    # Read by OCR: the engine's mean word confidence for the page (0-100); None for a text layer.
+    ocr_confidence: float | None = None
 
 
 @dataclass

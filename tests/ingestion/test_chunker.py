@@ -81,3 +81,36 @@ def test_invalid_configuration_is_rejected(embedder):
         Chunker(embedder.count_tokens, max_tokens=8)
     with pytest.raises(ValueError):
         Chunker(embedder.count_tokens, max_tokens=64, overlap_tokens=64)
+
+
+def test_a_long_table_is_cut_between_rows_and_every_chunk_keeps_its_header(chunker, embedder):
+    header = "Line item | 2021 | 2022"
+    rows = [f"Segment {i} revenue | {40_000 + i:,} | {50_000 + 7 * i:,}" for i in range(60)]
+    rows.append("Total revenue | 41,234 | 52,862")
+    doc = LoadedDocument(
+        [Section("The consolidated statement follows."), Section("\n".join([header, *rows]), kind="table"),
+         Section("Figures are unaudited.")],
+        mime="text/html",
+    )
+    chunks = chunker.chunk(doc)
+    table_chunks = [c for c in chunks if "revenue |" in c.text]
+    assert len(table_chunks) > 3  # 61 rows do not fit one 64-token chunk
+    for c in table_chunks:
+        lines = c.text.splitlines()
+        assert lines[0] == header, c.text
+        assert all(line.count(" | ") == 2 for line in lines)  # whole rows, one per line
+        assert c.token_count <= 64
+    found = [line for c in table_chunks for line in c.text.splitlines()[1:]]
+    assert found == rows  # each row once, in order
+    # prose around the table stays prose, in chunks of its own
+    assert chunks[0].text == "The consolidated statement follows."
+    assert chunks[-1].text == "Figures are unaudited."
+
+
+def test_real_docx_table_rows_stay_on_their_own_lines(chunker, example_docs_dir):
+    from ingestion.loaders import load_file
+
+    doc = load_file(example_docs_dir / "docx-tables.docx")
+    chunks = chunker.chunk(doc)
+    assert any(c.text.splitlines()[:2] == ["Header Col 1 | Header Col 2", "Lorem ipsum | A link example"]
+               for c in chunks)

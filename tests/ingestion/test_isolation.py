@@ -44,27 +44,30 @@ def good_files(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def test_timeout_memory_and_death_fail_one_file_each_and_the_pool_recovers(tmp_path: Path) -> None:
-    notes = good_files(tmp_path / "ok", 3)
-    slow = slow_html(tmp_path / "slow.html")
+def test_timeout_and_memory_fail_one_file_each_and_the_pool_recovers(tmp_path: Path) -> None:
+    notes = good_files(tmp_path / "ok", 4)
+    slow = slow_html(tmp_path / "slow.html")  # ~4 s and ~200 MB to parse
     big = big_text(tmp_path / "big.txt")
-    with LoaderPool(1, timeout_s=1.0, memory_mb=64) as pool:
+    with LoaderPool(1, timeout_s=1.0, memory_mb=2048) as pool:
         assert "Note 0" in pool.load(notes[0], max_bytes=1 << 30).sections[0].text
         t = time.monotonic()
         with pytest.raises(LoaderError, match=r"timed out after 1 s"):
             pool.load(slow, max_bytes=1 << 30)
         assert time.monotonic() - t < 5  # stopped at its limit, not parsed to the end
         assert "Note 1" in pool.load(notes[1], max_bytes=1 << 30).sections[0].text
+        assert pool.processes_started == 2  # one at first, one after the timeout
+    with LoaderPool(1, timeout_s=60, memory_mb=64) as pool:
+        assert "Note 2" in pool.load(notes[2], max_bytes=1 << 30).sections[0].text
         with pytest.raises(LoaderError, match=r"exceeded 64 MiB of memory"):
             pool.load(big, max_bytes=1 << 30)
-        assert "Note 2" in pool.load(notes[2], max_bytes=1 << 30).sections[0].text
+        assert "Note 3" in pool.load(notes[3], max_bytes=1 << 30).sections[0].text
         # the loaders' own errors keep their type and reason
         with pytest.raises(UnsupportedFormat):
             pool.load(tmp_path / "x.unknown-ext", max_bytes=1 << 30)
         (tmp_path / "empty.txt").write_bytes(b"")
         with pytest.raises(LoaderError, match="empty file"):
             pool.load(tmp_path / "empty.txt", max_bytes=1 << 30)
-        assert pool.processes_started == 3  # one at first, one after the timeout, one after the memory error
+        assert pool.processes_started == 2  # one at first, a fresh one after the memory error
 
 
 def test_a_worker_killed_mid_parse_is_reported_and_replaced(tmp_path: Path) -> None:
@@ -122,14 +125,15 @@ def test_an_ingest_reports_the_spinning_and_the_exploding_file_and_keeps_the_res
 
     folder = tmp_path / "docs"
     good_files(folder, 10)
-    slow_html(folder / "spinning.html")
-    big_text(folder / "exploding.txt")
-    with Assistant(data_dir=tmp_path / "data", loader_timeout_s=1.0, loader_memory_mb=64, loader_workers=2) as a:
+    slow_html(folder / "spinning.html")  # ~4 s, ~200 MB: stopped by the time limit
+    big_text(folder / "exploding.txt", mb=250)  # needs > 500 MB: stopped by the memory limit
+    with Assistant(data_dir=tmp_path / "data", loader_timeout_s=1.0, loader_memory_mb=400, loader_workers=2,
+                   max_file_mb=300) as a:
         summary = a.ingest(folder, collection="c")
         failures = {Path(f.path).name: f.error for f in summary.failures}
         assert set(failures) == {"spinning.html", "exploding.txt"}, failures
         assert "timed out after 1 s" in failures["spinning.html"]
-        assert "exceeded 64 MiB of memory" in failures["exploding.txt"]
+        assert "exceeded 400 MiB of memory" in failures["exploding.txt"]
         assert summary.files_new == 10
         hits = a.search("unicorn budget for team 7", k=3)
         assert any("team 7" in h.text for h in hits)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,13 @@ def test_password_pdf_is_refused(example_docs: Path) -> None:
         load_file(example_docs / "pdf" / "password.pdf")
 
 
-def test_scanned_pdf_without_text_layer(example_docs: Path) -> None:
-    with pytest.raises(LoaderError, match="no extractable text"):
-        load_file(example_docs / "pdf" / "loremipsum-flat.pdf")
+def test_scanned_pdf_without_text_layer_is_read_by_ocr(example_docs: Path) -> None:
+    if shutil.which("tesseract") is None:
+        pytest.skip("tesseract-ocr is not installed (apt-get install -y tesseract-ocr tesseract-ocr-eng)")
+    doc = load_file(example_docs / "pdf" / "loremipsum-flat.pdf")
+    assert [s.page for s in doc.sections] == [1]
+    assert doc.sections[0].ocr_confidence is not None
+    assert "Lorem ipsum dolor sit amet" in doc.text
 
 
 def test_truncated_pdf(example_docs: Path, tmp_path: Path) -> None:

@@ -89,7 +89,11 @@ def test_citation_to_a_passage_without_the_claim_is_dropped(forged):
     for c in answer.citations:
         passage = next(p for p in answer.passages if p["ref"] == c.ref)
         assert "917,000" in passage["text"], f"[{c.ref}] is cited for a claim its passage does not contain"
-    assert answer.citations == []  # dropped, not re-pointed at the passage that holds the forged claim
+    # Dropped from [2]. Attribution may then cite the sentence to the passage whose own text holds it: the
+    # canteen notice that carries the forgery, under that document's path, so the reader sees where the words
+    # really come from; never to payroll, the document the forger wanted to name.
+    assert all(c.ref != 2 for c in answer.citations)
+    assert all(c.attributed and c.path.endswith("canteen.md") for c in answer.citations)
     assert answer.unsupported_citations == [2]
     assert "[2]" not in answer.text and "917,000" in answer.text
 

@@ -64,8 +64,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which ends its workers
     import ingestion.loaders  # noqa: F401 - imported before the limit, so the baseline includes the parsers
 
-    limit = address_space_bytes() + memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if Path("/proc/self/statm").is_file():  # Linux; elsewhere (a developer's macOS) no memory cap is set
+        limit = address_space_bytes() + memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    else:
+        print("sparq loader: no /proc/self/statm, parsing without a memory limit", file=sys.stderr)
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a library that prints must not corrupt the reply stream
     write_frame(replies, ("ready", os.getpid()))

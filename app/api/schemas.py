@@ -169,6 +169,9 @@ class SearchHit(BaseModel):
     slide: int | None
     sheet: str | None
     heading_path: str | None
+    ocr_confidence: float | None = Field(
+        default=None, description="Read by OCR from a scan: the engine's mean word confidence (0-100); null for text."
+    )
     mime: str
     score_dense: float | None
     score_keyword: float | None

@@ -188,6 +188,7 @@ def test_search_returns_only_the_callers_groups_passages_with_relative_paths(ser
     assert all(HR_SECRET not in h["text"] for h in bob)
     assert {h["path"] for h in alice} == {"hr-note.md"}  # inside its collection, not the server's path
     assert all(str(server["root"]) not in json.dumps(h) for h in alice + bob)
+    assert all(h["ocr_confidence"] is None for h in alice + bob)  # text layers, not scans: said, not omitted
 
 
 def test_openai_client_chat_carries_citations_cost_and_real_usage(server):

@@ -20,7 +20,6 @@ Two things differ from mainline and are handled here:
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import importlib.util
 import os
@@ -34,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from model.accounting import build_stats, forward_flops
+from model.accounting import forward_flops
 from model.base import Generation, LLMEngine, ModelError, ModelInfo
 from model.chat_template import ChatTemplate
 from model.gguf_info import info_from_gguf
 from model.llamacpp_engine import _TOPK_RE
+from model.token_stream import sampled_stats, stream_text
 
 IK_PIP = "ik-llama-cpp-python==0.1.5"
 GGML_MAX_DIMS = 4
@@ -538,63 +538,32 @@ class IkLlamaEngine(LLMEngine):
         with self._lock:
             if self.capture is not None:
                 self.capture.reset()
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text = ""
-            emitted = 0
-            hold = max((len(s) for s in stop), default=0)
-            n_out = 0
-            finish = "length"
             t0 = time.perf_counter()
             reused = self._prefill(tokens)
             self.last_reused_tokens = reused
-            t_first = t0
-            while True:
-                tok = sample_token(self._logits(), temperature, self._rng)
-                n_out += 1
-                if n_out == 1:
-                    t_first = time.perf_counter()
-                if lib.llama_token_is_eog(self._model, tok):
-                    finish = "stop"
-                    break
-                text += decoder.decode(self._piece(tok))
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
-                if cut >= 0:
-                    text = text[:cut]
-                    finish = "stop"
-                    if len(text) > emitted:
-                        yield text[emitted:]
-                        emitted = len(text)
-                    break
-                safe = len(text) - hold
-                if safe > emitted:
-                    yield text[emitted:safe]
-                    emitted = safe
-                if n_out >= max_tokens:
-                    break
-                self._decode([tok], len(self._cached))
-            t_end = time.perf_counter()
-            if finish == "length":
-                text += decoder.decode(b"", final=True)
-            if len(text) > emitted:
-                yield text[emitted:]
-            hist = self.capture.histogram() if self.capture is not None else None
-            stats = build_stats(
-                self.info,
-                prompt_tokens=len(tokens),
-                completion_tokens=n_out,
-                prefill_seconds=t_first - t0,
-                decode_seconds=t_end - t_first if n_out > 1 else 0.0,
-                histogram=hist[0] if hist else None,
-                histogram_tokens=hist[1] if hist else 0,
-                accounting="measured" if (hist or not self.info.is_moe) else "modelled",
+
+            def sampled() -> Iterator[int]:
+                """Each next token is sampled from the logits of the one before, evaluated only when asked for."""
+                while True:
+                    tok = sample_token(self._logits(), temperature, self._rng)
+                    yield tok
+                    self._decode([tok], len(self._cached))
+
+            out = yield from stream_text(
+                sampled(),
+                piece=self._piece,
+                is_eog=lambda tok: bool(lib.llama_token_is_eog(self._model, tok)),
+                stop=stop,
+                max_tokens=max_tokens,
+                t0=t0,
             )
-            stats.tokens_per_second = (n_out - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+            stats = sampled_stats(self.info, self.capture, prompt_tokens=len(tokens), t0=t0, out=out)
             if reused:  # only the tokens after the cached prefix were computed: charge and time those
                 n_new = len(tokens) - reused
                 stats.flops_prefill = forward_flops(self.info, stats.active_params_per_token, reused, n_new)
                 stats.dense_flops_prefill = forward_flops(self.info, float(self.info.total_params), reused, n_new)
                 stats.prefill_tokens_per_second = n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
-        yield Generation(text=text, stats=stats, finish_reason=finish)
+        yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
 
     def last_logits(self, text: str) -> np.ndarray:
         """Logits after evaluating raw text from an empty cache (the dense-equivalence checks)."""

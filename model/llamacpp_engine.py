@@ -9,7 +9,6 @@ asks, node by node, whether we want to observe it; we say yes only for those nod
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import os
@@ -22,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.accounting import build_stats
 from model.base import Generation, LLMEngine, ModelError, ModelInfo
 from model.gguf_info import info_from_gguf
+from model.token_stream import sampled_stats, stream_text
 
 GGML_MAX_DIMS = 4
 GGML_MAX_OP_PARAMS = 64
@@ -329,63 +328,22 @@ class LlamaCppEngine(LLMEngine):
             if self.capture is not None:
                 self.capture.reset()
             llm.reset()
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text = ""
-            emitted = 0
-            hold = max((len(s) for s in stop), default=0)
-            n_out = 0
-            finish = "length"
             t0 = time.perf_counter()
-            t_first = t0
             gen = llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False)
             try:
-                for tok in gen:
-                    if self.capture is not None:
-                        self.capture.raise_errors()
-                    n_out += 1
-                    if n_out == 1:
-                        t_first = time.perf_counter()
-                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                        finish = "stop"
-                        break
-                    text += decoder.decode(llm.detokenize([tok], prev_tokens=None))
-                    cut = min((text.find(s) for s in stop if s in text), default=-1)
-                    if cut >= 0:
-                        text = text[:cut]
-                        finish = "stop"
-                        if len(text) > emitted:
-                            yield text[emitted:]
-                            emitted = len(text)
-                        break
-                    safe = len(text) - hold
-                    if safe > emitted:
-                        yield text[emitted:safe]
-                        emitted = safe
-                    if n_out >= max_tokens:
-                        break
+                out = yield from stream_text(
+                    gen,
+                    piece=lambda tok: llm.detokenize([tok], prev_tokens=None),
+                    is_eog=lambda tok: bool(llama_cpp.llama_vocab_is_eog(vocab, tok)),
+                    stop=stop,
+                    max_tokens=max_tokens,
+                    t0=t0,
+                    check=self.capture.raise_errors if self.capture is not None else None,
+                )
             finally:
                 gen.close()
-            t_end = time.perf_counter()
-            if self.capture is not None:
-                self.capture.raise_errors()
-            if finish == "length":
-                text += decoder.decode(b"", final=True)
-            if len(text) > emitted:
-                yield text[emitted:]
-            hist = self.capture.histogram() if self.capture is not None else None
-            stats = build_stats(
-                self.info,
-                prompt_tokens=len(tokens),
-                completion_tokens=n_out,
-                prefill_seconds=t_first - t0,
-                decode_seconds=t_end - t_first if n_out > 1 else 0.0,
-                histogram=hist[0] if hist else None,
-                histogram_tokens=hist[1] if hist else 0,
-                accounting="measured" if (hist or not self.info.is_moe) else "modelled",
-            )
-            # decode speed: n_out - 1 tokens were evaluated after the first sample
-            stats.tokens_per_second = (n_out - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
-        yield Generation(text=text, stats=stats, finish_reason=finish)
+            stats = sampled_stats(self.info, self.capture, prompt_tokens=len(tokens), t0=t0, out=out)
+        yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
 
     def last_logits(self, text: str) -> np.ndarray:
         """Logits after evaluating raw text (used by the dense-equivalence checks)."""

@@ -5,6 +5,7 @@ Needs the Debian packages `chromium` and `chromium-driver` and the `selenium` Py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -40,8 +41,9 @@ def _sparq() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-c", "from app.cli import main; main()"]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+def browser_prerequisites() -> Path:
+    """Skip unless Chromium, its driver, selenium, llama-cpp-python and the shipped SmolLM2 are installed;
+    the SmolLM2 weights' path (the small model the served app answers with)."""
     if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
         pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
@@ -49,9 +51,45 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     from model.sources import smollm2_path
 
     try:
-        model = smollm2_path()
+        return smollm2_path()
     except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
         pytest.skip(f"SmolLM2 weights not installed: {exc}")
+
+
+@contextlib.contextmanager
+def running_ui(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """`sparq ui` on 127.0.0.1:`port` until the block ends (its base URL); fails with the server's log if it
+    does not answer its health check within STARTUP_S."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*_sparq(), "ui", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=5) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sparq ui did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    model = browser_prerequisites()
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in DOCS.items():
@@ -71,31 +109,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         [*_sparq(), "users", "add", "alice", "--groups", "staff"], env=env, cwd=ROOT, check=True, timeout=120
     )
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*_sparq(), "ui", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=5) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sparq ui did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(1)
+    with running_ui(env, port, log_path) as base:
         yield base, docs, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

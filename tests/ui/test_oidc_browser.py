@@ -10,9 +10,6 @@ selenium, the SmolLM2 weights)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,8 @@ from tests.ui.test_browser import (  # noqa: F401 - `browser` is a fixture
     _free_port,
     _sparq,
     browser,
+    browser_prerequisites,
+    running_ui,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,16 +41,7 @@ QUESTION = "How large is the orchid bonus pool?"
 
 @pytest.fixture
 def sso_server(tmp_path: Path, embedder) -> Iterator[tuple[str, OidcProvider, Path, Path]]:
-    if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
-        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.sources import smollm2_path
-
-    try:
-        model = smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    model = browser_prerequisites()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     provider_run = run_oidc_provider(tmp_path / "oidc", f"{base}/oauth2callback")
@@ -73,30 +63,10 @@ def sso_server(tmp_path: Path, embedder) -> Iterator[tuple[str, OidcProvider, Pa
         SPARQ_LOCAL_LOGIN="false",
     )
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*_sparq(), "ui", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=5) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sparq ui did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(1)
-        yield base, provider, data, log_path
+        with running_ui(env, port, log_path):
+            yield base, provider, data, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         provider_run.close()
 
 

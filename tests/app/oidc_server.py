@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.processes import stop_process
+
 HERE = Path(__file__).resolve().parent / "oidc"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
@@ -295,12 +297,7 @@ def run_oidc_provider(folder: Path, redirect_uri: str, post_logout_uri: str | No
                 time.sleep(0.2)
         yield provider
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         log.close()
         proxy.stop()
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.api_keys import ApiKeys
 from app.models import QueryLog
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.db
 
@@ -124,12 +125,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str, e
                 "root": root,
             }
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
 
 
 def _client(server: dict, who: str):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process
 from tests.ui.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, DOCS
 
 pytestmark = pytest.mark.integration
@@ -79,12 +80,7 @@ def running_ui(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
             time.sleep(1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ selenium, the SmolLM2 weights)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,12 +155,21 @@ def _sign_out(page: Page, base: str) -> None:
     _until_text(page, "Sign in with single sign-on")
 
 
-def _ask(page: Page, question: str) -> None:
+def _ask(page: Page, question: str, data: Path, user: str) -> None:
+    """Ask in the chat and wait for the answer on screen and its saved turn (the page shows the answer's
+    cost line before the turn is written, and a later check reads the saved turn)."""
     from selenium.webdriver.common.keys import Keys
 
+    query = ("SELECT count(*) FROM conversation_messages m JOIN conversations c ON c.id = m.conversation_id "
+             f"WHERE c.user_name = '{user}' AND m.role = 'assistant'")
+    before = _rows(data, query)[0][0]
     box = page.wait().until(lambda d: d.find_element("css selector", '[data-testid="stChatInputTextArea"]'))
     box.send_keys(question, Keys.ENTER)
     page.until_text(" tokens · ", ANSWER_S)
+    deadline = time.monotonic() + ANSWER_S
+    while _rows(data, query)[0][0] <= before:
+        assert time.monotonic() < deadline, "the answer was shown but its turn was never saved"
+        time.sleep(0.2)
 
 
 def test_single_sign_on_access_follows_the_provider_and_bad_tokens_are_refused(sso_server, browser):  # noqa: F811
@@ -173,7 +183,7 @@ def test_single_sign_on_access_follows_the_provider_and_bad_tokens_are_refused(s
     # alice is in hr at the provider: she sees hr passages, never eng ones.
     _sign_in_at_provider(page, base, "alice")
     assert page.nav_titles() == ["Chat", "Account"]
-    _ask(page, QUESTION)
+    _ask(page, QUESTION, data, "alice")
     passages = _passages_shown_to(data, "alice")
     assert passages and all(HR_TEXT in p for p in passages), passages
     assert ENG_TEXT not in page.text()
@@ -189,7 +199,7 @@ def test_single_sign_on_access_follows_the_provider_and_bad_tokens_are_refused(s
     # The directory moves alice from hr to eng: her next sign-in follows it.
     provider.set_groups("alice", ["eng"])
     _sign_in_at_provider(page, base, "alice")
-    _ask(page, QUESTION)
+    _ask(page, QUESTION, data, "alice")
     passages = _passages_shown_to(data, "alice")
     assert not any(HR_TEXT in p for p in passages), passages
     assert HR_TEXT not in page.text()

@@ -29,6 +29,15 @@ if { ! command -v tesseract >/dev/null 2>&1 || [ ! -f /usr/share/fonts/truetype/
     || echo "could not install tesseract-ocr; the OCR tests will be skipped" >&2
 fi
 
+# Source sync tests: folder permissions through POSIX ACLs (Debian's acl: setfacl) and mailboxes on a real
+# IMAP server (Debian's Dovecot, started by the test on a loopback port; the package's own service stays off).
+if { ! command -v setfacl >/dev/null 2>&1 || [ ! -x /usr/sbin/dovecot ]; } \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      acl dovecot-imapd) \
+    || echo "could not install acl / dovecot-imapd; the folder-ACL and IMAP tests will be skipped" >&2
+fi
+
 # The single sign-on tests run a real OpenID Connect provider (npm's oidc-provider on Node.js).
 if command -v npm >/dev/null 2>&1; then
   .venv/bin/python -m tests.app.oidc_server install \

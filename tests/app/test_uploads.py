@@ -5,7 +5,6 @@ both survive, and a deleted document's upload is gone from disk and from later b
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 import unicodedata
 from pathlib import Path
@@ -15,6 +14,7 @@ from sqlalchemy import select
 
 from app.ui.views.ingest import ingest_uploads
 from retrieval.schema import Collection
+from tests.files import one_page_pdf
 
 
 class Upload:
@@ -31,38 +31,13 @@ class Upload:
         return self._data
 
 
-def _pdf(text: str) -> bytes:
-    """A real one-page PDF (Helvetica text), written by hand with a correct xref table."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
-    return out.getvalue()
-
-
 def _docs(assistant, collection: str):
     return [d for d in assistant.documents(collection) if d.status == "ready"]
 
 
 def test_unicode_names_are_kept_and_ingested_as_two_documents(assistant):
-    report = _pdf("The quarterly report says revenue grew by nine percent.")
-    plan = _pdf("The plan for next year is to open an office in Lyon.")
+    report = one_page_pdf("The quarterly report says revenue grew by nine percent.")
+    plan = one_page_pdf("The plan for next year is to open an office in Lyon.")
     summaries, events = ingest_uploads(assistant, [Upload("报告.pdf", report), Upload("计划.pdf", plan)], "财务", ["staff"])
 
     assert [e.status for e in events] == ["new", "new"], events

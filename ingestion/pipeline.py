@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 
 from ingestion.chunker import Chunker
+from ingestion.connectors.base import is_under
 from ingestion.embedder import Embedder
 from ingestion.isolation import LoaderPool
 from ingestion.loaders import load_file, mime_for, supported_extensions
@@ -143,6 +144,13 @@ RECORD_NOT_REREADABLE = (
 )
 
 
+def _item_groups(item: SourceItem, groups: list[str] | None) -> list[str] | None:
+    """Who may read this item: its own groups (a source's permissions) when it has them, else the run's."""
+    if item.groups is None:
+        return groups
+    return sorted({g.strip() for g in item.groups if g.strip()})
+
+
 def _header(title: str | None, heading: str | None) -> str:
     parts = [p for p in (title, heading) if p]
     header = " > ".join(parts)
@@ -189,10 +197,30 @@ class IngestPipeline:
         are reported as skipped, never read."""
         root = Path(path).expanduser()
         listing = walk_files(root, exclude=exclude)
-        items = listing.items(self._load_file)
+        items = listing.items(self.load_file)
         root_key = str(root.resolve())
         present = {str(p) for p in listing.files} if sync else None
-        return self._run(items, len(listing), collection, groups, root_key, progress, sync_present=present)
+        keep = [str(p) for p in listing.unreadable_folders]
+        return self._run(items, len(listing), collection, groups, root_key, progress, sync_present=present,
+                         keep_under=keep)
+
+    def ingest_items(
+        self,
+        items: Iterable[SourceItem],
+        *,
+        collection: str,
+        source: str,
+        present: set[str] | None = None,
+        keep_under: Iterable[str] = (),
+        groups: list[str] | None = None,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestSummary:
+        """Ingest items a source listed (an item's own `groups` override `groups`). With `present`, stored
+        documents of the collection under the key prefix `source` that are not in it are removed, except
+        those under a prefix in `keep_under` (parts of the source that could not be listed this time)."""
+        return self._run(items, total, collection, groups, source, progress, sync_present=present,
+                         keep_under=list(keep_under))
 
     def ingest_records(
         self,
@@ -216,6 +244,7 @@ class IngestPipeline:
         progress: ProgressCallback | None,
         *,
         sync_present: set[str] | None = None,
+        keep_under: list[str] | None = None,
     ) -> IngestSummary:
         started = time.perf_counter()
         cid = self.store.collection_id(collection, create=True)
@@ -239,7 +268,7 @@ class IngestPipeline:
         try:
             self._pass(items, cid, groups, summary, report, requeue)
             if sync_present is not None:
-                self._sync(summary, cid, source, sync_present, progress, total or 0)
+                self._sync(summary, cid, source, sync_present, progress, total or 0, keep_under or [])
             self._reread_pending(cid, summary, report, requeue)
             self.store.flush()
         except BaseException as exc:
@@ -345,7 +374,7 @@ class IngestPipeline:
         """Read the collection's "pending" documents (duplicates whose original changed, failed or was
         deleted) from their own files, keeping their own groups, so that none of them is left reading
         content that is no longer its own, nor left unsearchable."""
-        loader = self._load_file
+        loader = self.load_file
         for _ in range(REREAD_ROUNDS):
             with self.store.sessions() as session:
                 rows = session.execute(
@@ -402,7 +431,8 @@ class IngestPipeline:
                 batch, pending_chunks = [], 0
 
     # --- stages --------------------------------------------------------------------------------------
-    def _load_file(self, path: Path) -> LoadedDocument:
+    def load_file(self, path: Path) -> LoadedDocument:
+        """Parse one file the way this pipeline does: in an isolated worker when it has a loader pool."""
         if self.loaders is not None:
             return self.loaders.load(path, max_bytes=self.max_bytes)
         return load_file(path, max_bytes=self.max_bytes)
@@ -517,24 +547,27 @@ class IngestPipeline:
             if p.status in ("unchanged", "skipped", "still_failed"):
                 continue
             meta = DocumentMeta(p.item.key, p.sha256, p.item.size, p.item.mtime, p.mime, p.title)
+            readers = _item_groups(p.item, groups)
             if p.status == "failed":
                 # A stored document keeps its last good chunks (the store writes "failed" when it has none).
                 status = "failed" if p.existing_id is None else "stale"
-                writes.append(DocumentWrite(cid, meta, status=status, groups=groups, error=p.error))
+                writes.append(DocumentWrite(cid, meta, status=status, groups=readers, error=p.error))
             elif p.status == "duplicate":
-                writes.append(DocumentWrite(cid, meta, status="duplicate", groups=groups))
+                writes.append(DocumentWrite(cid, meta, status="duplicate", groups=readers))
             else:
-                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=groups, error=p.error))
+                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=readers, error=p.error))
         results = iter(self.store.write_documents(writes)) if writes else iter(())
         for p in batch:
             if p.status == "unchanged":
                 summary.files_unchanged += 1
                 if p.existing_id is not None and p.mtime_changed:
                     self.store.touch(p.existing_id, p.item.mtime)
-                if (groups is not None and p.existing_id is not None and p.existing_groups is not None
-                        and set(groups) != p.existing_groups):
-                    # Same content, new --groups: only who may read it changes (no re-embedding).
-                    self.store.set_document_groups(p.existing_id, groups)
+                readers = _item_groups(p.item, groups)
+                if (readers is not None and p.existing_id is not None and p.existing_groups is not None
+                        and set(readers) != p.existing_groups):
+                    # Same content, new --groups or new permissions at the source: only who may read it
+                    # changes (no re-embedding).
+                    self.store.set_document_groups(p.existing_id, readers)
                 report(p, "unchanged")
                 continue
             if p.status == "still_failed":
@@ -576,8 +609,12 @@ class IngestPipeline:
         present: set[str],
         progress: ProgressCallback | None,
         total: int,
+        keep_under: list[str],
     ) -> None:
-        gone = [(i, p) for i, p in self.store.documents_under(cid, root_key) if p not in present]
+        gone = [
+            (i, p) for i, p in self.store.documents_under(cid, root_key)
+            if p not in present and not any(is_under(p, k) for k in keep_under)
+        ]
         if not gone:
             return
         with self.store.sessions() as session:

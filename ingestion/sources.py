@@ -22,6 +22,8 @@ class SourceItem:
     digest: Callable[[], str]
     extension: str = ""
     skip_reason: str | None = None  # set: never read, reported as skipped with this reason
+    # Who may read this document (a source's own permissions); None: the run's groups apply.
+    groups: tuple[str, ...] | None = None
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -59,8 +61,14 @@ class FileListing:
         for entry in self.skipped:
             yield skipped_item(entry)
 
+    @property
+    def unreadable_folders(self) -> list[Path]:
+        """Folders the walk could not list: what they hold is unknown this time, not gone."""
+        return [s.path for s in self.skipped if s.reason.startswith(UNREADABLE_FOLDER_REASON)]
+
 
 EXCLUDED_REASON = "inside sparq's data dir (database, index, secrets): never ingested"
+UNREADABLE_FOLDER_REASON = "cannot list folder"
 
 
 def walk_files(root: Path, *, exclude: Iterable[Path] = ()) -> FileListing:
@@ -85,7 +93,12 @@ def walk_files(root: Path, *, exclude: Iterable[Path] = ()) -> FileListing:
         raise FileNotFoundError(f"{root} is neither a file nor a folder")
     listing = FileListing()
     seen: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:  # reported, never dropped silently (a folder sparq may not read)
+        where = Path(exc.filename) if exc.filename else real_root
+        listing.skipped.append(Skipped(where, f"{UNREADABLE_FOLDER_REASON}: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(real_root, onerror=unreadable, followlinks=False):
         here = Path(dirpath)
         keep: list[str] = []
         for name in sorted(d for d in dirnames if not d.startswith(".")):
@@ -140,14 +153,28 @@ def file_items(paths: list[Path], loader: Callable[[Path], LoadedDocument]) -> I
 
             yield SourceItem(str(path), 0, 0.0, fail, lambda: "", path.suffix.lower())
             continue
-        yield SourceItem(
-            key=str(path),
-            size=st.st_size,
-            mtime=st.st_mtime,
-            load=lambda p=path: loader(_unmoved(p)),
-            digest=lambda p=path: sha256_file(_unmoved(p)),
-            extension=path.suffix.lower(),
-        )
+        yield local_file_item(str(path), path, st.st_size, st.st_mtime, loader)
+
+
+def local_file_item(
+    key: str,
+    path: Path,
+    size: int,
+    mtime: float,
+    loader: Callable[[Path], LoadedDocument],
+    *,
+    groups: tuple[str, ...] | None = None,
+) -> SourceItem:
+    """A file read in place, stored under `key`; refused if it has become a symbolic link since it was listed."""
+    return SourceItem(
+        key=key,
+        size=size,
+        mtime=mtime,
+        load=lambda: loader(_unmoved(path)),
+        digest=lambda: sha256_file(_unmoved(path)),
+        extension=path.suffix.lower(),
+        groups=groups,
+    )
 
 
 def skipped_item(entry: Skipped) -> SourceItem:

@@ -29,11 +29,26 @@ def served(document: type[Document] | object) -> ColumnElement[bool]:
     return document.status.in_(SERVED_STATUSES)  # type: ignore[attr-defined]
 
 
+USER_GROUP_PREFIX = "user:"
+
+
+def user_group(name: str) -> str:
+    """The group only `name` is in: a source that grants one named user (a file ACL entry) grants this."""
+    return USER_GROUP_PREFIX + name
+
+
 @dataclass(frozen=True)
 class Principal:
+    """A searcher. `groups` are their effective groups: the ones given, plus `user:<name>`, which every user
+    is implicitly in (documents shared with them by name); every access check and cache key reads them."""
+
     name: str
     groups: frozenset[str] = frozenset()
     is_admin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name:
+            object.__setattr__(self, "groups", frozenset(self.groups) | {user_group(self.name)})
 
     @classmethod
     def system(cls) -> Principal:

@@ -1,0 +1,168 @@
+"""One sync of a source that syncs itself: ask its connector what changed, ingest that through the pipeline
+with each document's own readers, and remove what the source no longer holds.
+
+Safety first: a connector that cannot reach its source raises SourceUnavailable before anything changes; a
+source that answers with nothing at all while documents of it are stored is refused the same way (an
+unmounted share is an empty folder), unless the caller says the source really is empty now."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingestion.connectors.base import Connector, RemoteDocument, SourceUnavailable, is_under
+from ingestion.loaders.base import LoadedDocument
+from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
+from ingestion.sources import SourceItem, local_file_item
+
+
+@dataclass
+class SourceSyncResult:
+    """What one sync did, the cursor to pass to the next one, and the connector's notes (per-item problems)."""
+
+    summary: IngestSummary
+    cursor: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def sync_source(
+    connector: Connector,
+    pipeline: IngestPipeline,
+    *,
+    collection: str,
+    groups: list[str] | None,
+    cursor: str | None,
+    progress: ProgressCallback | None = None,
+    allow_empty: bool = False,
+) -> SourceSyncResult:
+    """Sync `connector`'s source into `collection`. A document's readers are the groups the source grants
+    it plus the source's configured `groups` (both None: stored documents keep theirs, new ones get none).
+    Raises SourceUnavailable, changing nothing, when the source cannot be read or lists nothing while
+    documents of it are stored (`allow_empty` lets it empty them). The caller closes the connector."""
+    changes = connector.changes(cursor)
+    root = connector.root_key
+    present = set(changes.present) | {d.key for d in changes.documents}
+    outside = sorted(k for k in present | set(changes.unlisted) if not is_under(k, root))
+    if outside:
+        raise ValueError(
+            f"{connector.kind} connector listed {len(outside)} key(s) outside its root {root!r} (first: "
+            f"{outside[0]!r}); a sync could never remove them, so nothing was changed"
+        )
+    if not present and not allow_empty:
+        stored = _removable(pipeline, collection, root, changes.unlisted)
+        if stored:
+            raise SourceUnavailable(
+                f"{connector.kind} source {root} lists no documents; refusing to remove {stored} stored "
+                "documents (an unmounted share?). Sync it with allow_empty if it really is empty now."
+            )
+    scratch = Path(tempfile.mkdtemp(prefix="sparq-sync-"))  # private (0700): fetched content, while loading
+    try:
+        items = _items(changes.documents, pipeline.load_file, groups, scratch)
+        summary = pipeline.ingest_items(
+            items,
+            collection=collection,
+            source=root,
+            present=present,
+            keep_under=changes.unlisted,
+            total=len(changes.documents),
+            progress=progress,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return SourceSyncResult(summary, changes.cursor, list(changes.notes))
+
+
+def readers(document_groups: tuple[str, ...] | None, configured: list[str] | None) -> tuple[str, ...] | None:
+    """Who may read a document: what the source grants it, plus the source's configured groups."""
+    if document_groups is None and configured is None:
+        return None
+    return tuple(sorted({g.strip() for g in (*(document_groups or ()), *(configured or ())) if g.strip()}))
+
+
+def _removable(pipeline: IngestPipeline, collection: str, root: str, unlisted: list[str]) -> int:
+    """Stored documents of the source that a sync with an empty listing would remove."""
+    cid = pipeline.store.collection_id(collection)
+    if cid is None:
+        return 0
+    return sum(
+        1
+        for _, path in pipeline.store.documents_under(cid, root)
+        if not any(is_under(path, k) for k in unlisted)
+    )
+
+
+def _items(
+    documents: list[RemoteDocument],
+    loader: Callable[[Path], LoadedDocument],
+    configured: list[str] | None,
+    scratch: Path,
+) -> Iterator[SourceItem]:
+    for doc in documents:
+        who = readers(doc.groups, configured)
+        if doc.path is not None:  # read in place, parsed by the pipeline's own (isolated) loader
+            item = local_file_item(doc.key, Path(doc.path), doc.size, doc.mtime, loader, groups=who)
+            item = dataclasses.replace(item, extension=doc.extension or item.extension)
+        else:
+            fetched = _Fetched(doc, loader, scratch)
+            item = SourceItem(
+                doc.key, doc.size, doc.mtime, fetched.load, fetched.digest, doc.extension, groups=who
+            )
+        if doc.title:
+            item = dataclasses.replace(item, load=_titled(item.load, doc.title))
+        yield item
+
+
+def _titled(load: Callable[[], LoadedDocument], title: str) -> Callable[[], LoadedDocument]:
+    """The loader's own title (read from the content) when it finds one, else the connector's."""
+
+    def run() -> LoadedDocument:
+        loaded = load()
+        if not loaded.title:
+            loaded.title = title
+        return loaded
+
+    return run
+
+
+class _Fetched:
+    """A remote document's content, fetched once when its digest is needed and kept in a private temp file
+    (with the document's extension, which picks the loader) until it is loaded; never held in memory while
+    it waits in the pipeline's queues."""
+
+    def __init__(self, doc: RemoteDocument, loader: Callable[[Path], LoadedDocument], scratch: Path) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.scratch = scratch
+        self.file: Path | None = None
+        self.sha256: str | None = None
+
+    def _fetch(self) -> Path:
+        data = self.doc.fetch()
+        if not isinstance(data, bytes):
+            raise TypeError(f"fetch() of {self.doc.key} returned {type(data).__name__}, not bytes")
+        fd, name = tempfile.mkstemp(suffix=self.doc.extension, prefix="doc-", dir=self.scratch)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        self.file = Path(name)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        return self.file
+
+    def digest(self) -> str:
+        if self.sha256 is None or self.file is None:
+            self._fetch()
+        assert self.sha256 is not None
+        return self.sha256
+
+    def load(self) -> LoadedDocument:
+        path = self.file if self.file is not None else self._fetch()  # fetched again for a second read
+        try:
+            return self.loader(path)
+        finally:
+            self.file = None
+            path.unlink(missing_ok=True)

@@ -40,15 +40,17 @@ def user_group(name: str) -> str:
 @dataclass(frozen=True)
 class Principal:
     """A searcher. `groups` are their effective groups: the ones given, plus `user:<name>`, which every user
-    is implicitly in (documents shared with them by name); every access check and cache key reads them."""
+    is implicitly in (documents shared with them by name); every access check and cache key reads them. A
+    given group that merely looks like another user's (`user:bob`, from an admin, LDAP or a token) is
+    dropped: only bob is ever in bob's group."""
 
     name: str
     groups: frozenset[str] = frozenset()
     is_admin: bool = False
 
     def __post_init__(self) -> None:
-        if self.name:
-            object.__setattr__(self, "groups", frozenset(self.groups) | {user_group(self.name)})
+        given = frozenset(g for g in self.groups if not g.startswith(USER_GROUP_PREFIX))
+        object.__setattr__(self, "groups", given | {user_group(self.name)} if self.name else given)
 
     @classmethod
     def system(cls) -> Principal:

@@ -365,3 +365,5 @@ def test_a_user_reads_what_is_granted_to_them_by_name(pipeline, searcher) -> Non
     # Same groups, another name: the access cache must not hand bob's documents to alice.
     assert _readable(searcher, Principal("alice")) == set()
     assert _readable(searcher, Principal("alice", frozenset({"eng"}))) == set()
+    # A group that only looks like bob's (given by an admin, a directory or a token) grants nothing.
+    assert _readable(searcher, Principal("alice", frozenset({"user:bob"}))) == set()

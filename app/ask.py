@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy.orm import Session
 
-from app.budgets import OverBudget
-from app.costs import CostModel, CostRecord, EnergyMeter
-from app.models import QueryLog
+from app.costs import ledger
+from app.costs.budgets import OverBudget
+from app.costs.meter import CostModel, CostRecord, EnergyMeter
 from model.attribution import attribute
 from model.base import ContextTooLong, Generation, GenerationStats, ModelError
 from model.prompting import (
@@ -229,7 +228,7 @@ class AskService:
                 # Failed before an answer: still account the energy and tokens spent (none when refused
                 # for budget: the refusal itself is not charged).
                 if row["status"] == "over_budget":
-                    meter.stop()  # leaves the in-flight ledger; the refusal itself is charged nothing
+                    meter.stop()  # leaves the work in flight; the refusal itself is charged nothing
                     cost = CostRecord()
                 else:
                     cost = self._cost(gens, meter, started)
@@ -443,7 +442,8 @@ class AskService:
         cost: CostRecord = answer.cost if answer is not None else row["cost"]
         timings = answer.timings_ms if answer is not None else row.get("timings", {})
         llm = self.assistant.loaded_llm
-        entry = QueryLog(
+        entry = ledger.entry(
+            cost,
             user_name=row["user_name"],
             collections=row["collections"],
             question=row["question"],
@@ -453,31 +453,10 @@ class AskService:
             error=row.get("error"),
             model=llm.info.name if llm is not None else None,
             backend=llm.info.backend if llm is not None else None,
-            prompt_tokens=cost.prompt_tokens,
-            completion_tokens=cost.completion_tokens,
-            total_ms=cost.wall_seconds * 1000,
             timings_ms=timings,
-            tokens_per_second=cost.tokens_per_second or None,
-            active_params_per_token=cost.active_params_per_token or None,
-            total_params=cost.total_params or None,
-            flops=cost.flops_total or None,
-            dense_flops=cost.dense_flops_total or None,
-            accounting=cost.accounting,
-            energy_joules=cost.energy_joules,
-            energy_source=cost.energy_source,
-            cost_usd=cost.total_usd,
-            cloud_cost_usd=min(cost.cloud_usd.values()) if cost.cloud_usd else None,
             details={
-                "cost": cost.to_dict(),
                 "citations": [asdict(c) for c in answer.citations] if answer else [],
                 "expert_histogram": _summed_histogram(gens.values()),
             },
         )
-        try:
-            with Session(self.assistant.engine) as session:
-                session.add(entry)
-                session.commit()
-                return entry.id
-        except Exception:
-            log.exception("could not write the query log row")  # the answer itself must still reach the user
-            raise
+        return ledger.write(self.assistant.engine, entry)

@@ -171,9 +171,9 @@ class Assistant:
         return UserDirectory(self.engine)
 
     @property
-    def budgets(self):  # -> app.budgets.Budgets
+    def budgets(self):  # -> app.costs.budgets.Budgets
         """Spending limits, checked by every ask before the model is called."""
-        from app.budgets import Budgets
+        from app.costs.budgets import Budgets
 
         return Budgets(self.engine, self.users, clock=self.clock)
 
@@ -303,9 +303,9 @@ class Assistant:
         write (ingest, delete) goes through here: a write applied to a stale in-memory index would be saved
         under the new generation without the other process's chunks."""
         check_writable(self.settings.data_dir)
-        from app.costs import activity  # concurrent queries share the process's CPU with this work
+        from app.costs.meter import work_in_flight  # queries in flight share the process's CPU with it
 
-        with self._ingest_lock(), activity():
+        with self._ingest_lock(), work_in_flight():
             self.store.reconcile()  # loads a newer index saved here, catches up with SQL, saves
             yield
             self.store.sync_keyword()  # tokenise new chunks now, not inside the next user's query

@@ -66,7 +66,7 @@ def costs(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What the queries cost, rolled up."""
-    from app.cost_reports import rollup
+    from app.costs.reports import rollup
 
     with Assistant() as assistant:
         try:
@@ -111,13 +111,8 @@ def build_default(
     from tqdm import tqdm
 
     from model.base import ModelError
-    from model.default_model import (
-        DEFAULT_CALIB_TOKENS,
-        REFIT_LAMBDA,
-        build_default_model,
-        default_source,
-        ensure_default_model,
-    )
+    from model.moe.build import DEFAULT_CALIB_TOKENS, REFIT_LAMBDA, build_default_model, ensure_default_model
+    from model.moe.source_weights import default_source
 
     if (collection or tokens is not None) and not from_documents:
         raise typer.BadParameter("--collection and --tokens apply only with --from-documents")
@@ -144,7 +139,7 @@ def build_default(
     try:
         if from_documents:
             from app.calibration import document_passages
-            from model.default_model import document_calibration_samples
+            from model.moe.calibration import document_calibration_samples
 
             # the chunker counts tokens with the embedder's tokenizer: fetch a margin for the LLM's count
             text = document_passages(assistant.engine, collection, int(n_tokens * 1.5))
@@ -182,7 +177,7 @@ def build_default(
 @model_app.command("info")
 def model_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Total and active parameters, experts, top-k and shared experts of the configured model."""
-    from model.default_model import describe_model
+    from model.moe.info import describe_model
 
     settings = Assistant().settings
     info = describe_model(settings.data_dir, settings.llm_model)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from app.assistant import Assistant
-from app.budgets import BudgetError
 from app.cli import _print_json, cli
+from app.costs.budgets import BudgetError
 
 budgets_app = typer.Typer(no_args_is_help=True, help="Limits on what a user's or group's queries may cost.")
 cli.add_typer(budgets_app, name="budgets")

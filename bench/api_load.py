@@ -182,7 +182,7 @@ def _workload(n: int) -> list[tuple[str, str, str]]:
 
 def run(clients: int, requests_per_client: int, database_url: str | None, max_tokens: int) -> dict:
     from app.assistant import Assistant
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
 
     model_path = str(smollm2_path())
     with tempfile.TemporaryDirectory(prefix="sparq-api-load-") as tmp:

@@ -209,9 +209,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 def load_engines(settings: Settings, dense: Path | None, moe: Path | None) -> dict[str, Any]:
     """The dense source and the default MoE, on the engine the product uses (settings.llm_backend)."""
-    from model.default_model import ensure_default_model
     from model.factory import create_engine
-    from model.sources import DEFAULT_SOURCE, source_gguf
+    from model.moe.build import ensure_default_model
+    from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
 
     dense_path = dense or source_gguf(DEFAULT_SOURCE, settings.data_dir)
     moe_path = moe or ensure_default_model(settings.data_dir)

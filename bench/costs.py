@@ -27,10 +27,11 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Engine, insert, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from app import reports  # noqa: E402
-from app.cost_reports import GROUPINGS, rollup  # noqa: E402
+from app.costs import ledger, reports  # noqa: E402
+from app.costs.reports import GROUPINGS, rollup  # noqa: E402
 from app.database import open_database  # noqa: E402
 from app.models import QueryLog  # noqa: E402
+from tests.app import cost_frames  # noqa: E402 - the old page's pandas figures
 
 COLLECTIONS: list[list[str]] = [[], ["hr"], ["hr", "it"], ["it"], ["legal", "hr"]]
 
@@ -60,7 +61,7 @@ def page_figures(engine: Engine, limit: int) -> None:
     view = reports.CostView(engine, limit)
     view.summary()
     view.timeline("day")
-    for dimension in reports.DIMENSIONS:
+    for dimension in reports.BREAKDOWNS:
         view.breakdown(dimension)
     view.sparsity_points()
     view.heatmap()
@@ -69,13 +70,13 @@ def page_figures(engine: Engine, limit: int) -> None:
 
 def old_page(engine: Engine, limit: int) -> None:
     """What the page did before: load the rows as a frame, then pandas."""
-    frame, histograms = reports.load_queries(engine, limit)
-    reports.sparsity_summary(frame)
-    reports.over_time(frame, "D")
-    for dimension in reports.DIMENSIONS:
-        reports.by_dimension(frame, dimension)
+    frame, histograms = ledger.load_queries(engine, limit)
+    cost_frames.sparsity_summary(frame)
+    cost_frames.over_time(frame, "D")
+    for dimension in reports.BREAKDOWNS:
+        cost_frames.by_dimension(frame, dimension)
     reports.expert_heatmap(histograms)
-    reports.most_expensive(frame)
+    cost_frames.most_expensive(frame)
 
 
 def old_rollup(engine: Engine, by: str, rows: int) -> dict[str, float]:

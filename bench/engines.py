@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.default_model import rag_messages  # noqa: E402
 from model.factory import create_engine  # noqa: E402
+from model.moe.calibration import rag_messages  # noqa: E402
 
 PROMPT_TOKENS, ANSWER_TOKENS = 1000, 20
 
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/engines.json"))
     args = parser.parse_args(argv)
 
-    from model.default_model import ensure_default_model
-    from model.sources import DEFAULT_SOURCE, source_gguf
+    from model.moe.build import ensure_default_model
+    from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
 
     models = {
         "dense": args.dense or source_gguf(DEFAULT_SOURCE, args.data_dir),

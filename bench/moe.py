@@ -4,7 +4,7 @@ For the dense source and the MoE at several top-k values (each in a fresh proces
 is per configuration): decode and prefill tokens/s, peak RSS, measured active parameters per
 token, FLOPs per token, and answer quality (exact match / F1 with the gold paragraph as context).
 
-    python -m bench.moe --n 200 --top-k 16,26,35
+    python -m bench.moe --n 200 --top-k 16,26,35 [--squad FILE]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import collections
 import json
 import multiprocessing as mp
+import os
 import re
 import resource
 import string
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SQUAD = Path("/work/shared/data/squad_v1.1_dev/dev-v1.1.json")
+# --squad, else SPARQ_SQUAD_PATH, else the shared public data beside the repository (never a machine's layout)
+SHARED_SQUAD = ROOT.parent / "shared" / "data" / "squad_v1.1_dev" / "dev-v1.1.json"
+SQUAD = Path(os.environ.get("SPARQ_SQUAD_PATH") or SHARED_SQUAD)
 
 
 def normalize(s: str) -> str:
@@ -63,8 +66,8 @@ def run_config(label: str, path: str, top_k: int | None, questions: list[dict[st
                max_tokens: int, threads: int, q: Any) -> None:
     """One configuration in its own process; puts a result dict on ``q``."""
     try:
-        from model.default_model import rag_messages
         from model.llamacpp_engine import LlamaCppEngine
+        from model.moe.calibration import rag_messages
 
         eng = LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=top_k)
         info = eng.info
@@ -120,8 +123,8 @@ def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[s
     """All configurations loaded in one process and interleaved question by question, so that
     tokens/s are compared under the same machine load (the bench host is shared)."""
     try:
-        from model.default_model import rag_messages
         from model.llamacpp_engine import LlamaCppEngine
+        from model.moe.calibration import rag_messages
 
         engines = {label: LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=k) for label, path, k in configs}
         acc = {label: [0.0, 0.0, 0.0, 0.0] for label in engines}
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", default="26,35", help="comma-separated top-k values for the MoE")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--squad", default=str(SQUAD))
+    ap.add_argument("--squad", default=str(SQUAD), help="SQuAD v1.1 dev JSON (default: $SPARQ_SQUAD_PATH, else "
+                    "../shared/data/squad_v1.1_dev/dev-v1.1.json beside the repository)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "moe.json"))
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--label", default="moe", help="label prefix of the MoE rows (e.g. refit, to merge a variant)")
@@ -207,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not squad.is_file():
         print(f"SQuAD dev set not found at {squad}; nothing to benchmark", file=sys.stderr)
         return 2
-    from model.default_model import model_dir
-    from model.sources import DEFAULT_SOURCE, source_gguf
+    from model.moe.manifest import model_dir
+    from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
 
     source = args.source or DEFAULT_SOURCE
     data_dir = Path(args.data_dir)

@@ -47,14 +47,14 @@ LAYOUTS: dict[str, tuple[int, int, float, str, int]] = {
 def layer_errors(
     wg: np.ndarray, wu: np.ndarray, wd: np.ndarray, x: np.ndarray, n_hold: int
 ) -> dict[str, Any]:
-    from model.moefy import _balanced_kmeans, _swiglu, expert_outputs_norm, relative_error, selection_mask
+    from model.moe.split import balanced_kmeans, expert_outputs_norm, relative_error, selection_mask, swiglu
 
     tg, tu, td = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (wg, wu, wd))
     xt = torch.from_numpy(np.array(x, dtype=np.float32))
     n_ffn = tg.shape[0]
     perm = torch.randperm(xt.shape[0], generator=torch.Generator().manual_seed(0))
     hold, fit = perm[:n_hold], perm[n_hold:]
-    h = _swiglu(xt, tg, tu)
+    h = swiglu(xt, tg, tu)
     dense = h[hold] @ td.T
     contrib = h.abs() * td.norm(dim=0)  # per-neuron contribution magnitude, as the build uses
     out: dict[str, Any] = {}
@@ -74,7 +74,7 @@ def layer_errors(
             feats = (feats > feats.median(dim=1, keepdim=True).values).float()
         elif feats_kind == "log":
             feats = torch.log1p(feats / feats.mean())
-        expert_idx = rest[_balanced_kmeans(feats.T.contiguous(), n_exp, size, iters, 0)]
+        expert_idx = rest[balanced_kmeans(feats.T.contiguous(), n_exp, size, iters, 0)]
         k = max(1, round((frac * n_ffn - shared) / size))
         best = expert_outputs_norm(h[hold], td, expert_idx).topk(k, dim=1).indices
         mask = selection_mask(n_ffn, shared_idx, expert_idx, best)
@@ -90,7 +90,8 @@ def refit_errors(
     wg: np.ndarray, wu: np.ndarray, wd: np.ndarray, x: np.ndarray, lambdas: list[float], ks: list[int]
 ) -> dict[str, Any]:
     """The build's own split and fitted router, before and after the ridge refit of the down projection."""
-    from model.moefy import choose_layout, moefy_ffn
+    from model.moe.layer import moefy_ffn
+    from model.moe.split import choose_layout
 
     layout = choose_layout(wg.shape[0])
     out: dict[str, Any] = {}
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import gguf
 
-    from model.default_model import _dequant_ffn, capture_ffn_inputs, default_calibration_samples
-    from model.sources import DEFAULT_SOURCE, source_gguf
+    from model.moe.calibration import default_calibration_samples
+    from model.moe.capture import capture_ffn_inputs
+    from model.moe.gguf_reader import dequant_ffn
+    from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
 
     torch.set_num_threads(args.threads)
     src = source_gguf(DEFAULT_SOURCE, Path(args.data_dir))
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return _refit_main(args, reader, xs, layers, t0)
     results = {}
     for il in layers:
-        wg, wu, wd = _dequant_ffn(reader, il)
+        wg, wu, wd = dequant_ffn(reader, il)
         results[il] = layer_errors(wg, wu, wd, xs[il], args.holdout)
         print(
             f"layer {il}: " + ", ".join(f"{n}={r['rel_err']:.3f}" for n, r in results[il].items()), flush=True
@@ -161,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
 def _refit_main(
     args: argparse.Namespace, reader: Any, xs: dict[int, np.ndarray], layers: list[int], t0: float
 ) -> int:
-    from model.default_model import _dequant_ffn
-    from model.sources import DEFAULT_SOURCE
+    from model.moe.gguf_reader import dequant_ffn
+    from model.moe.source_weights import DEFAULT_SOURCE
 
     lambdas = [float(v) for v in args.refit_lambdas.split(",")]
     ks = [int(v) for v in args.refit_top_k.split(",")]
     results = {}
     for il in layers:
-        results[il] = refit_errors(*_dequant_ffn(reader, il), xs[il], lambdas, ks)
+        results[il] = refit_errors(*dequant_ffn(reader, il), xs[il], lambdas, ks)
         print(
             f"layer {il}: "
             + ", ".join(

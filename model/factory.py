@@ -42,7 +42,7 @@ def create_engine(
             if not ik_available():  # before a default-model build that could not be served
                 raise ModelError(f"backend 'ik_llama' needs ik-llama-cpp-python: pip install {IK_PIP}")
         if model is None:
-            from model.default_model import ensure_default_model
+            from model.moe.build import ensure_default_model
 
             data_dir = Path(opts.pop("data_dir", None) or os.environ.get("SPARQ_DATA_DIR", "sparq-data"))
             model = str(ensure_default_model(data_dir, progress=opts.pop("progress", None)))

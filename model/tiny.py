@@ -172,8 +172,12 @@ def build_tiny_moe_gguf(
     Tests use it to run the real conversion and serving code on a model small enough to build in seconds."""
     import gguf
 
-    from model.default_model import _dequant_ffn, capture_ffn_inputs, write_moe_gguf
-    from model.moefy import ExpertLayout, expert_tensors, moefy_ffn
+    from model.moe.capture import capture_ffn_inputs
+    from model.moe.gguf_reader import dequant_ffn
+    from model.moe.gguf_writer import write_moe_gguf
+    from model.moe.layer import moefy_ffn
+    from model.moe.split import ExpertLayout
+    from model.moe.tensors import expert_tensors
 
     dense = write_tiny_qwen2_gguf(out_dir / "dense.gguf", source_gguf)
     xs = capture_ffn_inputs(dense, samples, calib_tokens, n_threads=n_threads)
@@ -181,7 +185,7 @@ def build_tiny_moe_gguf(
     layout = ExpertLayout(160, 8, 16, 32)
     layers = {}
     for il in range(2):
-        wg, wu, wd = _dequant_ffn(reader, il)
+        wg, wu, wd = dequant_ffn(reader, il)
         split = moefy_ffn(wg, wu, wd, xs[il], layout, top_k=2, router_steps=router_steps, seed=il)
         layers[il] = expert_tensors(wg, wu, wd, split, 64)
     moe = out_dir / "moe.gguf"

@@ -61,7 +61,7 @@ def small_llm():
     It exercises the whole engine path quickly; its answers are not expected to be good."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from model.factory import create_engine
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
 
     try:
         path = smollm2_path()

@@ -28,8 +28,8 @@ from app.api import schemas
 from app.api_keys import ApiKeys
 from app.ask import Answer, AskError
 from app.assistant import Assistant, SparqError
-from app.budgets import OverBudget
 from app.conversations import ConversationError, Conversations
+from app.costs.budgets import OverBudget
 from app.feedback import FeedbackError, FeedbackLog
 from app.paths import relative_paths
 from app.users import UserInfo
@@ -628,7 +628,7 @@ def create_app(
         since: datetime | None = None,
     ) -> schemas.CostsResponse:
         """Measured cost grouped by user, collection, day or model: everyone's for an admin, else the caller's."""
-        from app.cost_reports import rollup
+        from app.costs.reports import rollup
 
         groups = rollup(assistant.engine, by, since=since, user=None if user.is_admin else user.name)
         budgets = [

@@ -14,8 +14,8 @@ from app.assistant import Assistant
 from app.config import Settings
 from app.evaluation.qa_metrics import score
 from ingestion.sources import TextRecord
+from model.moe.source_weights import sha256_file
 from model.prompting import language_of
-from model.sources import sha256_file
 
 
 @dataclass(frozen=True)

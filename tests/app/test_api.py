@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str, e
     pytest.importorskip("llama_cpp")
     from app.assistant import Assistant
     from app.config import Settings
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
 
     try:
         model_path = smollm2_path()

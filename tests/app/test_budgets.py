@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.api import create_app
 from app.api_keys import ApiKeys
-from app.budgets import BudgetError, OverBudget, period_bounds
+from app.costs.budgets import BudgetError, OverBudget, period_bounds
 from app.models import QueryLog
 
 
@@ -60,12 +60,12 @@ def test_spent_user_budget_refuses_before_the_model_and_resets_next_period(ready
     ready.budgets.set("user", "alice", "tokens", "day", 1)
     first = ready.ask("Which class do employees book?", user="alice")
     assert first.status in ("ok", "no_answer") and first.prompt_tokens > 1
-    from app.costs import LEDGER
+    from app.costs.meter import IN_FLIGHT
 
-    in_flight = LEDGER.in_flight
+    in_flight = IN_FLIGHT.count
     with pytest.raises(OverBudget) as refused:
         ready.ask("And for long flights?", user="alice")
-    assert LEDGER.in_flight == in_flight  # the refused query left the meter's ledger (it used to stay)
+    assert IN_FLIGHT.count == in_flight  # the refused query left the work in flight (it used to stay)
     assert "per day is spent" in str(refused.value) and refused.value.retry_after_s > 0
     last = _rows(ready)[-1]
     assert last.status == "over_budget" and last.prompt_tokens == 0 and last.completion_tokens == 0

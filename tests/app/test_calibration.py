@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.calibration import document_passages
-from model.default_model import CALIBRATION_QUESTION, document_calibration_samples
+from model.moe.calibration import CALIBRATION_QUESTION, document_calibration_samples
 from model.prompting import Passage, grounded_messages, system_prompt
 
 pytestmark = pytest.mark.db
@@ -125,7 +125,7 @@ def test_build_from_documents_end_to_end_on_the_small_source(cli_env, monkeypatc
     pytest.importorskip("llama_cpp")
     from app.cli import cli
     from model.base import ModelNotFound
-    from model.sources import SOURCES, part_files
+    from model.moe.source_weights import SOURCES, part_files
 
     try:
         part_files(SOURCES["qwen2.5-coder-0.5b"])

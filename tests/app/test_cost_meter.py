@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from app.costs import EnergyMeter, EnergyReading
+from app.costs.meter import EnergyMeter, EnergyReading
 
 BUFFER = b"x" * (1 << 20)  # hashlib releases the GIL for buffers this large
 
@@ -109,12 +109,12 @@ def _check_native_threads() -> str | None:
 
 
 def _check_box_time_shared() -> None:
-    from app.costs import activity
+    from app.costs.meter import work_in_flight
 
     a = EnergyMeter(cpu_watts=100.0).start()
     b = EnergyMeter(cpu_watts=100.0).start()
     time.sleep(0.1)
-    with activity():
+    with work_in_flight():
         time.sleep(0.1)
     time.sleep(0.1)
     ra, rb = a.stop(), b.stop()

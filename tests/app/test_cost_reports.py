@@ -23,10 +23,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from app import backup, cost_reports, reports
-from app.cost_reports import GROUPINGS, rollup
+from app import backup
+from app.costs import reports
+from app.costs.ledger import load_queries
+from app.costs.reports import GROUPINGS, SUMMED, rollup
 from app.database import alembic_config, open_database
 from app.models import QueryLog, query_cost_daily
+from tests.app.cost_frames import by_dimension, most_expensive, over_time, sparsity_summary
 from tests.conftest import _postgres_schema_url
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -125,15 +128,15 @@ DAILY_KEYS = ["day", "user_name", "model", "energy_source", "status", "collectio
 def _assert_daily_equals_the_log(engine: Engine) -> None:
     """query_cost_daily holds exactly the groups of one GROUP BY over every logged row (none emptied and
     left behind), with the same sums."""
-    keys = [cost_reports.period(engine, "day"), QueryLog.user_name, func.coalesce(QueryLog.model, "(none)"),
+    keys = [reports.created_period(engine, "day"), QueryLog.user_name, func.coalesce(QueryLog.model, "(none)"),
             func.coalesce(QueryLog.energy_source, ""), QueryLog.status,
             func.coalesce(cast(QueryLog.collections, Text), "null")]
     with engine.connect() as conn:
         log = {tuple(r[:6]): r[6:] for r in conn.execute(
-            select(*keys, *cost_reports.totals_columns()).group_by(*keys)).all()}
+            select(*keys, *reports.ledger_sums()).group_by(*keys)).all()}
         daily = {tuple(r[:6]): r[6:] for r in conn.execute(
             select(*(query_cost_daily.c[k] for k in DAILY_KEYS),
-                   *(query_cost_daily.c[k] for k in cost_reports.SUMMED))).all()}
+                   *(query_cost_daily.c[k] for k in SUMMED))).all()}
     assert set(daily) == set(log)
     for key, sums in log.items():
         assert [float(v) for v in daily[key]] == pytest.approx([float(v) for v in sums], rel=1e-9, abs=1e-12), key
@@ -223,11 +226,11 @@ def _frames_equal(got: pd.DataFrame, expected: pd.DataFrame, key: str) -> None:
 @pytest.mark.parametrize("limit", [1_000_000, 300, 150])
 def test_cost_view_shows_the_figures_the_page_showed(small_log: Engine, limit: int) -> None:
     """Every figure of the Costs page, from SQL, equals what the old page computed from the loaded rows."""
-    frame, histograms = reports.load_queries(small_log, limit)
+    frame, histograms = load_queries(small_log, limit)
     view = reports.CostView(small_log, limit)
     assert view.queries == len(frame) == min(400, limit)
 
-    summary, old = view.summary(), reports.sparsity_summary(frame)
+    summary, old = view.summary(), sparsity_summary(frame)
     for key in ("flops", "dense_flops", "saving", "cost_usd", "cloud_cost_usd"):
         assert summary[key] == pytest.approx(old[key], rel=1e-9), key
     assert summary["queries"] == len(frame)
@@ -235,11 +238,11 @@ def test_cost_view_shows_the_figures_the_page_showed(small_log: Engine, limit: i
     assert summary["energy_sources"] == frame["energy_source"].value_counts().to_dict()
 
     for freq, pandas_freq in (("day", "D"), ("hour", "h")):
-        got, expected = view.timeline(freq), reports.over_time(frame, pandas_freq)
+        got, expected = view.timeline(freq), over_time(frame, pandas_freq)
         assert got["period"].tolist() == expected["period"].tolist()
         _frames_equal(got, expected, "period")
-    for dimension in reports.DIMENSIONS:
-        got, expected = view.breakdown(dimension), reports.by_dimension(frame, dimension)
+    for dimension in reports.BREAKDOWNS:
+        got, expected = view.breakdown(dimension), by_dimension(frame, dimension)
         assert got["cost_usd"].is_monotonic_decreasing
         _frames_equal(got, expected, dimension)
 
@@ -249,7 +252,7 @@ def test_cost_view_shows_the_figures_the_page_showed(small_log: Engine, limit: i
     np.testing.assert_allclose(points["sparsity_saving"], by_id.loc[points["id"]].to_numpy(), rtol=1e-9)
     pd.testing.assert_frame_equal(view.heatmap(), reports.expert_heatmap(histograms), check_dtype=False)
 
-    old_top = reports.most_expensive(frame, 40)
+    old_top = most_expensive(frame, 40)
     pages = pd.concat([view.expensive("cost", 0, 20), view.expensive("cost", 1, 20)], ignore_index=True)
     assert pages["id"].tolist() == old_top["id"].tolist()
     pd.testing.assert_frame_equal(pages, old_top, check_dtype=False)
@@ -266,17 +269,17 @@ def test_cost_view_follows_new_queries_incrementally(small_log: Engine, limit: i
     _insert(small_log, synthetic_rows(37, first=400))
     after = reports.CostView(small_log, limit)
     assert after.generation != before.generation
-    frame, _ = reports.load_queries(small_log, limit)
+    frame, _ = load_queries(small_log, limit)
     summary = after.summary()
     assert summary["queries"] == len(frame) == min(437, limit)
     assert summary["cost_usd"] == pytest.approx(frame["cost_usd"].sum(), rel=1e-9)
     assert summary["energy_sources"] == frame["energy_source"].value_counts().to_dict()
-    for dimension in reports.DIMENSIONS:
-        _frames_equal(after.breakdown(dimension), reports.by_dimension(frame, dimension), dimension)
-    _frames_equal(after.timeline("day"), reports.over_time(frame, "D"), "period")
+    for dimension in reports.BREAKDOWNS:
+        _frames_equal(after.breakdown(dimension), by_dimension(frame, dimension), dimension)
+    _frames_equal(after.timeline("day"), over_time(frame, "D"), "period")
     assert after.expensive("recent", 0, 1)["id"].tolist() == [437]
     pages = pd.concat([after.expensive("cost", 0, 20), after.expensive("cost", 1, 20)], ignore_index=True)
-    assert pages["id"].tolist() == reports.most_expensive(frame, 40)["id"].tolist()
+    assert pages["id"].tolist() == most_expensive(frame, 40)["id"].tolist()
     assert set(pages["id"]) & set(range(401, 438)), "no new query among the most expensive: a weak check"
 
 
@@ -286,7 +289,7 @@ def test_a_query_logged_while_the_view_reads_is_counted_once(small_log: Engine, 
     query logged since; the next view counts that query once."""
     view = reports.CostView(small_log, limit)
     _insert(small_log, synthetic_rows(1, first=400))
-    frame, _ = reports.load_queries(small_log, limit + 1)
+    frame, _ = load_queries(small_log, limit + 1)
     before = frame[frame["id"] <= 400].head(min(400, limit))
     assert view.summary()["queries"] == len(before) == min(400, limit)
     assert view.summary()["cost_usd"] == pytest.approx(before["cost_usd"].sum(), rel=1e-9)
@@ -294,7 +297,7 @@ def test_a_query_logged_while_the_view_reads_is_counted_once(small_log: Engine, 
     now = frame.head(min(401, limit))
     assert after.summary()["queries"] == len(now)
     assert after.summary()["cost_usd"] == pytest.approx(now["cost_usd"].sum(), rel=1e-9)
-    _frames_equal(after.breakdown("user_name"), reports.by_dimension(now, "user_name"), "user_name")
+    _frames_equal(after.breakdown("user_name"), by_dimension(now, "user_name"), "user_name")
 
 
 # --- 200,000 queries ------------------------------------------------------------------------------------

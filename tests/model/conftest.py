@@ -31,7 +31,7 @@ def llama_cpp_mod():
 @pytest.fixture(scope="session")
 def smollm2_gguf(llama_cpp_mod) -> Path:
     from model.base import ModelNotFound
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
 
     try:
         return smollm2_path()
@@ -48,9 +48,14 @@ def smollm2_engine(smollm2_gguf):
     eng.close()
 
 
+# SPARQ_SQUAD_PATH, else the shared public data beside the repository (never a machine's layout)
+SHARED_SQUAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad_v1.1_dev" / "dev-v1.1.json"
+
+
 @pytest.fixture(scope="session")
 def squad_path() -> Path:
-    p = Path(os.environ.get("SPARQ_SQUAD_PATH", "/work/shared/data/squad_v1.1_dev/dev-v1.1.json"))
+    """The SQuAD v1.1 dev JSON; the test is skipped where it is absent."""
+    p = Path(os.environ.get("SPARQ_SQUAD_PATH") or SHARED_SQUAD)
     if not p.is_file():
         pytest.skip(f"SQuAD dev set not found at {p}")
     return p

@@ -62,7 +62,7 @@ def tiny_source(tmp_path, monkeypatch) -> Path:
     """A dense random-weight qwen2 GGUF installed as the importable package a source names (like the
     shipped weight packages), registered in SOURCES for this test; returns the folder holding the package."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.sources import SOURCES, SourceModel, sha256_file
+    from model.moe.source_weights import SOURCES, SourceModel, sha256_file
     from model.tiny import write_tiny_qwen2_gguf
 
     site = tmp_path / "site"
@@ -78,8 +78,8 @@ def tiny_source(tmp_path, monkeypatch) -> Path:
 
 def _check_result(data_dir: Path, path: Path) -> dict:
     """The build's manifest, after checking it describes the file that is there (none half-written)."""
-    from model.default_model import model_dir
-    from model.sources import sha256_file
+    from model.moe.manifest import model_dir
+    from model.moe.source_weights import sha256_file
 
     folder = model_dir(data_dir, SOURCE)
     assert path.parent == folder and path.is_file()
@@ -90,7 +90,7 @@ def _check_result(data_dir: Path, path: Path) -> dict:
 
 
 def test_a_second_builder_waits_shows_the_running_build_and_reuses_it(tmp_path, tiny_source):
-    from model.default_model import build_default_model
+    from model.moe.build import build_default_model
 
     data_dir = tmp_path / "data"
     inside, release = threading.Event(), threading.Event()
@@ -135,9 +135,9 @@ import json, sys, time
 from pathlib import Path
 root, site, data_dir, me, sha = sys.argv[1:6]
 sys.path[:0] = [root, site]
-from model.sources import SOURCES, SourceModel
+from model.moe.source_weights import SOURCES, SourceModel
 SOURCES[{source!r}] = SourceModel({source!r}, "tiny test source", ({package!r},), ("none",), sha, 0)
-from model.default_model import build_default_model
+from model.moe.build import build_default_model
 import llama_cpp, gguf  # imported before the start line, so both builds start together
 Path(data_dir, me + ".ready").write_text("")
 while not Path(data_dir, "go").exists():
@@ -149,7 +149,7 @@ print(json.dumps({{"path": str(path), "steps": steps}}))
 
 
 def test_two_processes_building_at_once_build_once_and_keep_the_result(tmp_path, tiny_source):
-    from model.sources import SOURCES
+    from model.moe.source_weights import SOURCES
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -13,7 +13,7 @@ from model.base import ModelNotFound
 @pytest.fixture(scope="module")
 def qwen05_available():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.sources import SOURCES, part_files
+    from model.moe.source_weights import SOURCES, part_files
 
     try:
         part_files(SOURCES["qwen2.5-coder-0.5b"])
@@ -22,14 +22,14 @@ def qwen05_available():
 
 
 def test_describe_model_without_build_says_how(tmp_path):
-    from model.default_model import describe_model
+    from model.moe.info import describe_model
 
     with pytest.raises(ModelNotFound, match="sparq model build-default"):
         describe_model(tmp_path)
 
 
 def test_default_serves_the_exact_split_at_35_and_a_refit_at_26():
-    from model.default_model import REFIT_LAMBDA, build_top_k
+    from model.moe.build import REFIT_LAMBDA, build_top_k
 
     src = "qwen2.5-coder-1.5b"
     assert build_top_k(src, None, None, None) == (26, 35)  # bench/moe.py: the exact split needs 35 for 0.90
@@ -40,7 +40,7 @@ def test_default_serves_the_exact_split_at_35_and_a_refit_at_26():
 
 
 def test_model_info_summary_of_shipped_dense_gguf(smollm2_gguf):
-    from model.default_model import describe_model
+    from model.moe.info import describe_model
 
     s = describe_model(smollm2_gguf.parent, str(smollm2_gguf))
     assert s["architecture"] == "llama" and s["experts"] == 0 and s["top_k"] == 0
@@ -49,8 +49,9 @@ def test_model_info_summary_of_shipped_dense_gguf(smollm2_gguf):
 
 @pytest.mark.slow
 def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_available):
-    from model.default_model import build_default_model, model_info_summary
     from model.llamacpp_engine import LlamaCppEngine
+    from model.moe.build import build_default_model
+    from model.moe.info import model_info_summary
 
     calib = [[{"role": "user", "content": f"Context: sample {i}. The city of Paris lies on the Seine river. "
                "Question: which river flows through Paris?"}, {"role": "assistant", "content": "The Seine"}]
@@ -89,7 +90,7 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
 
 def test_model_info_of_checkpoint_dir_without_loading_weights(tmp_path):
     pytest.importorskip("transformers")
-    from model.default_model import describe_model
+    from model.moe.info import describe_model
     from model.tiny import save_tiny_checkpoint
 
     d = save_tiny_checkpoint("qwen2_moe", tmp_path / "ckpt")

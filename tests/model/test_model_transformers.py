@@ -96,8 +96,8 @@ def test_dense_equivalence_qwen2_to_qwen2moe():
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from model.moefy import ExpertLayout
-    from model.moefy_hf import moefy_qwen2_model
+    from model.moe.hf_model import moefy_qwen2_model
+    from model.moe.split import ExpertLayout
     from model.transformers_engine import set_top_k
 
     torch.manual_seed(0)

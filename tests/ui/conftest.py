@@ -77,7 +77,7 @@ def tiny_moe_llm(tmp_path_factory, small_llm):
     """A real (random-weight) qwen2moe GGUF made by the MoEfication pipeline, served by llama.cpp, so the
     query log gets measured expert selections for the heatmap (the same recipe as the model tests)."""
     from model.llamacpp_engine import LlamaCppEngine
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
     from model.tiny import build_tiny_moe_gguf
 
     samples = [[{"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."}]

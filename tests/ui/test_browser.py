@@ -49,7 +49,7 @@ def browser_prerequisites() -> Path:
         pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from model.sources import smollm2_path
+    from model.moe.source_weights import smollm2_path
 
     try:
         return smollm2_path()

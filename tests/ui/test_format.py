@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.costs import CostRecord
+from app.costs.meter import CostRecord
 from app.ui.format import cost_line, inert_markdown, literal_markdown
 
 

@@ -116,28 +116,40 @@ def _live_sessions(data: Path, user: str) -> int:
                            f"WHERE u.name = '{user}' AND s.revoked = 0"))
 
 
+def _body_text(driver) -> str:
+    """The page's text read by script, holding no element reference: during the redirects between sparq and
+    the provider an element found a moment ago may belong to the previous document, and Chromium then
+    answers a generic inspector error ("Node with given id does not belong to the document") rather than a
+    stale-element one."""
+    return driver.execute_script("return document.body ? document.body.innerText : '';") or ""
+
+
+def _navigating() -> tuple[type[Exception], ...]:
+    """What a poll across page loads may meet while the document is replaced under it."""
+    from selenium.common.exceptions import WebDriverException
+
+    return (WebDriverException,)
+
+
 def _until_text(page: Page, needle: str, timeout: float = STARTUP_S) -> None:
-    """Page.until_text across page loads (the body found may go stale while the browser is redirected)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    """Page.until_text across page loads."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(page.d, timeout, poll_frequency=0.5,
-                  ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(
-        lambda d: needle in d.find_element("tag name", "body").text, message=f"{needle!r} never appeared")
+    WebDriverWait(page.d, timeout, poll_frequency=0.5, ignored_exceptions=_navigating()).until(
+        lambda d: needle in _body_text(d), message=f"{needle!r} never appeared")
     page.settle()
 
 
 def _sign_in_at_provider(page: Page, base: str, user: str, *, expect: str = "Ask sparq") -> None:
     """Click single sign-on, type the user at the provider's own login page (unless its session is still
     open, when it answers at once), and wait for `expect` back in sparq."""
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     page.d.get(base)
     _until_text(page, "Sign in with single sign-on")
     page.click_button("Sign in with single sign-on")
-    WebDriverWait(page.d, 60, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: d.find_elements("css selector", 'input[name="login"]') or expect in d.find_element("tag name", "body").text,
+    WebDriverWait(page.d, 60, poll_frequency=0.3, ignored_exceptions=_navigating()).until(
+        lambda d: d.find_elements("css selector", 'input[name="login"]') or expect in _body_text(d),
         message="neither the provider's login page nor sparq came back")
     if page.d.find_elements("css selector", 'input[name="login"]'):
         page.d.find_element("css selector", 'input[name="login"]').send_keys(user)
@@ -148,10 +160,14 @@ def _sign_in_at_provider(page: Page, base: str, user: str, *, expect: str = "Ask
 
 def _sign_out(page: Page, base: str) -> None:
     """sparq's Sign out, then the provider's sign-out confirmation, back to sparq's sign-in page."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     page.click_button("Sign out")
-    page.wait(60).until(lambda d: not d.current_url.startswith(base), message="the provider's sign-out never came")
-    page.wait(60).until(lambda d: d.find_elements("xpath", '//button[@value="yes"]'))
-    page.d.find_element("xpath", '//button[@value="yes"]').click()
+    wait = WebDriverWait(page.d, 60, poll_frequency=0.3, ignored_exceptions=_navigating())
+    wait.until(lambda d: not d.current_url.startswith(base), message="the provider's sign-out never came")
+    confirm = wait.until(lambda d: next(iter(d.find_elements("xpath", '//button[@value="yes"]')), False),
+                         message="the provider's sign-out confirmation never came")
+    confirm.click()
     _until_text(page, "Sign in with single sign-on")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import reports
+from app.costs import ledger, reports
 from app.ui import session
 from app.ui.format import cost_line, literal_markdown
 from app.ui.views.ingest import NEW_COLLECTION, ingest_uploads
@@ -131,7 +131,7 @@ def test_costs_page_charts_real_query_log_rows(ready):
     for q in ("How much are meals reimbursed per day?", "When do passwords expire?"):
         ready.ask(q, user="alice")
     ready.ask("Which class do employees fly?", user="mallory")
-    frame, _ = reports.load_queries(ready.engine)
+    frame, _ = ledger.load_queries(ready.engine)
     assert len(frame) == 3 and frame["cost_usd"].gt(0).all()
 
     at = page("costs", "admin").run()
@@ -142,16 +142,17 @@ def test_costs_page_charts_real_query_log_rows(ready):
     assert len(at.dataframe[0].value) == 3
     at.radio(key="costs_by").set_value("collection").run()
     assert not at.exception
-    assert {"cost_usd", "tokens"} <= set(reports.by_dimension(frame, "user_name").columns)
-    assert reports.by_dimension(frame, "user_name")["user_name"].tolist()[0] in ("alice", "mallory")
-    csv = reports.to_csv(frame).decode()
+    by_user = reports.CostView(ready.engine).breakdown("user_name")
+    assert {"cost_usd", "tokens"} <= set(by_user.columns)
+    assert by_user["user_name"].tolist()[0] in ("alice", "mallory")
+    csv = ledger.to_csv(frame).decode()
     assert csv.splitlines()[0].startswith("id,created_at,user_name") and "When do passwords expire?" in csv
 
 
 def test_costs_page_shows_the_expert_heatmap_from_a_real_moe_query(ready, tiny_moe_llm):
     ready._llm = tiny_moe_llm  # a real qwen2moe through llama.cpp: 2 MoE layers x 8 experts, top-2
     ready.ask("When do passwords expire?", user="alice")
-    frame, histograms = reports.load_queries(ready.engine)
+    frame, histograms = ledger.load_queries(ready.engine)
     heat = reports.expert_heatmap(histograms)
     assert heat.shape == (16, 4) and heat["count"].sum() > 0
     assert heat.groupby("layer")["share"].sum().round(6).eq(1).all()
@@ -172,7 +173,7 @@ def test_expert_heatmap_sums_histograms_of_the_most_common_shape():
 def test_csv_export_defuses_spreadsheet_formulas():
     import pandas as pd
 
-    out = reports.to_csv(pd.DataFrame({"question": ["=HYPERLINK(\"x\")", "fine"], "collections": [[], []]}))
+    out = ledger.to_csv(pd.DataFrame({"question": ["=HYPERLINK(\"x\")", "fine"], "collections": [[], []]}))
     import csv
     import io
 

@@ -23,7 +23,7 @@ branch_labels = None
 depends_on = None
 
 KEYS = ("day", "user_name", "model", "energy_source", "status", "collections")
-# Summed with NULL as zero, as cost_reports.totals_columns() sums them.
+# Summed with NULL as zero, as app.costs.reports.ledger_sums() sums them.
 SUMS = ("prompt_tokens", "completion_tokens", "cost_usd", "cloud_cost_usd", "energy_joules", "flops",
         "dense_flops", "total_ms")
 COLUMNS = ", ".join((*KEYS, "queries", *SUMS))
@@ -37,7 +37,7 @@ PG_FUNCTIONS = {
 
 def _keys(dialect: str, row: str = "") -> list[str]:
     """The summary's key of a query_log row (`row.` prefixes the columns, as NEW. in a SQLite trigger);
-    the same expressions as cost_reports.period and the page's grain."""
+    the same expressions as app.costs.reports.created_period and the page's grain."""
     p = f"{row}." if row else ""
     day = (f"substr({p}created_at, 1, 10)" if dialect == "sqlite"
            else f"to_char(timezone('UTC', {p}created_at), 'YYYY-MM-DD')")

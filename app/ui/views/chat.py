@@ -10,7 +10,7 @@ import streamlit as st
 
 from app.ask import Answer, AskError
 from app.assistant import SparqError
-from app.budgets import OverBudget
+from app.costs.budgets import OverBudget
 from app.ui import session
 from app.ui.format import cost_line, inert_markdown, literal_markdown
 from app.ui.views import chat_history

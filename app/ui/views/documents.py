@@ -1,4 +1,5 @@
-"""Documents and collections (admins): search the table, delete or re-ingest documents, drop collections."""
+"""Documents and collections (admins): search the table, delete or re-ingest documents, drop collections, and
+see how the sources that sync themselves are doing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.assistant import Assistant, DocumentInfo, SparqError
+from app.sources import SourceInfo, service_for
 from app.ui import session
 from app.ui.format import literal_markdown
 from app.ui.views.ingest import run_with_progress, show_summary
@@ -44,6 +46,25 @@ def stale_notice(docs: list[DocumentInfo]) -> str | None:
         parts.append(f"{pending} pending: the identical file they were stored with changed or went away; "
                      "the next ingest of their collection reads them from their own files.")
     return " ".join(parts) or None
+
+
+def sources_frame(sources: list[SourceInfo]) -> pd.DataFrame:
+    """The sources table: schedule, the last run's outcome, duration and error, and when each is due next."""
+    rows = []
+    for s in sources:
+        last = s.last_run
+        status = "syncing" if s.syncing_by else (last.status if last else "never synced")
+        rows.append({
+            "source": s.name, "kind": s.kind, "collection": s.collection, "schedule": s.schedule,
+            "enabled": s.enabled, "status": status, "last run": last.started_at if last else None,
+            "duration_s": round(last.duration_s, 1) if last else None,
+            "changes": (f"{last.files_new} new, {last.files_updated} updated, {last.files_removed} removed, "
+                        f"{last.files_failed} failed") if last and last.status == "completed" else "",
+            "next due": s.next_due_at if s.enabled else None, "failures": s.failures,
+            "last error": (last.error or "") if last and last.status == "failed" else "",
+        })
+    return pd.DataFrame(rows, columns=["source", "kind", "collection", "schedule", "enabled", "status", "last run",
+                                       "duration_s", "changes", "next due", "failures", "last error"])
 
 
 def reingest(assistant: Assistant, docs: list[DocumentInfo]):
@@ -119,3 +140,14 @@ def render() -> None:
         if missing:
             st.warning("No longer on disk, not re-ingested:\n\n"
                        + "\n".join(f"- {literal_markdown(d.path)}" for d in missing))
+
+    st.subheader("Sources")
+    sources = service_for(assistant).list()
+    if not sources:
+        st.caption("No sources that sync themselves: add one on the Ingest page (Synced source).")
+    else:
+        st.dataframe(sources_frame(sources), hide_index=True, width="stretch", key="docs_sources")
+        failing = [s for s in sources if s.failures]
+        if failing:
+            st.warning("Failing sources keep their documents as last synced and are retried with backoff: "
+                       + ", ".join(literal_markdown(s.name) for s in failing))

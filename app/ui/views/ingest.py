@@ -1,4 +1,5 @@
-"""Ingest (admins): upload files or name a server folder, pick collection and groups, watch it run."""
+"""Ingest (admins): upload files, name a server folder or add a source that syncs itself; pick collection and
+groups, watch it run."""
 
 from __future__ import annotations
 
@@ -7,17 +8,31 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from app.assistant import Assistant, SparqError
 from app.ingest_roots import ROOTS_ENV, check_ingest_path
+from app.sources import (
+    BROWSER_ENV_PREFIX,
+    RunInfo,
+    SourceBusy,
+    SourceError,
+    SourceService,
+    SyncFailed,
+    service_for,
+)
 from app.ui import session
 from app.ui.format import literal_markdown
 from ingestion.pipeline import FileEvent, IngestSummary
 
 NEW_COLLECTION = "(new collection)"
+SYNCED_SOURCE = "Synced source"
+SOURCE_KINDS = {"folder": "Folder on this server", "imap": "IMAP mailbox", "web": "Web site"}
+LIST_OPTIONS = ("mailboxes",)  # comma-separated in the form, a list for the connector
+NUMBER_OPTIONS = ("port", "max_pages", "max_depth")
 
 
 def parse_groups(text: str) -> list[str]:
@@ -119,6 +134,104 @@ def show_summary(summaries: list[IngestSummary]) -> None:
                                                      for f in skipped))
 
 
+def source_options(fields: dict[str, str]) -> dict[str, Any]:
+    """A connector's options from the form's text fields: empty ones left out, numbers and lists converted."""
+    options: dict[str, Any] = {}
+    for key, text in fields.items():
+        value = (text or "").strip()
+        if not value:
+            continue
+        if key in LIST_OPTIONS:
+            options[key] = [v.strip() for v in value.split(",") if v.strip()]
+        elif key in NUMBER_OPTIONS:
+            if not value.isdigit():
+                raise SourceError(f"{key.replace('_', ' ')} must be a whole number, not {value!r}")
+            options[key] = int(value)
+        else:
+            options[key] = value
+    return options
+
+
+def run_line(run: RunInfo) -> str:
+    return (f"{run.files_new} new, {run.files_updated} updated, {run.files_unchanged} unchanged, "
+            f"{run.files_removed} removed, {run.files_failed} failed in {run.duration_s:.1f} s")
+
+
+def sync_now(service: SourceService, name: str) -> RunInfo | None:
+    """Sync one source with the page's progress bar; say how it went (a failure changes no document)."""
+    try:
+        runs, _ = run_with_progress(lambda progress: [service.sync(name, progress=progress)])  # type: ignore[list-item]
+    except SyncFailed as exc:
+        st.error(f"Sync of {literal_markdown(name)} failed: {literal_markdown(str(exc.run.error))}. No document "
+                 "was changed; it is tried again later with backoff.")
+        return exc.run
+    except SourceBusy as exc:
+        st.warning(literal_markdown(str(exc)))
+        return None
+    run: RunInfo = runs[0]  # type: ignore[assignment]
+    st.success(f"Synced {literal_markdown(name)}: {run_line(run)}.")
+    if run.notes:
+        st.warning("Notes:\n\n" + "\n".join(f"- {literal_markdown(n)}" for n in run.notes))
+    return run
+
+
+def render_sources(assistant: Assistant, collection: str, groups: list[str]) -> None:
+    """Add a source that syncs itself into the chosen collection, for the chosen groups, and sync one now.
+    The web UI's rules apply (app.sources.SourceService.check_options): folders only inside
+    SPARQ_INGEST_ROOTS, passwords only from SPARQ_SOURCE_* variables, never a password itself."""
+    service = service_for(assistant)
+    st.subheader("Add a source that syncs itself")
+    kind = st.selectbox("Kind", list(SOURCE_KINDS), format_func=SOURCE_KINDS.__getitem__, key="source_kind")
+    name = st.text_input("Source name", key="source_name", help="Letters, digits and _ . @ -")
+    schedule = st.text_input("Schedule", value="every 1h", key="source_schedule",
+                             help="every 30m, every 2h, every 1d, every 45s, or manual")
+    fields: dict[str, str] = {}
+    if kind == "folder":
+        roots = assistant.settings.ingest_roots
+        if not roots:
+            st.info(f"Folder sources are off here: the operator sets {ROOTS_ENV} to the folders that may be read.")
+        fields["path"] = st.text_input("Folder on the server", key="source_path")
+        fields["group_rule"] = st.selectbox(
+            "Readers", ["unix-group", "none"], key="source_group_rule",
+            format_func={"unix-group": "the file system's groups, plus the groups above",
+                         "none": "only the groups above"}.__getitem__)
+    elif kind == "imap":
+        fields["host"] = st.text_input("Mail server", key="source_host")
+        fields["user"] = st.text_input("Account", key="source_user")
+        fields["password_env"] = st.text_input(
+            "Password variable", key="source_password_env", placeholder=f"{BROWSER_ENV_PREFIX}MAIL_PASSWORD",
+            help=f"The environment variable (starting with {BROWSER_ENV_PREFIX}) of the sparq processes that holds "
+            "the password; the password itself is never stored.")
+        fields["mailboxes"] = st.text_input("Mailboxes (comma-separated)", value="INBOX", key="source_mailboxes")
+        fields["tls"] = st.selectbox("Encryption", ["ssl", "starttls", "none"], key="source_tls")
+        fields["port"] = st.text_input("Port (empty: the usual one)", key="source_port")
+    else:
+        fields["start_url"] = st.text_input("Start page", key="source_start_url", placeholder="https://intranet/")
+        fields["sitemap_url"] = st.text_input("Sitemap (optional)", key="source_sitemap_url")
+        fields["max_pages"] = st.text_input("Pages at most per sync", value="1000", key="source_max_pages")
+        fields["max_depth"] = st.text_input("Links deep", value="3", key="source_max_depth")
+    if not collection:
+        st.caption("Pick or name the collection above first.")
+    if st.button("Add source", key="source_add", disabled=not name or not collection, type="primary"):
+        try:
+            info = service.add(name, kind, collection=collection, groups=groups, schedule=schedule,
+                               options=source_options(fields), restricted=True)
+        except SparqError as exc:  # a refused path or option, a bad schedule: say which
+            st.error(literal_markdown(str(exc)))
+        else:
+            when = "the scheduler syncs it shortly" if info.next_due_at else "sync it below"
+            st.success(f"Added source {literal_markdown(info.name)} ({info.schedule}); {when}.")
+
+    st.subheader("Sync now")
+    names = [s.name for s in service.list()]
+    if not names:
+        st.caption("No sources yet.")
+        return
+    chosen = st.selectbox("Source to sync", names, key="source_sync_name")
+    if st.button("Sync now", key="source_sync_go"):
+        sync_now(service, chosen)
+
+
 def render() -> None:
     session.require_admin()
     assistant = session.get_assistant()
@@ -136,7 +249,11 @@ def render() -> None:
         st.caption("No groups: only administrators will see these documents.")
 
     # A radio, not st.tabs: tabs jump back to the first one whenever the page reruns.
-    source = st.radio("Source", ["Upload files", "Server folder"], horizontal=True, key="ingest_source")
+    source = st.radio("Source", ["Upload files", "Server folder", SYNCED_SOURCE], horizontal=True,
+                      key="ingest_source")
+    if source == SYNCED_SOURCE:
+        render_sources(assistant, collection, groups)
+        return
     files, folder, sync, go_upload, go_folder = [], "", False, False, False
     if source == "Upload files":
         files = st.file_uploader("Files", accept_multiple_files=True, key="ingest_files") or []

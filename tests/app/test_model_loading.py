@@ -172,7 +172,6 @@ def test_engine_from_env_reads_the_other_settings_like_settings_do(monkeypatch, 
 def test_build_default_if_used_does_nothing_when_another_model_is_configured(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    import app.cli_ask  # noqa: F401 - registers `sparq model`
     from app.cli import cli
 
     monkeypatch.setenv("SPARQ_DATA_DIR", str(tmp_path / "data"))

@@ -1,5 +1,5 @@
-"""`sparq sources ...`: sources that sync themselves (folders, mailboxes, web sites; see app.sources),
-registered on the main CLI. Like every sparq command these are the server operator's: whoever can run them
+"""`sparq sources ...`: sources that sync themselves (folders, mailboxes, web sites; see app.sources).
+Like every sparq command these are the server operator's: whoever can run them
 can read the data dir anyway."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from app.assistant import Assistant, SparqError
-from app.cli import _groups, _print_json, cli
+from app.cli.common import comma_list, fail, print_json
 from app.sources import (
     RunInfo,
     SourceBusy,
@@ -27,14 +27,7 @@ sources_app = typer.Typer(
     no_args_is_help=True,
     help="Sources that sync themselves on a schedule: server folders, IMAP mailboxes, intranet web sites.",
 )
-cli.add_typer(sources_app, name="sources")
-
 KINDS = ("folder", "imap", "web")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _when(moment: datetime | None, now: datetime, *, due: bool = False) -> str:
@@ -154,12 +147,17 @@ def sources_add(
             options["mailboxes"] = list(mailbox)
         with Assistant() as assistant:
             info = service_for(assistant).add(
-                name, kind, collection=collection, groups=_groups(groups), schedule=schedule, options=options
+                name,
+                kind,
+                collection=collection,
+                groups=comma_list(groups),
+                schedule=schedule,
+                options=options,
             )
     except SparqError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        _print_json(_source_dict(info))
+        print_json(_source_dict(info))
         return
     due = (
         "syncs when `sparq serve` or `sparq ui` next checks"
@@ -180,7 +178,7 @@ def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         rows = service.list()
         now = service.clock()
     if as_json:
-        _print_json([_source_dict(r) for r in rows])
+        print_json([_source_dict(r) for r in rows])
         return
     if not rows:
         typer.echo(
@@ -262,7 +260,7 @@ def sources_sync(
 ) -> None:
     """Sync a source now (or --all), whatever its schedule; exits 1 if a sync failed or was already running."""
     if (name is None) == (not every):
-        raise _fail("give a source NAME or --all, not both")
+        raise fail("give a source NAME or --all, not both")
     runs: list[RunInfo | None] = []
     try:
         with Assistant() as assistant:
@@ -271,9 +269,9 @@ def sources_sync(
             for one in names:
                 runs.append(_sync_one(service, one, allow_empty=allow_empty, as_json=as_json))  # type: ignore[arg-type]
     except SparqError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        _print_json([None if r is None else {**vars(r), "duration_s": round(r.duration_s, 3)} for r in runs])
+        print_json([None if r is None else {**vars(r), "duration_s": round(r.duration_s, 3)} for r in runs])
     if any(r is None or r.status != "completed" for r in runs):
         raise typer.Exit(1)
 
@@ -294,7 +292,7 @@ def sources_remove(
         with Assistant() as assistant:
             deleted = service_for(assistant).remove(name, delete_documents=delete_documents)
     except SparqError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     kept = f"; {deleted} documents deleted" if delete_documents else "; its documents are kept"
     typer.echo(f"removed source {name!r}{kept}")
 
@@ -304,7 +302,7 @@ def _set_enabled(name: str, enabled: bool) -> None:
         with Assistant() as assistant:
             info = service_for(assistant).set_enabled(name, enabled)
     except SparqError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"source {info.name!r} {'enabled' if info.enabled else 'disabled'}")
 
 
@@ -318,3 +316,8 @@ def sources_disable(name: Annotated[str, typer.Argument(help="The source to paus
 def sources_enable(name: Annotated[str, typer.Argument(help="The source to resume.")]) -> None:
     """Resume a disabled source's schedule; it is due at once."""
     _set_enabled(name, True)
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the `sources` group to the root app."""
+    cli.add_typer(sources_app, name="sources")

@@ -7,11 +7,10 @@ from typing import Annotated
 import typer
 
 from app.assistant import Assistant
-from app.cli import _print_json, cli
+from app.cli.common import fail, print_json
 from app.costs.budgets import BudgetError
 
 budgets_app = typer.Typer(no_args_is_help=True, help="Limits on what a user's or group's queries may cost.")
-cli.add_typer(budgets_app, name="budgets")
 
 _LIMITS = {
     "usd_per_day": ("usd", "day"),
@@ -38,24 +37,20 @@ def budgets_set(
 ) -> None:
     """Set one or more limits, e.g. `sparq budgets set --group sales --usd-per-month 20`."""
     if (user is None) == (group is None):
-        typer.echo("error: give exactly one of --user or --group", err=True)
-        raise SystemExit(2)
+        raise fail("give exactly one of --user or --group")
     given = {k: v for k, v in locals().items() if k in _LIMITS and v is not None}
     if not given:
-        typer.echo("error: give at least one limit, e.g. --usd-per-month 20", err=True)
-        raise SystemExit(2)
+        raise fail("give at least one limit, e.g. --usd-per-month 20")
     scope, subject = ("user", user) if user is not None else ("group", group)
     with Assistant() as assistant:
         if scope == "user" and assistant.users.get(subject or "") is None:
-            typer.echo(f"error: unknown user {subject!r}", err=True)
-            raise SystemExit(2)
+            raise fail(f"unknown user {subject!r}")
         for key, value in given.items():
             metric, period = _LIMITS[key]
             try:
                 info = assistant.budgets.set(scope, subject or "", metric, period, float(value))
             except BudgetError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise SystemExit(2) from None
+                raise fail(str(exc)) from None
             typer.echo(f"budget {info.id}: {info.describe()}")
 
 
@@ -65,7 +60,7 @@ def budgets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     with Assistant() as assistant:
         rows = assistant.budgets.list()
     if as_json:
-        _print_json([vars(r) for r in rows])
+        print_json([vars(r) for r in rows])
         return
     for r in rows:
         typer.echo(f"{r.id:>4}  {r.describe()}")
@@ -80,6 +75,10 @@ def budgets_remove(
         try:
             assistant.budgets.remove(budget_id)
         except BudgetError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from None
+            raise fail(str(exc)) from None
     typer.echo(f"removed budget {budget_id}")
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the `budgets` group to the root app."""
+    cli.add_typer(budgets_app, name="budgets")

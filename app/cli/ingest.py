@@ -1,44 +1,27 @@
-"""`sparq` on the command line: the admin's and developer's entry point."""
+"""`sparq ingest`, `collections`, `documents` and `delete`: what is in the document store."""
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from app.assistant import Assistant, SparqError
-
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="sparq: on-prem answers from your documents.")
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+from app.assistant import Assistant
+from app.cli.common import comma_list, print_json
 
 
-def _print_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
-
-
-def _groups(value: str | None) -> list[str]:
-    return [g.strip() for g in (value or "").split(",") if g.strip()]
-
-
-@cli.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="A file or a folder tree to ingest.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into.")],
-    groups: Annotated[str | None, typer.Option(help="Comma-separated groups that may read these documents.")] = None,
-    sync: Annotated[bool, typer.Option("--sync", help="Remove stored documents whose files are gone.")] = False,
+    groups: Annotated[
+        str | None, typer.Option(help="Comma-separated groups that may read these documents.")
+    ] = None,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Remove stored documents whose files are gone.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest documents: new and changed files are embedded, unchanged ones are skipped."""
@@ -55,12 +38,16 @@ def ingest(
             bar.write(f"failed: {event.path}: {event.error}")
 
     with Assistant() as assistant:
-        summary = assistant.ingest(path, collection=collection, groups=None if groups is None else _groups(groups),
-                                   sync=sync, progress=progress)
+        summary = assistant.ingest(
+            path,
+            collection=collection,
+            groups=None if groups is None else comma_list(groups),
+            sync=sync,
+            progress=progress,
+        )
     bar.close()
     if as_json:
-        data = summary.to_dict()
-        _print_json(data)
+        print_json(summary.to_dict())
         return
     typer.echo(
         f"collection {summary.collection}: {summary.files_new} new, {summary.files_updated} updated, "
@@ -74,13 +61,12 @@ def ingest(
         typer.echo(f"  skipped {skipped.path}: {skipped.error}")
 
 
-@cli.command()
 def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List collections with their document and chunk counts."""
     with Assistant() as assistant:
         rows = assistant.collections()
     if as_json:
-        _print_json([asdict(r) for r in rows])
+        print_json([asdict(r) for r in rows])
         return
     if not rows:
         typer.echo("no collections yet: run `sparq ingest PATH --collection NAME`")
@@ -88,7 +74,6 @@ def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         typer.echo(f"{r.name:30} {r.documents:8} documents {r.chunks:10} chunks")
 
 
-@cli.command()
 def documents(
     collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -97,7 +82,7 @@ def documents(
     with Assistant() as assistant:
         rows = assistant.documents(collection)
     if as_json:
-        _print_json([asdict(r) for r in rows])
+        print_json([asdict(r) for r in rows])
         return
     for r in rows:
         extra = f"  ({r.error})" if r.error else ""
@@ -106,10 +91,11 @@ def documents(
         typer.echo(f"{r.id:6} {r.collection:16} {r.status:9} {r.chunks:5} chunks  {r.path}{extra}")
 
 
-@cli.command()
 def delete(
     document: Annotated[int | None, typer.Option("--document", help="Document id to delete.")] = None,
-    collection: Annotated[str | None, typer.Option("--collection", help="Collection to delete, whole.")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", help="Collection to delete, whole.")
+    ] = None,
 ) -> None:
     """Delete a document or a whole collection, with its chunks and vectors."""
     if (document is None) == (collection is None):
@@ -123,29 +109,7 @@ def delete(
             typer.echo(f"deleted collection {collection} ({n} documents)")
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cli()
-    except SparqError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
-
-
-# Importing these modules registers their commands on `cli`.
-from app import (  # noqa: E402,F401
-    cli_admin,
-    cli_ask,
-    cli_budgets,
-    cli_directory,
-    cli_feedback,
-    cli_retrieval,
-    cli_serve,
-    cli_sources,
-    cli_ui,
-)
-
-if __name__ == "__main__":
-    from app.cli import main as _main  # the importable module, on which every command is registered
-
-    _main()
+def register(cli: typer.Typer) -> None:
+    """Add `ingest`, `collections`, `documents` and `delete` to the root app."""
+    for command in (ingest, collections, documents, delete):
+        cli.command()(command)

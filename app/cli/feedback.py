@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 
 from app.assistant import Assistant
-from app.cli import cli
+from app.cli.common import fail
 from app.feedback import FeedbackError, FeedbackLog, export
 
 
-@cli.command()
 def feedback(
     export_format: Annotated[str, typer.Option("--export", help="csv or json.")] = "csv",
     rating: Annotated[str | None, typer.Option("--rating", help="Only up or only down.")] = None,
@@ -32,10 +31,14 @@ def feedback(
                 export_format,
             )
         except FeedbackError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from None
+            raise fail(str(exc)) from None
     if output is None:
         typer.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"feedback written to {output}")
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `feedback` to the root app."""
+    cli.command()(feedback)

@@ -1,4 +1,4 @@
-"""`sparq backup` and `sparq restore` (registered by importing this module)."""
+"""`sparq backup` and `sparq restore`: the whole installation to a folder and back."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from app.assistant import Assistant, SparqError
-from app.cli import cli
 
 
-@cli.command()
-def backup(target: Annotated[Path, typer.Argument(help="A new, empty folder to write the backup into.")]) -> None:
+def backup(
+    target: Annotated[Path, typer.Argument(help="A new, empty folder to write the backup into.")],
+) -> None:
     """Back up the database, the vector index and uploaded documents."""
     from app.backup import BackupError
 
@@ -22,10 +22,11 @@ def backup(target: Annotated[Path, typer.Argument(help="A new, empty folder to w
         except BackupError as exc:
             raise SparqError(str(exc)) from exc
     rows = manifest["rows"]
-    typer.echo(f"backup written to {target}: {rows.get('documents', 0)} documents, {rows.get('chunks', 0)} chunks")
+    typer.echo(
+        f"backup written to {target}: {rows.get('documents', 0)} documents, {rows.get('chunks', 0)} chunks"
+    )
 
 
-@cli.command()
 def restore(source: Annotated[Path, typer.Argument(help="A folder written by `sparq backup`.")]) -> None:
     """Restore a backup into an empty installation (SQLite or PostgreSQL, either way round)."""
     from app.backup import BackupError
@@ -36,3 +37,9 @@ def restore(source: Annotated[Path, typer.Argument(help="A folder written by `sp
         except BackupError as exc:
             raise SparqError(str(exc)) from exc
     typer.echo(f"restored backup of {manifest['created_at']} ({manifest['rows'].get('chunks', 0)} chunks)")
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `backup` and `restore` to the root app."""
+    cli.command()(backup)
+    cli.command()(restore)

@@ -1,15 +1,10 @@
-"""`sparq users sync-ldap`: users and groups from the company directory (see app.directory_sync)."""
+"""The LDAP directory sync's configuration from SPARQ_LDAP_* settings (see app.directory_sync), shared by
+`sparq users sync-ldap` and the scheduled sync of `sparq serve`."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from app.assistant import Assistant
-from app.cli_ui import users_app
 from app.config import Settings
-from app.directory_sync import DirectoryError, LdapConfig, sync_ldap
+from app.directory_sync import DirectoryError, LdapConfig
 
 
 def ldap_config(settings: Settings) -> LdapConfig:
@@ -35,22 +30,3 @@ def ldap_config(settings: Settings) -> LdapConfig:
         start_tls=settings.ldap_start_tls,
         ca_file=settings.ldap_ca_file,
     )
-
-
-@users_app.command("sync-ldap")
-def users_sync_ldap(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would change; change nothing.")
-    ] = False,
-) -> None:
-    """Create, regroup and disable users from the LDAP / Active Directory server in SPARQ_LDAP_*."""
-    with Assistant() as assistant:
-        try:
-            plan = sync_ldap(ldap_config(assistant.settings), assistant.users, dry_run=dry_run)
-        except DirectoryError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from None
-    for line in plan.lines():
-        typer.echo(line)
-    verb = "would change" if dry_run else "changed"
-    typer.echo(f"{len(plan.lines())} {verb}, {plan.unchanged} unchanged" + (" (dry run)" if dry_run else ""))

@@ -40,8 +40,15 @@ for _module in (model, evaluation, budgets, users, keys, sources):  # command gr
 def main() -> None:
     """The `sparq` console script: a SparqError is one line on stderr and exit status 2, not a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
     try:
         cli()
     except SparqError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except ValidationError as exc:  # a wrong SPARQ_* setting: name it and its problem, no traceback
+        for problem in exc.errors():
+            name = "SPARQ_" + "_".join(str(part) for part in problem["loc"]).upper()
+            typer.echo(f"error: setting {name}: {problem['msg']}", err=True)
         raise SystemExit(2) from None

@@ -67,3 +67,18 @@ def test_cli_errors_are_clear(env):
     assert result.exit_code != 0 and "group by one of" in result.output
     costs = runner.invoke(cli, ["costs", "--json"])
     assert costs.exit_code == 0 and json.loads(costs.stdout) == []
+
+
+def test_a_wrong_setting_is_one_line_naming_it_not_a_traceback(tmp_path) -> None:
+    """The console script as an admin runs it: a bad SPARQ_* value exits 2 with the variable and the rule."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARQ_")}
+    env.update(SPARQ_DATA_DIR=str(tmp_path / "data"), SPARQ_SOURCE_POLL_SECONDS="-1")
+    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "collections"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["error: setting SPARQ_SOURCE_POLL_SECONDS: Input should be greater than 0"]
+    assert "Traceback" not in done.stderr

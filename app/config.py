@@ -81,6 +81,27 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(os.pathsep) if part.strip()]
         return v
 
+    # OCR of scans and images (see README "Scans and images (OCR)"); given to the loader workers
+    ocr_languages: str = Field(
+        default="eng+chi_sim", description="Tesseract languages read, joined by '+' (each needs its Debian package "
+        "tesseract-ocr-LANG; reading fewer is faster)."
+    )
+    ocr_dpi: int = Field(
+        default=300, ge=72, le=600, description="Highest resolution (dpi) a scanned PDF page is rendered at for OCR; "
+        "a page scanned at less is read at its own."
+    )
+
+    @field_validator("ocr_languages")
+    @classmethod
+    def _ocr_language_codes(cls, v: str) -> str:
+        """Checked here, at start-up: the value becomes Tesseract arguments in every loader worker."""
+        codes = v.strip().split("+")
+        if not all(c and c.isascii() and c.replace("_", "").isalnum() for c in codes):
+            raise ValueError(
+                f"SPARQ_OCR_LANGUAGES must be Tesseract language codes joined by '+' (e.g. eng+chi_sim), got {v!r}"
+            )
+        return v.strip()
+
     query_threads: int = 1
 
     # Retrieval

@@ -27,6 +27,8 @@ _CJK_CHAR = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u
 
 @dataclass(frozen=True)
 class Chunk:
+    """A piece of a document sized for the embedder, with the one source location it cites."""
+
     text: str
     position: int
     token_count: int
@@ -38,6 +40,7 @@ class Chunk:
 
     @property
     def heading(self) -> str | None:
+        """The heading path as one "A > B" line, as citations show it; None without headings."""
         return " > ".join(self.heading_path) if self.heading_path else None
 
 
@@ -92,6 +95,7 @@ class Chunker:
         self.overlap_tokens = overlap_tokens
 
     def chunk(self, document: LoadedDocument) -> list[Chunk]:
+        """The document's chunks in reading order, numbered by `position`."""
         chunks: list[Chunk] = []
         for location, texts, is_table in self._blocks(document.sections):
             packed = self._pack_table(texts[0]) if is_table else self._pack(texts)

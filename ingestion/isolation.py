@@ -5,6 +5,9 @@ with a reason ("timed out after 120 s", "exceeded 2048 MiB of memory"), never th
 that runs it. Each file is parsed in a worker process; a worker that overruns its time is killed and
 replaced, and its memory is capped by `RLIMIT_AS` above what it used at start. Workers are reused, so
 small files do not pay a process start each.
+
+OCR settings are given to the pool (the product passes its own; ingestion never reads app's settings) and
+sent with each file, with the time limit: OCR in the worker stops just before it and keeps the pages read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from ingestion.loader_worker import read_frame, write_frame
 from ingestion.loaders.base import LoadedDocument, LoaderError, UnsupportedFormat
+from ingestion.ocr import OcrSettings
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
@@ -54,7 +58,9 @@ class LoaderPool:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_mb: int = DEFAULT_MEMORY_MB,
+        ocr: OcrSettings | None = None,
     ) -> None:
+        """`ocr`: the languages and resolution OCR uses in the workers (default: OcrSettings())."""
         if timeout_s <= 0:
             raise ValueError(f"loader timeout must be positive, got {timeout_s}")
         if memory_mb < 64:
@@ -64,6 +70,7 @@ class LoaderPool:
             raise ValueError(f"a loader pool needs at least one worker, got {workers}")
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.ocr = ocr if ocr is not None else OcrSettings()
         # Each slot is an idle worker, or _SPAWN: leave to start one (at first use, or after one was killed).
         self._idle: queue.LifoQueue[_Worker | object | None] = queue.LifoQueue()  # idle workers first
         for _ in range(self.size):
@@ -134,7 +141,7 @@ class LoaderPool:
         healthy = False
         try:
             try:
-                write_frame(process.stdin, (str(path), max_bytes))
+                write_frame(process.stdin, (str(path), max_bytes, self.timeout_s, self.ocr))
             except OSError as exc:
                 raise LoaderError(f"the loader process is gone ({exc}); file not read") from exc
             if not worker.readable(self.timeout_s):

@@ -10,8 +10,14 @@ Each page's confidence is the mean word confidence of Tesseract's TSV output (0-
 words (blank, or nothing legible) or a failed Tesseract run is reported per page by the caller, never
 dropped silently; a missing Tesseract or language fails the file with what to install.
 
-Settings (environment, read by the loader workers): SPARQ_OCR_LANGUAGES (default "eng+chi_sim"),
-SPARQ_OCR_DPI (render resolution for PDF pages, default 300).
+Settings (`OcrSettings`: languages, render resolution) come from the product's settings (SPARQ_OCR_*), given
+to the loader pool, which sends them with each file; nothing here reads the environment. The worker sets them,
+with the file's time limit, around each file (`for_file`); a loader reads them with `current_job()`. Outside a
+worker (a direct `load_file`) the defaults apply and there is no time limit.
+
+Time limit: a long scan must not time out whole (a 200-page scan at a few seconds a page, under a 120 s
+limit, would lose every page). OCR stops just before the file's limit, stopping a page being read, keeps the
+pages read, and names the others per range ("pages 41-200 not OCR'd: time limit of 120 s reached").
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from PIL import Image
@@ -38,7 +47,9 @@ ENGINE = "tesseract"
 DEFAULT_LANGUAGES = "eng+chi_sim"
 DEFAULT_DPI = 300
 INSTALL_HINT = "apt-get install -y tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim"
-PAGE_TIMEOUT_S = 100.0  # one page; the loader's per-file limit (120 s by default) still applies on top
+PAGE_TIMEOUT_S = 100.0  # one page; the file's time limit (`TimeLimit`) applies on top
+RESERVE_SHARE = 0.1  # of the file's time limit, kept after OCR stops to build and send the reply...
+RESERVE_MAX_S = 5.0  # ...at most this: the reply of a long scan takes milliseconds
 MAX_PIXELS = 60_000_000  # larger images are scaled down first: more pixels cost memory, not accuracy
 _LANGUAGE = re.compile(r"^[A-Za-z0-9_]+$")
 _PACKAGE = {"eng": "tesseract-ocr-eng", "chi_sim": "tesseract-ocr-chi-sim", "chi_tra": "tesseract-ocr-chi-tra"}
@@ -50,12 +61,18 @@ class OcrError(LoaderError):
     """One page could not be read by OCR (Tesseract failed or timed out)."""
 
 
+class OcrTimeout(OcrError):
+    """Tesseract was stopped at its time limit (the page's, or what was left of the file's)."""
+
+
 class OcrUnavailable(LoaderError):
     """OCR cannot run at all here (Tesseract or a language model is not installed)."""
 
 
 @dataclass(frozen=True)
 class OcrSettings:
+    """Tesseract's languages ("eng+chi_sim") and the highest resolution scanned PDF pages are rendered at."""
+
     languages: str = DEFAULT_LANGUAGES
     dpi: int = DEFAULT_DPI
 
@@ -67,22 +84,73 @@ class OcrSettings:
             raise ValueError(f"OCR resolution must be between 72 and 600 dpi, got {self.dpi}")
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None) -> OcrSettings:
-    env = os.environ if environ is None else environ
-    languages = env.get("SPARQ_OCR_LANGUAGES", "").strip() or DEFAULT_LANGUAGES
-    raw_dpi = env.get("SPARQ_OCR_DPI", "").strip()
+@dataclass(frozen=True)
+class TimeLimit:
+    """When OCR of one file stops: its loader time limit less a reserve to send what was read."""
+
+    stop_at: float  # time.monotonic()
+    limit_s: float  # the file's time limit, named in the warning
+
+    @classmethod
+    def for_file(cls, limit_s: float, *, started: float | None = None) -> TimeLimit:
+        """`limit_s` after `started` (now), less a tenth of it, at most RESERVE_MAX_S."""
+        if limit_s <= 0:
+            raise ValueError(f"an OCR time limit must be positive, got {limit_s}")
+        start = time.monotonic() if started is None else started
+        return cls(start + limit_s - min(RESERVE_MAX_S, RESERVE_SHARE * limit_s), limit_s)
+
+    def remaining(self) -> float:
+        """Seconds left before OCR of this file must stop (negative once past)."""
+        return self.stop_at - time.monotonic()
+
+    def warning(self, numbers: Sequence[int]) -> list[str]:
+        """One line per range of consecutive page numbers left unread."""
+        return [f"{span} not OCR'd: time limit of {self.limit_s:g} s reached" for span in page_spans(numbers)]
+
+
+@dataclass(frozen=True)
+class OcrJob:
+    """What OCR of the file being loaded runs with: its settings, and its time limit inside a loader worker."""
+
+    settings: OcrSettings = field(default_factory=OcrSettings)
+    limit: TimeLimit | None = None
+
+
+_NO_JOB = OcrJob()
+_JOB: ContextVar[OcrJob | None] = ContextVar("sparq_ocr_job", default=None)
+
+
+@contextmanager
+def for_file(settings: OcrSettings, limit: TimeLimit | None = None) -> Iterator[OcrJob]:
+    """Set the OCR settings and time limit for the file loaded inside (the loader worker, per file)."""
+    job = OcrJob(settings, limit)
+    token = _JOB.set(job)
     try:
-        dpi = int(raw_dpi) if raw_dpi else DEFAULT_DPI
-    except ValueError as exc:
-        raise LoaderError(f"SPARQ_OCR_DPI must be a whole number of dots per inch, got {raw_dpi!r}") from exc
-    try:
-        return OcrSettings(languages=languages, dpi=dpi)
-    except ValueError as exc:
-        raise LoaderError(str(exc)) from exc
+        yield job
+    finally:
+        _JOB.reset(token)
+
+
+def current_job() -> OcrJob:
+    """The settings and time limit of the file being loaded (defaults, no limit, outside `for_file`)."""
+    return _JOB.get() or _NO_JOB
+
+
+def page_spans(numbers: Sequence[int]) -> list[str]:
+    """[1, 2, 3, 7] -> ["pages 1-3", "page 7"]: consecutive page numbers as one span."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return [f"page {a}" if a == b else f"pages {a}-{b}" for a, b in spans]
 
 
 @dataclass(frozen=True)
 class OcrResult:
+    """The text OCR read from one image, with its confidence, so weak readings can be flagged."""
+
     text: str
     confidence: float | None  # mean word confidence, 0-100; None when no word was recognised
     words: int
@@ -154,8 +222,10 @@ class TesseractEngine:
             self._checked = binary
         return self._checked
 
-    def recognize(self, image: Image.Image, *, dpi: int | None = None) -> OcrResult:
+    def recognize(self, image: Image.Image, *, dpi: int | None = None, timeout_s: float | None = None) -> OcrResult:
+        """One page; `timeout_s` (default: the engine's per-page limit) stops Tesseract with OcrTimeout."""
         binary = self.check()
+        limit_s = self.timeout_s if timeout_s is None else timeout_s
         image = _prepared(image)
         buf = io.BytesIO()
         image.save(buf, format="PPM")  # uncompressed PGM/PPM: nothing to encode or decode, read from stdin
@@ -168,11 +238,11 @@ class TesseractEngine:
         preexec = _die_with_parent if _PRCTL is not None and threading.active_count() == 1 else None
         try:
             done = subprocess.run(  # noqa: S603 - fixed program and arguments, no shell
-                args, input=buf.getvalue(), capture_output=True, timeout=self.timeout_s, check=False,
+                args, input=buf.getvalue(), capture_output=True, timeout=limit_s, check=False,
                 env=_env(), preexec_fn=preexec,  # noqa: PLW1509 - the worker is single-threaded
             )
         except subprocess.TimeoutExpired as exc:
-            raise OcrError(f"tesseract timed out after {self.timeout_s:g} s") from exc
+            raise OcrTimeout(f"tesseract timed out after {limit_s:g} s") from exc
         except OSError as exc:
             raise OcrError(f"tesseract could not start: {exc}") from exc
         if done.returncode != 0:
@@ -235,31 +305,53 @@ def parse_tsv(tsv: str) -> OcrResult:
     return OcrResult(text, sum(confidences) / len(confidences), len(confidences))
 
 
-def default_engine() -> TesseractEngine:
-    return TesseractEngine(settings_from_env().languages)
-
-
 def ocr_pages(
-    pages: Iterable[tuple[int, Image.Image, int | None]], engine: TesseractEngine | None = None
+    pages: Iterable[tuple[int, Image.Image, int | None]],
+    engine: TesseractEngine | None = None,
+    *,
+    numbers: Sequence[int] | None = None,
+    limit: TimeLimit | None = None,
 ) -> tuple[list[Section], list[str]]:
     """OCR each (page number, image, dpi): sections for the pages read, a problem line for each that was not.
 
-    OcrUnavailable (no Tesseract, no language model) is raised before any page is tried."""
-    engine = engine or default_engine()
+    With a `limit`, OCR stops at it (a page being read is stopped; `pages` is not drawn on after it, so
+    pages are rendered lazily and never past the limit); that page and those after it in `numbers` (the
+    page numbers `pages` yields, in order) are named per range. OcrUnavailable (no Tesseract, no language
+    model) is raised before any page is tried."""
+    if limit is not None and numbers is None:
+        raise ValueError("an OCR time limit needs the page numbers, to name the pages it leaves unread")
+    engine = engine or TesseractEngine()
     engine.check()
     sections: list[Section] = []
     problems: list[str] = []
-    for number, image, dpi in pages:
+    iterator = iter(pages)
+    handled: int | None = None  # the last page number read or reported
+    while limit is None or limit.remaining() > 0:
+        item = next(iterator, None)
+        if item is None:
+            return sections, problems
+        number, image, dpi = item
+        budget = None if limit is None else min(engine.timeout_s, limit.remaining())
+        if budget is not None and budget <= 0:
+            break
         try:
-            result = engine.recognize(image, dpi=dpi)
+            result = engine.recognize(image, dpi=dpi, timeout_s=budget)
+        except OcrTimeout as exc:
+            if budget is not None and budget < engine.timeout_s:  # the file's limit, not the page's
+                break
+            problems.append(f"page {number}: OCR failed ({exc})")
         except OcrError as exc:
             problems.append(f"page {number}: OCR failed ({exc})")
-            continue
-        if not result.text:
-            problems.append(f"page {number}: OCR found no text (blank or illegible)")
-            continue
-        sections.append(Section(text=result.text, page=number, ocr_confidence=round(result.confidence or 0.0, 1)))
-    return sections, problems
+        else:
+            if result.text:
+                confidence = round(result.confidence or 0.0, 1)
+                sections.append(Section(text=result.text, page=number, ocr_confidence=confidence))
+            else:
+                problems.append(f"page {number}: OCR found no text (blank or illegible)")
+        handled = number
+    assert limit is not None and numbers is not None
+    unread = list(numbers) if handled is None else list(numbers)[list(numbers).index(handled) + 1:]
+    return sections, problems + limit.warning(unread)
 
 
 def describe(problems: list[str]) -> str:
@@ -281,14 +373,18 @@ __all__ = [
     "ENGINE",
     "INSTALL_HINT",
     "OcrError",
+    "OcrJob",
     "OcrResult",
     "OcrSettings",
+    "OcrTimeout",
     "OcrUnavailable",
     "TesseractEngine",
-    "default_engine",
+    "TimeLimit",
+    "current_job",
     "describe",
+    "for_file",
     "frames",
     "ocr_pages",
+    "page_spans",
     "parse_tsv",
-    "settings_from_env",
 ]

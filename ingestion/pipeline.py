@@ -56,12 +56,16 @@ HEADER_CHARS = 200
 
 @dataclass
 class Failure:
+    """A file that could not be ingested and why, listed in the summary."""
+
     path: str
     error: str
 
 
 @dataclass
 class IngestSummary:
+    """What one ingest run did, file by file outcome counts and chunk counts, for the CLI, UI and run row."""
+
     files_new: int = 0
     files_updated: int = 0
     files_unchanged: int = 0
@@ -77,6 +81,7 @@ class IngestSummary:
     collection: str = ""
 
     def to_dict(self) -> dict:
+        """The summary as plain data (seconds rounded), for JSON output and the run record."""
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
         return data
@@ -158,6 +163,8 @@ def _header(title: str | None, heading: str | None) -> str:
 
 
 class IngestPipeline:
+    """Loads, chunks, embeds and stores documents of a source into a collection (see the module)."""
+
     def __init__(
         self,
         store: DocumentStore,
@@ -231,6 +238,7 @@ class IngestPipeline:
         total: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> IngestSummary:
+        """Ingest records that are already text (a benchmark corpus), keyed by their own keys."""
         return self._run(record_items(iter(records)), total, collection, groups, f"records:{collection}", progress)
 
     # --- the run -------------------------------------------------------------------------------------
@@ -506,7 +514,7 @@ class IngestPipeline:
                          chunks=records, embed_texts=texts, existing_id=existing_id,
                          error=loaded.metadata.get("warnings"))
 
-    def _chunk(self, loaded) -> tuple[list[ChunkRecord], list[str]]:
+    def _chunk(self, loaded: LoadedDocument) -> tuple[list[ChunkRecord], list[str]]:
         records: list[ChunkRecord] = []
         texts: list[str] = []
         for chunk in self.chunker.chunk(loaded):
@@ -618,9 +626,9 @@ class IngestPipeline:
         if not gone:
             return
         with self.store.sessions() as session:
-            removed_chunks = session.scalar(
+            removed_chunks = session.execute(  # an aggregate: always exactly one row, never NULL (coalesce)
                 select(func.coalesce(func.sum(Document.n_chunks), 0)).where(Document.id.in_([i for i, _ in gone]))
-            )
+            ).scalar_one()
         self.store.delete_documents([i for i, _ in gone])
         summary.files_removed += len(gone)
         summary.chunks_removed += removed_chunks

@@ -27,6 +27,7 @@ class SourceItem:
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """The file's SHA-256, read in blocks so a large file never sits in memory whole."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
@@ -57,6 +58,7 @@ class FileListing:
         return len(self.files) + len(self.skipped)
 
     def items(self, loader: Callable[[Path], LoadedDocument]) -> Iterator[SourceItem]:
+        """The files as source items read with `loader`, then the refused entries as skipped items."""
         yield from file_items(self.files, loader)
         for entry in self.skipped:
             yield skipped_item(entry)
@@ -142,6 +144,7 @@ def _unmoved(path: Path) -> Path:
 
 
 def file_items(paths: list[Path], loader: Callable[[Path], LoadedDocument]) -> Iterator[SourceItem]:
+    """Items for files read in place; a file that vanished after listing fails when loaded, with the reason."""
     for path in paths:
         try:
             st = path.stat()
@@ -196,6 +199,7 @@ class TextRecord:
 
 
 def record_items(records: Iterator[TextRecord] | list[TextRecord]) -> Iterator[SourceItem]:
+    """Items for text records, each hashed from its title and text so an unchanged record is skipped."""
     for record in records:
         body = record.text
         digest = hashlib.sha256(((record.title or "") + "\n" + body).encode()).hexdigest()
@@ -203,4 +207,7 @@ def record_items(records: Iterator[TextRecord] | list[TextRecord]) -> Iterator[S
         def load(r: TextRecord = record) -> LoadedDocument:
             return LoadedDocument([Section(r.text)], mime="text/plain", title=r.title)
 
-        yield SourceItem(record.key, len(body.encode()), 0.0, load, lambda d=digest: d, ".txt")
+        def digest_of(d: str = digest) -> str:
+            return d
+
+        yield SourceItem(record.key, len(body.encode()), 0.0, load, digest_of, ".txt")

@@ -100,6 +100,8 @@ class SentenceAttribution:
 
 @dataclass(frozen=True)
 class Attribution:
+    """An answer with citations added where a passage bears a sentence out, and what stayed unsupported."""
+
     text: str  # the answer with "[n]" added to each attributed sentence
     attributed: list[int]  # passage numbers attribution cited, in order of first appearance
     sentences: list[SentenceAttribution] = field(default_factory=list)

@@ -79,9 +79,11 @@ class ModelInfo:
 
     @property
     def is_moe(self) -> bool:
+        """Whether the model routes tokens to experts, which decides how its cost is counted."""
         return self.n_experts > 0 and self.n_moe_layers > 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The model info as plain data, for JSON answers and the cost record."""
         return asdict(self)
 
 
@@ -105,13 +107,16 @@ class GenerationStats:
 
     @property
     def flops_total(self) -> float:
+        """Prefill plus decode FLOPs: the compute this generation actually cost."""
         return self.flops_prefill + self.flops_decode
 
     @property
     def dense_flops_total(self) -> float:
+        """What the same generation would cost on a dense model of the same size, for the MoE saving."""
         return self.dense_flops_prefill + self.dense_flops_decode
 
     def to_dict(self) -> dict[str, Any]:
+        """The stats as plain data, for JSON answers and the cost record."""
         return asdict(self)
 
 
@@ -124,6 +129,7 @@ class Generation:
     finish_reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The generation as plain data, its stats included."""
         return {"text": self.text, "finish_reason": self.finish_reason, "stats": self.stats.to_dict()}
 
 

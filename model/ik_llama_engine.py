@@ -177,6 +177,7 @@ def ik_lib() -> _Ik:
 
 
 def ik_available() -> bool:
+    """Whether the optional ik_llama_cpp package is installed, without importing it."""
     return importlib.util.find_spec("ik_llama_cpp") is not None
 
 
@@ -197,6 +198,7 @@ class IkGraphCapture:
         self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(self._cb)
 
     def reset(self) -> None:
+        """Forget what earlier evaluations recorded, so the next histogram covers one generation only."""
         self.hist = np.zeros((self.n_layers, max(self.n_experts, 1)), dtype=np.int64)
         self.layer_tokens = np.zeros(self.n_layers, dtype=np.int64)
         self.moe_layers: set[int] = set()
@@ -217,7 +219,7 @@ class IkGraphCapture:
         nbytes = int(self._lib.ggml_nbytes(t))
         buf = np.empty(nbytes, dtype=np.uint8)
         self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, nbytes)
-        arr = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
+        arr: np.ndarray = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
         return np.array(arr)  # [n_tokens, ne0]
 
     def _ffn_input_layer(self, t: int) -> int | None:
@@ -267,12 +269,14 @@ class IkGraphCapture:
             return True
 
     def raise_errors(self) -> None:
+        """Raise the first error the callback caught: an exception cannot cross the C callback itself."""
         if self.errors:
             err = self.errors[0]
             self.errors = []
             raise ModelError(f"expert capture failed: {err}") from err
 
     def histogram(self) -> tuple[list[list[int]], list[int]] | None:
+        """Expert-id counts and token counts per MoE layer seen; None when no MoE layer ran."""
         if not self.moe_layers:
             return None
         layers = sorted(self.moe_layers)
@@ -328,7 +332,8 @@ class IkLlamaEngine(LLMEngine):
         lib = ik.lib
         if top_k is not None and (not info.is_moe or not 1 <= top_k <= info.n_experts):
             raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
-        lib.llama_log_set(ctypes.cast(None, _LOG_CB_TYPE) if verbose else _quiet_log, None)
+        # A NULL callback restores llama.cpp's own logging; typeshed's ctypes.cast omits the None (NULL) it takes.
+        lib.llama_log_set(ctypes.cast(None, _LOG_CB_TYPE) if verbose else _quiet_log, None)  # type: ignore[arg-type]
         threads = n_threads or int(os.environ.get("SPARQ_LLM_THREADS", "0")) or max(os.cpu_count() or 1, 1)
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
@@ -499,9 +504,11 @@ class IkLlamaEngine(LLMEngine):
 
     # ---- tokens -------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
+        """Tokens of raw text (no chat template, no BOS)."""
         return len(self.tokenize(text))
 
     def tokenize(self, text: str) -> list[int]:
+        """Token ids of raw text (no chat template, no BOS)."""
         return self._tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
@@ -509,11 +516,13 @@ class IkLlamaEngine(LLMEngine):
         return self._template.render(messages)
 
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the templated prompt, with BOS only when the template did not already write it."""
         prompt = self.chat_prompt(messages)
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         return self._tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of the full templated prompt, as the context-window check needs."""
         return len(self.chat_tokens(messages))
 
     # ---- generation ---------------------------------------------------------------------------
@@ -525,6 +534,7 @@ class IkLlamaEngine(LLMEngine):
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str | Generation]:
+        """Yield text pieces as they are sampled, then one Generation with tokens, timings and expert usage."""
         tokens = self.chat_tokens(messages)
         self.check_fits(len(tokens), max_tokens)
         return self._stream_tokens(tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [])
@@ -580,6 +590,7 @@ class IkLlamaEngine(LLMEngine):
             self._decode(tokens, 0, all_logits=bool(self.capture and self.capture.capture_ffn_input))
 
     def close(self) -> None:
+        """Free the batch, context and model ik_llama.cpp allocated; safe to call twice."""
         ik = getattr(self, "_ik", None)
         if ik is None:
             return

@@ -18,12 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from model.base import Generation, LLMEngine, ModelError, ModelInfo
 from model.gguf_info import info_from_gguf
 from model.token_stream import sampled_stats, stream_text
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 GGML_MAX_DIMS = 4
 GGML_MAX_OP_PARAMS = 64
@@ -98,6 +102,7 @@ class GraphCapture:
         self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(self._cb)
 
     def reset(self) -> None:
+        """Forget what earlier evaluations recorded, so the next histogram covers one generation only."""
         self.hist = np.zeros((self.n_layers, max(self.n_experts, 1)), dtype=np.int64)
         self.layer_tokens = np.zeros(self.n_layers, dtype=np.int64)
         self.moe_layers: set[int] = set()
@@ -123,7 +128,7 @@ class GraphCapture:
         nbytes = int(self._lib.ggml_nbytes(t))
         buf = np.empty(nbytes, dtype=np.uint8)
         self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, nbytes)
-        arr = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
+        arr: np.ndarray = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
         return np.array(arr)  # [n_tokens, ne0]
 
     def _cb(self, t: int, ask: bool, _ud: int) -> bool:
@@ -156,12 +161,14 @@ class GraphCapture:
             return True
 
     def raise_errors(self) -> None:
+        """Raise the first error the callback caught: an exception cannot cross the C callback itself."""
         if self.errors:
             err = self.errors[0]
             self.errors = []
             raise ModelError(f"expert capture failed: {err}") from err
 
     def histogram(self) -> tuple[list[list[int]], list[int]] | None:
+        """Expert-id counts and token counts per MoE layer seen; None when no MoE layer ran."""
         if not self.moe_layers:
             return None
         layers = sorted(self.moe_layers)
@@ -243,7 +250,7 @@ class LlamaCppEngine(LLMEngine):
             raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
         if top_k is not None:
             check_graph_budget(path, info, top_k)
-        kv: dict[str, int] = {}
+        kv: dict[str, bool | int | float | str] = {}
         gguf_arch = "llama" if info.architecture == "mixtral" else info.architecture
         if top_k is not None:
             kv[f"{gguf_arch}.expert_used_count"] = int(top_k)
@@ -284,24 +291,29 @@ class LlamaCppEngine(LLMEngine):
 
     @property
     def engine_name(self) -> str:
+        """llama.cpp with the llama-cpp-python version, which the cost record names."""
         import llama_cpp
 
         return f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"
 
     # ---- tokens -------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
+        """Tokens of raw text (no chat template, no BOS)."""
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """The templated prompt string (system/user/assistant turns + assistant header)."""
-        return self._formatter(messages=messages).prompt
+        # sparq's messages are {"role", "content"} dicts: the shape of llama_cpp's message TypedDicts.
+        return self._formatter(messages=cast("list[ChatCompletionRequestMessage]", messages)).prompt
 
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the templated prompt, with BOS only when the template did not already write it."""
         prompt = self.chat_prompt(messages)
         add_bos = self._llm._model.add_bos_token() and not (self._bos_text and prompt.startswith(self._bos_text))
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of the full templated prompt, as the context-window check needs."""
         return len(self.chat_tokens(messages))
 
     # ---- generation ---------------------------------------------------------------------------
@@ -313,6 +325,7 @@ class LlamaCppEngine(LLMEngine):
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str | Generation]:
+        """Yield text pieces as they are sampled, then one Generation with tokens, timings and expert usage."""
         tokens = self.chat_tokens(messages)
         self.check_fits(len(tokens), max_tokens)
         return self._stream_tokens(tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [])
@@ -368,10 +381,12 @@ class LlamaCppEngine(LLMEngine):
                 self.capture.raise_errors()
 
     def tokenize(self, text: str) -> list[int]:
+        """Token ids of raw text (no chat template, no BOS)."""
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def close(self) -> None:
+        """Free the llama.cpp model and context; safe to call twice."""
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()
-            self._llm = None  # type: ignore[assignment]
+            del self._llm  # closed: a later call fails with AttributeError, a second close() does nothing

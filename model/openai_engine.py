@@ -13,10 +13,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from model.accounting import build_stats, estimate_total_params, nominal_active_params
 from model.base import Generation, LLMEngine, ModelError, ModelInfo, ModelNotFound, RemoteEngineError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 # ModelInfo fields a caller may pass as options (e.g. from the served model's config.json)
 _ARCH_KEYS = {
@@ -111,6 +114,7 @@ class OpenAIEngine(LLMEngine):
 
     # ---- tokens -------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
+        """Tokens of raw text: the local tokenizer, else the server's /tokenize, else a safe over-estimate."""
         if self._tokenizer is not None:
             return len(self._tokenizer.encode(text, add_special_tokens=False))
         n = self._server_tokenize(text)
@@ -138,6 +142,7 @@ class OpenAIEngine(LLMEngine):
         return len(body["tokens"]) if "tokens" in body else None
 
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of the templated prompt: exact with a local chat template, else a ChatML-style estimate."""
         if self._tokenizer is not None and getattr(self._tokenizer, "chat_template", None):
             return len(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         # ChatML-style overhead: ~4 tokens per turn + 3 for the assistant header
@@ -152,6 +157,7 @@ class OpenAIEngine(LLMEngine):
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str | Generation]:
+        """Yield text pieces as the server streams them, then one Generation (usage from the server when it says)."""
         n_prompt = self.count_chat_tokens(messages)
         self.check_fits(n_prompt, max_tokens)
         return self._stream(messages, n_prompt, max_tokens, temperature, stop)
@@ -166,8 +172,10 @@ class OpenAIEngine(LLMEngine):
         finish = "length"
         usage = None
         try:
+            # sparq's messages are {"role", "content"} dicts: the shape of OpenAI's message TypedDicts.
             resp = self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                model=self.model, messages=cast("list[ChatCompletionMessageParam]", messages),
+                max_tokens=max_tokens, temperature=temperature,
                 stop=stop or None, stream=True, stream_options={"include_usage": True},
             )
             for chunk in resp:
@@ -213,4 +221,5 @@ class OpenAIEngine(LLMEngine):
         yield Generation(text="".join(parts), stats=stats, finish_reason=finish)
 
     def close(self) -> None:
+        """Close the HTTP client's connections."""
         self.client.close()

@@ -63,6 +63,8 @@ class Passage:
 
 @dataclass
 class PackedPrompt:
+    """The chat messages sent to the model, the passages they hold, and what did not fit the budget."""
+
     messages: list[dict[str, str]]
     passages: list[Passage]
     prompt_tokens: int
@@ -86,6 +88,7 @@ SYSTEM_ZH = (
 
 
 def system_prompt(language: str) -> str:
+    """The system instructions in the answer language (Chinese for "zh", else English)."""
     template = SYSTEM_ZH if language == "zh" else SYSTEM_EN
     return template.format(not_found=NOT_FOUND.get(language, NOT_FOUND["en"]))
 
@@ -170,6 +173,8 @@ def pack_prompt(
 
 
 class PromptTooLong(ValueError):
+    """The question and instructions alone leave no room for passages and the answer."""
+
     def __init__(self, n_tokens: int, budget: int) -> None:
         super().__init__(
             f"the question and instructions alone take {n_tokens} tokens, more than the {budget} the model's "
@@ -243,6 +248,8 @@ def supports_answer(answer: str, passage: str, min_support: float = MIN_SUPPORT)
 
 @dataclass(frozen=True)
 class CitationCheck:
+    """An answer with its citations checked: those kept, those pointing nowhere, those not borne out."""
+
     text: str  # the answer with citations to nothing, and unsupported citations, removed
     cited: list[int]  # valid, supported passage numbers, in order of first citation
     removed: list[int]  # numbers that pointed at no passage

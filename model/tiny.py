@@ -43,7 +43,10 @@ def tiny_config(family: str, *, n_experts: int = 8, top_k: int = 2, vocab_size: 
             num_experts=n_experts, norm_topk_prob=False,
         )
     if family == "qwen3_moe":
-        return tf.Qwen3MoeConfig(**common, head_dim=8, intermediate_size=64, moe_intermediate_size=16, num_experts=n_experts)
+        # transformers' dataclass signature omits head_dim, which the config takes (and the model reads) as an extra.
+        return tf.Qwen3MoeConfig(  # type: ignore[call-arg]
+            **common, head_dim=8, intermediate_size=64, moe_intermediate_size=16, num_experts=n_experts
+        )
     if family == "olmoe":
         return tf.OlmoeConfig(**common, intermediate_size=16, num_experts=n_experts)
     if family == "mixtral":

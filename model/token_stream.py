@@ -18,6 +18,8 @@ from model.base import GenerationStats, ModelInfo
 
 @dataclass(frozen=True)
 class DecodedText:
+    """A sampled token stream's text with its count, finish reason and timings, for the generation stats."""
+
     text: str
     n_out: int  # tokens sampled, the end-of-generation token included
     finish: str  # stop | length

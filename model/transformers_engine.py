@@ -146,6 +146,7 @@ class RouterRecorder:
         self._handles = [mod.register_forward_hook(self._make_hook(il)) for il, mod in self.routers.items()]
 
     def reset(self) -> None:
+        """Forget what earlier forwards recorded, so the next histogram covers one generation only."""
         self._counts: dict[int, Any] = {}
         self.tokens = dict.fromkeys(self.layers, 0)
 
@@ -170,6 +171,7 @@ class RouterRecorder:
         return hook
 
     def histogram(self) -> tuple[list[list[int]], list[int]] | None:
+        """Expert-id counts and token counts per router layer (raising what a hook caught); None when none was routed."""
         if self.errors:
             err = self.errors[0]
             self.errors = []
@@ -183,6 +185,7 @@ class RouterRecorder:
         return hist, [self.tokens[il] for il in self.layers]
 
     def remove(self) -> None:
+        """Take the hooks off the model, so it runs unobserved again."""
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -276,20 +279,24 @@ class TransformersEngine(LLMEngine):
 
     @property
     def engine_name(self) -> str:
+        """transformers and torch versions and the device, which the cost record names."""
         import transformers
 
         return f"transformers {transformers.__version__} (torch {self._torch.__version__}, {self.device})"
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of raw text (no chat template, no special tokens)."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the templated prompt with the assistant header, whatever the tokenizer returns them as."""
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return [int(i) for i in ids]
 
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of the full templated prompt, as the context-window check needs."""
         return len(self.chat_ids(messages))
 
     def forward_logits(self, input_ids: list[int]) -> np.ndarray:
@@ -307,6 +314,7 @@ class TransformersEngine(LLMEngine):
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str | Generation]:
+        """Yield text pieces as they are generated, then one Generation with tokens, timings and expert usage."""
         ids = self.chat_ids(messages)
         self.check_fits(len(ids), max_tokens)
         return self._generate(ids, max_tokens, temperature, stop or [])
@@ -372,6 +380,7 @@ class TransformersEngine(LLMEngine):
         yield Generation(text=text, stats=stats, finish_reason=finish)
 
     def close(self) -> None:
+        """Take the router hooks off the model; safe to call twice."""
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder = None

@@ -10,9 +10,22 @@ anything leaves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    ColumnExpressionArgument,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.util import AliasedClass
 
 from retrieval.filters import SearchFilters
 from retrieval.schema import Collection, Document, DocumentGroup
@@ -23,10 +36,13 @@ SERVED_STATUSES: tuple[str, ...] = ("ready", "stale")
 # Duplicates that read through their original's chunks (a stale one: its own file is unreadable just now).
 DUPLICATE_STATUSES: tuple[str, ...] = ("duplicate", "stale")
 
+# The Document entity or an alias of it: the conditions below are built on either.
+DocumentEntity: TypeAlias = "type[Document] | AliasedClass[Document]"
 
-def served(document: type[Document] | object) -> ColumnElement[bool]:
+
+def served(document: DocumentEntity) -> ColumnElement[bool]:
     """SQL condition on a Document (or alias): search serves its chunks."""
-    return document.status.in_(SERVED_STATUSES)  # type: ignore[attr-defined]
+    return document.status.in_(SERVED_STATUSES)
 
 
 USER_GROUP_PREFIX = "user:"
@@ -67,7 +83,7 @@ def _like_prefix(prefix: str) -> str:
     return _escape_like(prefix) + "%"
 
 
-def readable_by(document_id: ColumnElement, principal: Principal) -> ColumnElement[bool]:
+def readable_by(document_id: ColumnExpressionArgument[int], principal: Principal) -> ColumnElement[bool]:
     """SQL condition: the document with id `document_id` is readable by `principal`."""
     if principal.is_admin:
         return true()
@@ -89,7 +105,7 @@ def readable_by(document_id: ColumnElement, principal: Principal) -> ColumnEleme
     return or_(own, via_duplicate)
 
 
-def filtered(document: type[Document] | object, filters: SearchFilters | None) -> ColumnElement[bool]:
+def filtered(document: DocumentEntity, filters: SearchFilters | None) -> ColumnElement[bool]:
     """SQL condition on a Document (or alias) for the search filters; a duplicate's path also matches."""
     if filters is None or filters.empty:
         return true()
@@ -97,34 +113,35 @@ def filtered(document: type[Document] | object, filters: SearchFilters | None) -
     conditions: list[ColumnElement[bool]] = []
     if filters.collections:
         conditions.append(
-            d.collection_id.in_(select(Collection.id).where(Collection.name.in_(list(filters.collections))))  # type: ignore[attr-defined]
+            d.collection_id.in_(select(Collection.id).where(Collection.name.in_(list(filters.collections))))
         )
     if filters.mimes:
-        conditions.append(d.mime.in_(list(filters.mimes)))  # type: ignore[attr-defined]
+        conditions.append(d.mime.in_(list(filters.mimes)))
     if filters.extensions:
         conditions.append(
-            or_(*[func.lower(d.path).like("%" + _escape_like(ext), escape="\\") for ext in filters.extensions])  # type: ignore[attr-defined]
+            or_(*[func.lower(d.path).like("%" + _escape_like(ext), escape="\\") for ext in filters.extensions])
         )
     if filters.path_prefix:
         pattern = _like_prefix(filters.path_prefix)
         dup = aliased(Document)
         conditions.append(
             or_(
-                d.path.like(pattern, escape="\\"),  # type: ignore[attr-defined]
-                exists().where(dup.duplicate_of == d.id, dup.path.like(pattern, escape="\\")),  # type: ignore[attr-defined]
+                d.path.like(pattern, escape="\\"),
+                exists().where(dup.duplicate_of == d.id, dup.path.like(pattern, escape="\\")),
             )
         )
     if filters.modified_after is not None:
-        conditions.append(d.mtime >= filters.modified_after.timestamp())  # type: ignore[attr-defined]
+        conditions.append(d.mtime >= filters.modified_after.timestamp())
     if filters.modified_before is not None:
-        conditions.append(d.mtime <= filters.modified_before.timestamp())  # type: ignore[attr-defined]
+        conditions.append(d.mtime <= filters.modified_before.timestamp())
     return and_(*conditions)
 
 
-def visible_documents(principal: Principal, filters: SearchFilters | None):  # -> Select
+def visible_documents(principal: Principal, filters: SearchFilters | None) -> Select[int]:
     """SELECT of the ids of served (ready or stale) documents the principal may read and the filters keep."""
     return select(Document.id).where(served(Document), readable_by(Document.id, principal), filtered(Document, filters))
 
 
 def unrestricted(principal: Principal, filters: SearchFilters | None) -> bool:
+    """True when nothing is hidden from this search (an admin, no filters): search skips the access bitmap."""
     return principal.is_admin and (filters is None or filters.empty)

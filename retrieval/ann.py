@@ -38,6 +38,7 @@ class IndexPolicy:
     tombstone_fraction: float = 0.2
 
     def kind_for(self, n: int) -> IndexKind:
+        """The kind for a corpus of `n` vectors: the fixed choice, or flat below `threshold` (exact is cheap there)."""
         if self.choice != "auto":
             return self.choice
         return self.large_kind if n >= self.threshold else "flat"
@@ -49,12 +50,14 @@ def _ivf_lists(n: int) -> int:
 
 def empty_index(kind: IndexKind, dim: int) -> faiss.Index:
     """An untrained/empty index of `kind`; IVF-PQ needs `build_index` (training) before use."""
+    inner: faiss.Index
     if kind == "flat":
         inner = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
-        inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        inner.hnsw.efSearch = HNSW_EF_SEARCH
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        inner = hnsw
     elif kind == "ivfpq":
         raise ValueError("an IVF-PQ index needs training vectors; use build_index")
     else:
@@ -66,6 +69,7 @@ def build_index(kind: IndexKind, dim: int, ids: np.ndarray, vectors: np.ndarray)
     """A new index of `kind` holding exactly `vectors` under `ids` (trained on them where needed)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
+    index: faiss.Index
     if kind == "ivfpq":
         nlist = _ivf_lists(len(vectors))
         if len(vectors) < 39 * nlist:
@@ -74,7 +78,7 @@ def build_index(kind: IndexKind, dim: int, ids: np.ndarray, vectors: np.ndarray)
         m = PQ_BYTES if dim % PQ_BYTES == 0 else next(d for d in (32, 24, 16, 8, 4, 2, 1) if dim % d == 0)
         inner = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         inner.own_fields = True
-        quantizer.this.disown()
+        quantizer.this.disown()  # type: ignore[attr-defined]  # SWIG's `this` proxy: absent from faiss's stubs
         rng = np.random.default_rng(0)
         sample = vectors if len(vectors) <= 100_000 else vectors[rng.choice(len(vectors), 100_000, replace=False)]
         inner.train(sample)
@@ -89,6 +93,7 @@ def build_index(kind: IndexKind, dim: int, ids: np.ndarray, vectors: np.ndarray)
 
 
 def kind_of(index: faiss.Index) -> IndexKind:
+    """The kind of a built or loaded index, read from the index itself, so searches pick parameters it accepts."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
@@ -100,12 +105,15 @@ def kind_of(index: faiss.Index) -> IndexKind:
 def search_parameters(kind: IndexKind, selector: faiss.IDSelector | None, selectivity: float) -> faiss.SearchParameters | None:
     """Parameters for one search; a restrictive selector widens the ANN beam so filtered recall holds up."""
     boost = 1.0 if selectivity >= 0.5 else min(16.0, 0.5 / max(selectivity, 1e-6))
+    params: faiss.SearchParameters
     if kind == "hnsw":
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = int(HNSW_EF_SEARCH * boost)
+        hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # exists in faiss, absent from its stubs
+        hnsw.efSearch = int(HNSW_EF_SEARCH * boost)
+        params = hnsw
     elif kind == "ivfpq":
-        params = faiss.SearchParametersIVF()
-        params.nprobe = int(IVF_NPROBE * boost)
+        ivf = faiss.SearchParametersIVF()
+        ivf.nprobe = int(IVF_NPROBE * boost)
+        params = ivf
     else:
         if selector is None:
             return None

@@ -36,6 +36,7 @@ class SearchFilters:
 
     @property
     def empty(self) -> bool:
+        """True when no filter is set: search then needs no filter condition at all."""
         return not (
             self.collections or self.mimes or self.extensions or self.path_prefix
             or self.modified_after or self.modified_before

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -51,7 +52,15 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 _stemmer_lock = threading.Lock()
-_stemmers: dict[int, object] = {}
+
+
+class _Stemmer(Protocol):
+    """What sparq uses of a PyStemmer stemmer (the package ships no types)."""
+
+    def stemWords(self, words: list[str]) -> list[str]: ...  # noqa: N802 - PyStemmer's name
+
+
+_stemmers: dict[int, _Stemmer] = {}
 
 
 def _stem_words(words: list[str]) -> list[str]:
@@ -64,7 +73,7 @@ def _stem_words(words: list[str]) -> list[str]:
 
         with _stemmer_lock:
             stemmer = _stemmers.setdefault(key, Stemmer.Stemmer("porter"))
-    return stemmer.stemWords(words)  # type: ignore[attr-defined]
+    return stemmer.stemWords(words)
 
 
 def analyze(segmented: str) -> list[str]:
@@ -85,6 +94,8 @@ def keyword_terms(query: str) -> list[str]:
 
 @dataclass(frozen=True)
 class KeywordHit:
+    """A chunk that the keyword (BM25) ranking found, with its score, before fusion with the dense ranking."""
+
     chunk_id: int
     score: float  # BM25, higher is better
 
@@ -197,10 +208,12 @@ class KeywordIndex:
     # --- keeping in step -------------------------------------------------------------------------------
     @property
     def rows(self) -> int:
+        """Rows the index holds, dead ones (replaced or removed chunks) included until a compaction."""
         return self._state.rows
 
     @property
     def live_rows(self) -> int:
+        """Rows of chunks still present: the corpus size the BM25 statistics use."""
         return self._state.n_live
 
     @property

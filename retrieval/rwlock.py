@@ -27,6 +27,7 @@ class ReadWriteLock:
 
     @contextmanager
     def read(self) -> Iterator[None]:
+        """Hold the lock shared, so searches run together; re-entrant, and allowed inside this thread's write."""
         me = threading.get_ident()
         depth = getattr(self._local, "reads", 0)
         with self._cond:
@@ -56,6 +57,7 @@ class ReadWriteLock:
 
     @contextmanager
     def write(self) -> Iterator[None]:
+        """Hold the lock exclusively (FAISS must not be searched while it changes); refused while this thread reads."""
         me = threading.get_ident()
         with self._cond:
             if self._writer == me:

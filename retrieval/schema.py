@@ -24,11 +24,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
+    """Timezone-aware UTC now: the default of every timestamp column, so no stored time is naive."""
     return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    pass
+    """The declarative base of the retrieval tables: one metadata for the ORM and the migrations."""
 
 
 # BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite.
@@ -36,6 +37,8 @@ IdType = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Collection(Base):
+    """A named set of documents that searches can be limited to; deleting it deletes its documents."""
+
     __tablename__ = "collections"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -46,6 +49,8 @@ class Collection(Base):
 
 
 class Document(Base):
+    """One stored file or record: its identity (path, sha256), status and readers; its chunks hang off it."""
+
     __tablename__ = "documents"
     __table_args__ = (
         UniqueConstraint("collection_id", "path", name="uq_document_path"),
@@ -78,6 +83,7 @@ class Document(Base):
 
     @property
     def group_names(self) -> list[str]:
+        """The groups that may read this document, sorted so listings and comparisons are stable."""
         return sorted(g.group for g in self.groups)
 
 
@@ -93,6 +99,8 @@ class DocumentGroup(Base):
 
 
 class Chunk(Base):
+    """A searchable piece of a document with its location and embedding; its id is its FAISS id."""
+
     __tablename__ = "chunks"
     __table_args__ = {"sqlite_autoincrement": True}
 
@@ -114,6 +122,8 @@ class Chunk(Base):
 
 
 class IngestRun(Base):
+    """One ingest run and its counts, kept so a run that was interrupted or failed stays visible."""
+
     __tablename__ = "ingest_runs"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)

@@ -16,10 +16,11 @@ from typing import Literal
 
 import faiss
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy.orm import Session
 
 from retrieval.access import Principal, filtered, readable_by, served, unrestricted, visible_documents
-from retrieval.ann import search_parameters
+from retrieval.ann import IndexKind, search_parameters
 from retrieval.diversity import diversify
 from retrieval.filters import SearchFilters
 from retrieval.fusion import reciprocal_rank_fusion
@@ -62,6 +63,7 @@ class Hit:
     ocr_confidence: float | None = None  # read by OCR: the engine's mean word confidence (0-100)
 
     def to_dict(self) -> dict:
+        """The hit as plain data, for JSON answers and logs."""
         return asdict(self)
 
 
@@ -69,7 +71,7 @@ class Hit:
 class _Access:
     """The documents a (principal, filters) pair may see, and the matching FAISS selector."""
 
-    visible: object | None  # SQL condition on Document (readable and filtered), None when unrestricted
+    visible: ColumnElement[bool] | None  # SQL condition on Document (readable and filtered), None when unrestricted
     selector: faiss.IDSelector | None
     bitmap: np.ndarray | None  # kept alive for the selector
     allowed_chunks: int
@@ -109,6 +111,7 @@ class HybridSearcher:
         self._docmap_lock = threading.Lock()
 
     def close(self) -> None:
+        """Stop the searcher's thread pool, letting searches in flight finish."""
         self._pool.shutdown(wait=True)
 
     # --- the call ------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class HybridSearcher:
         return access
 
     @staticmethod
-    def _bitmap_access(visible: object | None, mask: np.ndarray) -> _Access:
+    def _bitmap_access(visible: ColumnElement[bool] | None, mask: np.ndarray) -> _Access:
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n is in bytes
         return _Access(visible, selector, bitmap, int(np.count_nonzero(mask)), mask)
@@ -232,9 +235,9 @@ class HybridSearcher:
         if access.allowed_chunks == 0 or vectors.ntotal == 0:
             return [], {}
 
-        def plan(kind: str, live: int) -> tuple[int, faiss.SearchParameters | None]:
+        def plan(kind: IndexKind, live: int) -> tuple[int, faiss.SearchParameters | None]:
             # Chosen for the index actually searched: a background rebuild may swap flat for HNSW any time.
-            params = search_parameters(kind, access.selector, access.allowed_chunks / max(live, 1))  # type: ignore[arg-type]
+            params = search_parameters(kind, access.selector, access.allowed_chunks / max(live, 1))
             return (RERANK_DEPTH * n if kind == "ivfpq" else n), params
 
         kind, scores, ids = vectors.search_planned(qvec[None, :], plan)
@@ -344,7 +347,7 @@ class HybridSearcher:
             .where(Chunk.id.in_(chunk_ids), served(Document))
         )
         if access.visible is not None:
-            stmt = stmt.where(access.visible)  # type: ignore[arg-type]
+            stmt = stmt.where(access.visible)
         with self.store.sessions() as session:
             result = session.execute(stmt).all()
             rows = {
@@ -360,7 +363,7 @@ class HybridSearcher:
         return rows
 
     @staticmethod
-    def _show_readable_copy(session, rows: dict[int, dict], principal: Principal) -> None:  # noqa: ANN001
+    def _show_readable_copy(session: Session, rows: dict[int, dict], principal: Principal) -> None:
         """A chunk readable only through a duplicate is shown under the duplicate's id, path, title and
         collection: the stored original's may themselves be confidential. (Duplicates are found within one
         collection today, so the collection is the same; it is set anyway, so a change there cannot leak.)"""
@@ -387,6 +390,7 @@ class HybridSearcher:
         ).all()
         shown: dict[int, tuple[int, str, str | None, str]] = {}
         for original, copy_id, path, title, collection in copies:
+            assert original is not None  # the WHERE keeps only duplicates
             shown.setdefault(int(original), (int(copy_id), path, title, collection))
         for row in rows.values():
             copy = shown.get(row["document_id"])

@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import faiss
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +46,8 @@ class ChunkRecord:
 
 @dataclass(frozen=True)
 class DocumentMeta:
+    """What the store records about a document's file: what change detection compares, plus mime and title."""
+
     path: str
     sha256: str
     size: int
@@ -55,6 +58,8 @@ class DocumentMeta:
 
 @dataclass
 class WriteResult:
+    """What writing one document did (its id, chunks added and removed, status), for the ingest summary."""
+
     document_id: int
     chunks_added: int = 0
     chunks_removed: int = 0
@@ -65,6 +70,8 @@ class WriteResult:
 
 @dataclass
 class ReconcileReport:
+    """What bringing FAISS back in line with SQL changed (on open, after a crash), so the repair is logged."""
+
     added: int = 0
     removed: int = 0
     generation: int = 0
@@ -73,7 +80,7 @@ class ReconcileReport:
 
 
 class StoreError(RuntimeError):
-    pass
+    """A store operation refused: bad input, another embedding model's vectors, a missing collection."""
 
 
 KEYWORD_CACHE = "keyword.npz"
@@ -85,6 +92,8 @@ PENDING_ORIGINAL_GONE = (
 
 
 class DocumentStore:
+    """Documents in SQL with their FAISS and keyword indexes: every write goes through here, so they agree."""
+
     def __init__(self, engine: Engine, index_dir: Path, dim: int, *, embedding_model: str | None = None) -> None:
         self.engine = engine
         self.embedding_model = embedding_model
@@ -102,6 +111,7 @@ class DocumentStore:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
+        """Load the saved index and repair it from SQL where they differ; call before serving searches."""
         self._check_embedding_model()
         with self._write_lock:
             if self.vectors.load():
@@ -152,8 +162,10 @@ class DocumentStore:
         has applied its change to the in-memory index: the new generation when that index mirrored the one
         just before it, else None (another process wrote meanwhile, unseen here: flush and searches then
         catch up from SQL instead of labelling this index with a state it does not hold)."""
-        updated = session.execute(
-            update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)
+        # A bulk UPDATE returns a CursorResult (Session.execute is typed for any statement: plain Result).
+        updated = cast(
+            CursorResult[Any],
+            session.execute(update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)),
         ).rowcount
         if not updated:
             session.add(IndexState(id=1, generation=1))
@@ -227,13 +239,13 @@ class DocumentStore:
                 report.removed = self.vectors.remove(extra)
             for start in range(0, len(missing), 10_000):
                 batch = missing[start : start + 10_000].tolist()
-                rows = session.execute(
+                embedded = session.execute(
                     select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
                 ).all()
-                ids = np.array([r[0] for r in rows], dtype=np.int64)
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
-                self.vectors.add(ids, vecs, np.array([r[2] for r in rows], dtype=np.int64))
-                report.added += len(rows)
+                ids = np.array([r[0] for r in embedded], dtype=np.int64)
+                vecs = np.frombuffer(b"".join(r[1] for r in embedded), dtype=np.float32).reshape(len(embedded), self.dim)
+                self.vectors.add(ids, vecs, np.array([r[2] for r in embedded], dtype=np.int64))
+                report.added += len(embedded)
             moved = self._relabel_inherited(session)
             if moved:
                 report.notes.append(f"{moved} chunks given to the duplicate that inherited them")
@@ -412,7 +424,9 @@ class DocumentStore:
                             )
                             added_docs.append(np.array([[r[0], r[2]] for r in rows], dtype=np.int64))
             if len(gone) and kind != "hnsw":
-                index.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))  # HNSW: tombstones, below
+                # HNSW: tombstones, below. faiss's stub types remove_ids as IDSelector-only; its Python wrapper
+                # also takes an int64 id array (faiss/class_wrappers.py, replacement_remove_ids).
+                index.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))  # type: ignore[arg-type]
             if doc_map is None:  # unknown in memory: the snapshot's documents and those of the replayed rows
                 doc_map = with_documents(None, snap_ids, snap_docs)
                 for pairs in added_docs:
@@ -449,6 +463,7 @@ class DocumentStore:
 
     # --- collections ---------------------------------------------------------------------------------
     def collection_id(self, name: str, *, create: bool = False) -> int | None:
+        """The id of collection `name`, created on demand with `create`; None when it does not exist."""
         name = name.strip()
         if not name:
             raise StoreError("a collection needs a non-empty name")
@@ -465,12 +480,14 @@ class DocumentStore:
 
     # --- documents -----------------------------------------------------------------------------------
     def find_document(self, collection_id: int, path: str) -> Document | None:
+        """The stored document at `path` in a collection, or None: ingest compares the file with it."""
         with self.sessions() as session:
             return session.scalar(
                 select(Document).where(Document.collection_id == collection_id, Document.path == path)
             )
 
     def documents_under(self, collection_id: int, prefix: str) -> list[tuple[int, str]]:
+        """Ids and paths of a collection's documents at or below `prefix`: what a re-listed source may have lost."""
         with self.sessions() as session:
             rows = session.execute(
                 select(Document.id, Document.path).where(Document.collection_id == collection_id)
@@ -478,6 +495,7 @@ class DocumentStore:
         return [(i, p) for i, p in rows if p == prefix or p.startswith(prefix.rstrip("/") + "/")]
 
     def touch(self, document_id: int, mtime: float) -> None:
+        """Record a new mtime for a document whose content did not change, so the next run need not hash it again."""
         with self.sessions() as session, session.begin():
             session.execute(update(Document).where(Document.id == document_id).values(mtime=mtime))
 
@@ -495,6 +513,7 @@ class DocumentStore:
                     results.append(result)
                     removed_ids.extend(old_ids)
                     if len(new_ids):
+                        assert item.vectors is not None  # _write_one refuses chunks without vectors
                         added_ids.append(new_ids)
                         added_vecs.append(item.vectors)
                         added_docs.append(np.full(len(new_ids), result.document_id, dtype=np.int64))
@@ -694,6 +713,7 @@ class DocumentStore:
             self._mirrored = self._bump(session)
 
     def delete_collection(self, name: str) -> int:
+        """Delete a collection with its documents, chunks and vectors; returns how many documents went."""
         cid = self.collection_id(name)
         if cid is None:
             raise StoreError(f"no collection named {name!r}")
@@ -706,6 +726,7 @@ class DocumentStore:
 
     # --- reading -------------------------------------------------------------------------------------
     def chunk_count(self) -> int:
+        """Chunks stored in SQL (the source of truth, not the FAISS cache)."""
         with self.sessions() as session:
             return int(session.scalar(select(func.count(Chunk.id))) or 0)
 

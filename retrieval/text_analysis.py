@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class _Segmenter(Protocol):
+    """What sparq uses of jieba (the package ships no types)."""
+
+    def cut_for_search(self, sentence: str) -> Iterator[str]: ...
+
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]+")
 _jieba_lock = threading.Lock()
-_jieba = None
+_jieba: _Segmenter | None = None
 
 
 def has_cjk(text: str) -> bool:
+    """Whether `text` holds a Chinese or Japanese run, which has no spaces and needs word segmentation."""
     return _CJK.search(text) is not None
 
 
-def _segmenter():
+def _segmenter() -> _Segmenter:
     global _jieba
     with _jieba_lock:
         if _jieba is None:
@@ -33,6 +43,7 @@ def _segmenter():
 
 
 def segment_cjk(run: str) -> list[str]:
+    """A CJK run cut into words (jieba, search mode), so the keyword index has terms to match."""
     return [w for w in _segmenter().cut_for_search(run) if w.strip()]
 
 

@@ -17,10 +17,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
 
+from retrieval.ann import IndexKind
 from retrieval.rwlock import ReadWriteLock
 
 POINTER = "CURRENT"
@@ -36,6 +38,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` so that a crash leaves the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -47,15 +50,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 @dataclass(frozen=True)
 class IndexPointer:
+    """What CURRENT says: which index file (and chunk->document map) holds which generation, dim and kind."""
+
     file: str
     generation: int
     dim: int
-    kind: str
+    kind: IndexKind
     docs: str | None = None
 
 
 class VectorIndexError(RuntimeError):
-    pass
+    """The index on disk is unreadable, or does not fit the configured embedding model."""
 
 
 def new_flat_index(dim: int) -> faiss.Index:
@@ -66,7 +71,7 @@ def new_flat_index(dim: int) -> faiss.Index:
 NO_DOCUMENT = -1
 HNSW_ADD_BATCH = 256  # HNSW inserts are slow: add in slices so searches wait for one slice, not a whole batch
 
-SearchPlan = Callable[[str, int], tuple[int, "faiss.SearchParameters | None"]]
+SearchPlan = Callable[[IndexKind, int], tuple[int, "faiss.SearchParameters | None"]]
 """(index kind, live entries) -> (k, search parameters): chosen under the lock, so they fit the index searched."""
 
 
@@ -79,7 +84,8 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     """The ids an IndexIDMap2 holds (tombstones included), in its order."""
     if not index.ntotal:
         return np.empty(0, dtype=np.int64)
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
+    # Every index here is built as an IndexIDMap2 (retrieval/ann.py); read_index hands back that subclass.
+    return faiss.vector_to_array(cast(faiss.IndexIDMap, index).id_map).astype(np.int64)
 
 
 def with_documents(doc_of: np.ndarray | None, ids: np.ndarray, documents: np.ndarray | int) -> np.ndarray:
@@ -111,7 +117,7 @@ class VectorIndex:
         self._lock = ReadWriteLock()
         self._index: faiss.Index = new_flat_index(dim)
         self._loaded: IndexPointer | None = None
-        self.kind = "flat"
+        self.kind: IndexKind = "flat"
         self.dirty = False
         # _doc_of[chunk_id] = document id, NO_DOCUMENT when absent or tombstoned; None = not known yet.
         # Never written in place: every change installs a new read-only array.
@@ -122,6 +128,7 @@ class VectorIndex:
 
     # --- persistence -------------------------------------------------------------------------------
     def read_pointer(self) -> IndexPointer | None:
+        """What CURRENT points to now (None: nothing saved yet); read fresh to notice another process's save."""
         path = self.index_dir / POINTER
         if not path.exists():
             return None
@@ -141,10 +148,12 @@ class VectorIndex:
 
     @property
     def loaded_pointer(self) -> IndexPointer | None:
+        """The pointer of the file last loaded or saved: compared with CURRENT to see whether it moved."""
         return self._loaded
 
     @property
     def documents_known(self) -> bool:
+        """Whether the chunk->document map is known; access bitmaps cannot be built without it."""
         return self._doc_of is not None
 
     def load(self) -> bool:
@@ -261,6 +270,7 @@ class VectorIndex:
                 self.version += 1
 
     def remove(self, ids: np.ndarray) -> int:
+        """Remove chunk ids (HNSW: tombstone them, it cannot delete in place); returns how many were there."""
         if len(ids) == 0:
             return 0
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -275,7 +285,9 @@ class VectorIndex:
                 self.tombstones += len(known)
                 removed = len(known)
             else:
-                removed = int(self._index.remove_ids(ids))
+                # faiss's stub types remove_ids as IDSelector-only; its Python wrapper also takes an int64 id
+                # array (faiss/class_wrappers.py, replacement_remove_ids).
+                removed = int(self._index.remove_ids(ids))  # type: ignore[arg-type]
                 if doc_of is not None:
                     self._doc_of = with_documents(doc_of, ids[ids < len(doc_of)], NO_DOCUMENT)
             self.dirty = True
@@ -303,7 +315,7 @@ class VectorIndex:
             self.version += 1
 
     def replace(
-        self, index: faiss.Index, kind: str, documents: np.ndarray | None = None, *, built_size: int | None = None
+        self, index: faiss.Index, kind: IndexKind, documents: np.ndarray | None = None, *, built_size: int | None = None
     ) -> None:
         """Swap in a rebuilt index; `documents` is its chunk->document map (ids from the index itself;
         NO_DOCUMENT marks an entry kept as a tombstone). `built_size`: entries it was built from."""
@@ -355,7 +367,7 @@ class VectorIndex:
         _, scores, ids = self.search_planned(queries, lambda _kind, _n: (k, params))
         return scores, ids
 
-    def search_planned(self, queries: np.ndarray, plan: SearchPlan) -> tuple[str, np.ndarray, np.ndarray]:
+    def search_planned(self, queries: np.ndarray, plan: SearchPlan) -> tuple[IndexKind, np.ndarray, np.ndarray]:
         """Search with k and parameters chosen by `plan` for the index actually searched (a rebuild may swap
         flat for HNSW at any moment, and HNSW refuses flat parameters); returns that index's kind too."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)

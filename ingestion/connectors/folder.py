@@ -201,6 +201,7 @@ class FolderConnector(Connector):
 
     @property
     def root_key(self) -> str:
+        """The folder's path: every key of this source is a file path below it."""
         return str(self._root)
 
     def changes(self, cursor: str | None) -> ChangeSet:

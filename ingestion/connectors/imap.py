@@ -236,10 +236,12 @@ class ImapConnector(Connector):
     # --- keys ----------------------------------------------------------------------------------------
     @property
     def root_key(self) -> str:
+        """imap://user@host:port/: the prefix of every message key of this account."""
         host = f"[{self.host}]" if ":" in self.host else self.host.lower()
         return f"imap://{quote(self.user, safe='')}@{host}:{self.port}/"
 
     def key(self, mailbox: str, uidvalidity: int, uid: int) -> str:
+        """A message's key: mailbox, UIDVALIDITY and UID identify it for as long as the server keeps it."""
         return f"{self.root_key}{quote(mailbox, safe='')}/{uidvalidity}/{uid}"
 
     def _where(self) -> str:
@@ -351,6 +353,7 @@ class ImapConnector(Connector):
         )
 
     def close(self) -> None:
+        """Log out and drop the connection (under the lock: a sync may be using it)."""
         with self._lock:
             self._disconnect()
 
@@ -373,6 +376,7 @@ class ImapConnector(Connector):
     def _search_all(self, mailbox: str, uidnext: int | None) -> list[int]:
         """Every UID in the open mailbox: one UID SEARCH, or one per SEARCH_WINDOW UIDs below UIDNEXT."""
         step = f"list the messages of mailbox {mailbox!r}"
+        searches: list[tuple[str, ...]]
         if uidnext is None or uidnext <= SEARCH_WINDOW + 1:
             searches = [("ALL",)]
         else:
@@ -381,7 +385,10 @@ class ImapConnector(Connector):
             searches.append(("UID", f"{starts[-1]}:*"))  # with what arrived since the SELECT
         uids: set[int] = set()
         for criteria in searches:
-            data = self._command(step, lambda imap, c=criteria: imap.uid("SEARCH", *c))
+            def search(imap: imaplib.IMAP4, c: tuple[str, ...] = criteria) -> tuple[str, list]:
+                return imap.uid("SEARCH", *c)
+
+            data = self._command(step, search)
             uids.update(int(uid) for line in data if isinstance(line, bytes) for uid in line.split())
         return sorted(uids)
 

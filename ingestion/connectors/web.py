@@ -43,8 +43,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
 from html.parser import HTMLParser
+from io import BufferedWriter
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
@@ -144,7 +145,8 @@ def _request_url(key: str) -> str:
     """The URL to ask for: the key without a default port (some virtual hosts match the Host header)."""
     parts = urlsplit(key)
     if parts.port == _DEFAULT_PORTS[parts.scheme]:
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        hostname = parts.hostname or ""  # urlunsplit treats an empty netloc as it does None
+        host = f"[{hostname}]" if ":" in hostname else hostname
         return parts._replace(netloc=host).geturl()
     return key
 
@@ -295,7 +297,15 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, crawl: _Crawl) -> None:
         self._crawl = crawl
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         key = normalise_url(newurl)
         refusal = self._crawl.redirect_refusal(key, newurl)
         if refusal:
@@ -394,6 +404,7 @@ class WebConnector(Connector):
 
     @property
     def root_key(self) -> str:
+        """The site's normalised root URL: every page key starts with it."""
         return self._root
 
     def changes(self, cursor: str | None) -> ChangeSet:
@@ -414,6 +425,7 @@ class WebConnector(Connector):
 
     # Used by _Crawl.
     def opener(self, crawl: _Crawl) -> urllib.request.OpenerDirector:
+        """A urllib opener that follows redirects only within the site (and trusts `ca_file` when set)."""
         handlers: list[urllib.request.BaseHandler] = [_Redirects(crawl)]
         if self.ca_file:
             handlers.append(
@@ -687,7 +699,7 @@ class _Crawl:
             return "not an http(s) URL"
         if not key.startswith(self.root):
             return f"another site than {self.root}, not followed"
-        if self.robots.last_checked and not self.allowed(key):
+        if self.robots.mtime() and not self.allowed(key):  # mtime(): when robots.txt was read, 0 before
             return "disallowed by robots.txt"
         return None
 
@@ -753,13 +765,14 @@ class _Crawl:
         chunks: list[bytes] = []
         size = 0
         path: Path | None = None
-        fh = None
+        fh: BufferedWriter | None = None
         try:
             while chunk := response.read(_READ_BLOCK):
                 size += len(chunk)
                 if size > limit:
                     if path is not None:
-                        fh.close()  # type: ignore[union-attr]
+                        assert fh is not None  # opened together with path
+                        fh.close()
                         fh = None
                         path.unlink()
                     return None

@@ -58,10 +58,12 @@ REGISTRY: dict[str, Loader] = {ext: loader for loader in _LOADERS for ext in loa
 
 
 def supported_extensions() -> frozenset[str]:
+    """The file extensions some loader reads: anything else is skipped as unsupported."""
     return frozenset(REGISTRY)
 
 
 def mime_for(path: Path | str) -> str:
+    """The mime type that sparq records for a file of this extension (application/octet-stream if unknown)."""
     loader = REGISTRY.get(Path(path).suffix.lower())
     return loader.mime if loader else "application/octet-stream"
 

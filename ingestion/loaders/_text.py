@@ -7,6 +7,7 @@ import codecs
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TypedDict
 
 import charset_normalizer
 
@@ -209,6 +210,15 @@ def table_rows(rows: Iterable[Sequence[object]]) -> Iterator[tuple[str, str]]:
             yield "row", line
 
 
+class _Where(TypedDict, total=False):
+    """Where a section's text sits: the location fields of Section."""
+
+    page: int | None
+    slide: int | None
+    sheet: str | None
+    heading_path: tuple[str, ...]
+
+
 class SectionBuilder:
     """Collects sections in reading order, merging neighbouring prose that shares a
     location so a paragraph-per-section format does not hand the chunker crumbs."""
@@ -216,7 +226,7 @@ class SectionBuilder:
     def __init__(self) -> None:
         self._done: list[Section] = []
         self._lines: list[str] = []
-        self._where: dict[str, object] = {}
+        self._where: _Where = {}
 
     def add(
         self,
@@ -231,7 +241,7 @@ class SectionBuilder:
         text = text.strip("\n")
         if not text.strip():
             return
-        where: dict[str, object] = {
+        where: _Where = {
             "page": page,
             "slide": slide,
             "sheet": sheet,
@@ -244,11 +254,11 @@ class SectionBuilder:
         if kind == "text":
             self._lines, self._where = [text], where
         else:
-            self._done.append(Section(text=text, kind=kind, **where))  # type: ignore[arg-type]
+            self._done.append(Section(text=text, kind=kind, **where))
 
     def _flush(self) -> None:
         if self._lines:
-            self._done.append(Section(text="\n".join(self._lines), kind="text", **self._where))  # type: ignore[arg-type]
+            self._done.append(Section(text="\n".join(self._lines), kind="text", **self._where))
             self._lines = []
 
     @property
@@ -274,11 +284,16 @@ class HeadingStack:
         return tuple(t for _, t in self._stack)
 
 
-def join_table(rows: Iterable[Iterable[str]]) -> str:
-    """A document table as text: cells joined by " | ", one row per line, empty rows dropped."""
+def join_table(rows: Iterable[Iterable[object]]) -> str:
+    """A document table as text, the one format of every loader's tables (PDF, DOCX, PPTX, HTML): cells
+    joined by " | ", one row per line, the header row first, so the chunker can keep rows whole and repeat
+    the header. Cells read as in spreadsheets (`format_cell`), a cell's line breaks become spaces, an
+    empty cell stays in place so later cells keep their column; trailing empty cells and empty rows go."""
     lines = []
     for row in rows:
-        cells = [squash(c) for c in row]
-        if any(cells):
+        cells = [format_cell(c) for c in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if cells:
             lines.append(" | ".join(cells))
     return "\n".join(lines)

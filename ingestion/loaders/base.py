@@ -35,6 +35,8 @@ class Section:
 
 @dataclass
 class LoadedDocument:
+    """What a loader hands to chunking: the text as located sections, plus mime, title and metadata."""
+
     sections: list[Section]
     mime: str
     title: str | None = None
@@ -42,11 +44,15 @@ class LoadedDocument:
 
     @property
     def text(self) -> str:
+        """The whole text, sections separated by blank lines (for previews and tests)."""
         return "\n\n".join(s.text for s in self.sections)
 
 
 class Loader(Protocol):
+    """What every format loader offers: its mime, its extensions, and load()."""
+
     mime: str
     extensions: tuple[str, ...]
 
-    def load(self, path: Path) -> LoadedDocument: ...
+    def load(self, path: Path) -> LoadedDocument:
+        """Read the file at `path` into located sections; LoaderError (with the reason) when it cannot."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._text import SectionBuilder, read_text, table_rows
@@ -34,17 +35,18 @@ class CsvLoader:
         self._delimiter = delimiter
 
     def load(self, path: Path) -> LoadedDocument:
+        """Each row as one line that names its columns; malformed CSV is a LoaderError naming the line."""
         text = read_text(path.read_bytes())
         delimiter = self._delimiter or _delimiter(text)
         if delimiter is None:
-            rows: object = ([line] for line in text.split("\n"))
+            rows: Iterator[list[str]] = ([line] for line in text.split("\n"))
         else:
             rows = csv.reader(
                 io.StringIO(text), delimiter=delimiter, quotechar='"', doublequote=True, strict=False
             )
         out = SectionBuilder()
         try:
-            for kind, line in table_rows(rows):  # type: ignore[arg-type]
+            for kind, line in table_rows(rows):
                 out.add(line, kind=kind)
         except csv.Error as exc:
             where = f" at line {rows.line_num}" if hasattr(rows, "line_num") else ""

@@ -25,6 +25,7 @@ _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fal
 _WRAPPERS = frozenset(_W + t for t in ("sdt", "sdtContent", "customXml", "ins", "smartTag"))
 _SKIP = frozenset((_W + "pPr", _W + "rPr", _W + "sdtPr", _W + "del", _W + "instrText", _MC_FALLBACK))
 _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
+_MAX_SPAN = 64  # Word's grid has at most 63 columns; a larger span is a damaged or hostile file
 _EXTRA_PARTS = (("/footnotes", "Footnotes"), ("/endnotes", "Endnotes"), ("/comments", "Comments"))
 
 
@@ -65,10 +66,21 @@ def _paragraph_text(p: etree._Element) -> tuple[str, list[str]]:
 
 
 def _table_text(tbl: etree._Element) -> str:
+    """Rows on the table's grid: a cell spanning columns (gridSpan), and grid columns a row skips
+    (gridBefore), leave empty cells, so every value stays under its column's header."""
     rows = []
     for tr in _blocks_of(tbl, "tr"):
-        rows.append([_cell_text(tc) for tc in _blocks_of(tr, "tc")])
+        cells = [""] * _grid_count(tr.find(f"{_W}trPr/{_W}gridBefore"))
+        for tc in _blocks_of(tr, "tc"):
+            cells.append(_cell_text(tc))
+            cells.extend([""] * (_grid_count(tc.find(f"{_W}tcPr/{_W}gridSpan"), default=1) - 1))
+        rows.append(cells)
     return join_table(rows)
+
+
+def _grid_count(el: etree._Element | None, default: int = 0) -> int:
+    value = el.get(_W + "val", "") if el is not None else ""
+    return min(int(value), _MAX_SPAN) if value.isdigit() else default
 
 
 def _blocks_of(el: etree._Element, local: str) -> Iterator[etree._Element]:
@@ -118,10 +130,13 @@ def _heading_level(paragraph: Paragraph) -> int | None:
 
 
 class DocxLoader:
+    """Word .docx: paragraphs under their headings, tables, text boxes, headers/footers and notes."""
+
     mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     extensions: tuple[str, ...] = (".docx",)
 
     def load(self, path: Path) -> LoadedDocument:
+        """The document in reading order, each paragraph under its heading path; title from properties or the first heading."""
         check_ooxml(path, ".docx")
         document = docx.Document(str(path))
         out = SectionBuilder()
@@ -145,8 +160,8 @@ class DocxLoader:
 
         self._add_headers_footers(document, out)
         self._add_notes(document, out)
-        title = (document.core_properties.title or "").strip() or first_heading
-        return LoadedDocument(sections=out.sections, mime=self.mime, title=title)
+        document_title = (document.core_properties.title or "").strip() or first_heading
+        return LoadedDocument(sections=out.sections, mime=self.mime, title=document_title)
 
     @staticmethod
     def _add_headers_footers(document: docx.document.Document, out: SectionBuilder) -> None:

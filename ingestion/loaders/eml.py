@@ -15,7 +15,7 @@ import re
 import tempfile
 from dataclasses import replace
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from pathlib import Path
 
 from ._text import bom_encoding, bomless_utf_encoding, decode_bytes, normalize_newlines
@@ -38,11 +38,17 @@ def _parse(data: bytes) -> EmailMessage:
     return msg
 
 
-def _part_text(part: EmailMessage) -> str:
+def _payload_bytes(part: MIMEPart) -> bytes:
+    """A part's decoded payload, b"" when it has none (decode=True gives bytes or None, never a Message)."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _part_text(part: MIMEPart) -> str:
     try:
         content = part.get_content()
     except (LookupError, UnicodeError):  # unknown or lying charset: detect it instead
-        content = decode_bytes(part.get_payload(decode=True) or b"")
+        content = decode_bytes(_payload_bytes(part))
     if isinstance(content, bytes):
         content = decode_bytes(content)
     if part.get_content_subtype() == "html":
@@ -51,7 +57,7 @@ def _part_text(part: EmailMessage) -> str:
     return normalize_newlines(content)
 
 
-def _extension(part: EmailMessage, name: str | None) -> str | None:
+def _extension(part: MIMEPart, name: str | None) -> str | None:
     """The loader-picking extension of an attachment: its file name's, else its content type's."""
     if part.get_content_type() == "message/rfc822":
         return ".eml"
@@ -75,7 +81,7 @@ class _Attachments:
         self.sections: list[Section] = []
         self.warnings: list[str] = []
 
-    def read(self, index: int, part: EmailMessage, name: str) -> None:
+    def read(self, index: int, part: MIMEPart, name: str) -> None:
         if part.get_content_maintype() == "image" and part.get_content_disposition() != "attachment":
             return  # a picture in the body (logo, signature): not worth OCR
         ext = _extension(part, part.get_filename())
@@ -105,13 +111,13 @@ class _Attachments:
         if document.metadata.get("warnings"):
             self.warnings.append(f"attachment {name}: {document.metadata['warnings']}")
 
-    def _message(self, part: EmailMessage, name: str) -> None:
+    def _message(self, part: MIMEPart, name: str) -> None:
         if self.depth >= MAX_NESTING:
             self.warnings.append(f"attachment {name} not read: messages nested more than {MAX_NESTING} deep")
             return
         content = part.get_content() if part.get_content_type() == "message/rfc822" else None
         if not isinstance(content, EmailMessage):
-            content = _parse(part.get_payload(decode=True) or b"")
+            content = _parse(_payload_bytes(part))
         inner = _message_document(content, self.folder, self.depth + 1)
         if part.get_filename() is None and inner.title:
             name = inner.title  # a forwarded message is known by its subject
@@ -156,10 +162,13 @@ def _message_document(msg: EmailMessage, folder: Path, depth: int) -> LoadedDocu
 
 
 class EmlLoader:
+    """E-mail .eml files, read with their attachments (see the module)."""
+
     mime = "message/rfc822"
     extensions: tuple[str, ...] = (".eml",)
 
     def load(self, path: Path) -> LoadedDocument:
+        """Headers, body and readable attachments; a file without message headers is refused, not read as text."""
         data = path.read_bytes()
         if not data.strip():
             raise LoaderError("empty file")

@@ -36,6 +36,7 @@ _DROP = (
     "canvas",
     "head",
 )
+_MAX_SPAN = 100  # columns or rows one cell may span; more is a broken or hostile page, not a table
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _BLOCKS = frozenset(
     [
@@ -96,9 +97,38 @@ def decode_html(data: bytes) -> str:
 
 
 def _table_text(table: Tag) -> str:
+    """Rows on the table's grid: a cell with colspan or rowspan leaves empty cells where it spans (as
+    Word's merged cells do), so every value stays under its column's header."""
     # A nested table's rows are already inside its parent cell's text.
-    rows = (tr for tr in table.find_all("tr") if tr.find_parent("table") is table)
-    return join_table([c.get_text(" ") for c in tr.find_all(["td", "th"], recursive=False)] for tr in rows)
+    rows: list[list[str]] = []
+    below: dict[int, int] = {}  # column -> rows a rowspan from above still covers
+    for tr in (tr for tr in table.find_all("tr") if tr.find_parent("table") is table):
+        cells: list[str] = []
+        for cell in tr.find_all(["td", "th"], recursive=False):
+            _fill_spanned(cells, below)
+            across, down = _span(cell.get("colspan")), _span(cell.get("rowspan"))
+            for k in range(across):
+                if down > 1:
+                    below[len(cells)] = down - 1
+                cells.append(cell.get_text(" ") if k == 0 else "")
+        _fill_spanned(cells, below)
+        for column in [c for c, n in below.items() if c > len(cells) and n > 0]:
+            below[column] -= 1  # a spanned cell beyond this row's last one: nothing to show, one row used
+        rows.append(cells)
+    return join_table(rows)
+
+
+def _fill_spanned(cells: list[str], below: dict[int, int]) -> None:
+    """Empty cells where cells of rows above reach down into this one."""
+    while below.get(len(cells), 0) > 0:
+        below[len(cells)] -= 1
+        cells.append("")
+
+
+def _span(value: object) -> int:
+    """A colspan/rowspan attribute as browsers read it: digits, at least 1, capped (hostile pages)."""
+    text = str(value or "").strip()
+    return max(1, min(int(text), _MAX_SPAN)) if text.isdigit() else 1
 
 
 def html_sections(markup: str) -> tuple[list[Section], str | None]:
@@ -110,10 +140,10 @@ def html_sections(markup: str) -> tuple[list[Section], str | None]:
     title = squash(title_tag.get_text(" ")) if title_tag else ""
     for tag in soup.find_all(_DROP):
         tag.decompose()
-    for node in soup.find_all(
+    for special in soup.find_all(
         string=lambda s: isinstance(s, PreformattedString) and not isinstance(s, CData)
     ):
-        node.extract()  # comments, doctypes, processing instructions
+        special.extract()  # comments, doctypes, processing instructions
 
     out = SectionBuilder()
     headings = HeadingStack()
@@ -168,10 +198,13 @@ def html_sections(markup: str) -> tuple[list[Section], str | None]:
 
 
 class HtmlLoader:
+    """HTML pages: visible text under its headings, scripts, styles and comments dropped."""
+
     mime = "text/html"
     extensions: tuple[str, ...] = (".html", ".htm")
 
     def load(self, path: Path) -> LoadedDocument:
+        """The page's text as sections, titled by its <title>; an empty or binary file is refused."""
         data = path.read_bytes()
         if not data.strip():
             raise LoaderError("empty file")

@@ -15,12 +15,16 @@ _MIN_TRUSTED_DPI = 100  # 72/96 dpi in a scan's header is a default, not a measu
 
 
 class ImageLoader:
+    """Scans and photos of documents, which hold text only OCR can read."""
+
     def __init__(self, mime: str, extensions: tuple[str, ...]) -> None:
         self.mime = mime
         self.extensions = extensions
 
     def load(self, path: Path) -> LoadedDocument:
-        engine = ocr.TesseractEngine(ocr.settings_from_env().languages)
+        """The image's text by OCR, one page per frame; refused when OCR is not installed."""
+        job = ocr.current_job()  # the product's OCR settings and this file's time limit (set by the loader worker)
+        engine = ocr.TesseractEngine(job.settings.languages)
         try:
             engine.check()
         except ocr.OcrUnavailable as exc:
@@ -33,7 +37,8 @@ class ImageLoader:
             raise LoaderError(f"image too large to read safely: {exc}") from exc
         with image:
             count = getattr(image, "n_frames", 1)
-            sections, problems = ocr.ocr_pages(_pages(image), engine)
+            numbers = range(1, count + 1)
+            sections, problems = ocr.ocr_pages(_pages(image), engine, numbers=numbers, limit=job.limit)
         metadata = {"pages": str(count)}
         if problems:
             metadata["warnings"] = ocr.describe(problems)

@@ -62,18 +62,20 @@ class JsonLoader:
         self._lines = lines
 
     def load(self, path: Path) -> LoadedDocument:
+        """A top-level list (or NDJSON) as one section per record, anything else as one section of flattened fields."""
         text = read_text(path.read_bytes())
+        records: list[object]
         if self._lines:
             records = [
                 _parse(line, n - 1) for n, line in enumerate(text.split("\n"), start=1) if line.strip()
             ]
         else:
             value = _parse(text)
-            records = value if isinstance(value, list) else None
-            if records is None:
+            if not isinstance(value, list):
                 out = SectionBuilder()
                 out.add("\n".join(flatten(value)))
                 return LoadedDocument(sections=out.sections, mime=self.mime)
+            records = value
         out = SectionBuilder()
         for record in records:
             out.add("\n".join(flatten(record)), kind="row")

@@ -16,10 +16,13 @@ _NOT_SETEXT_TEXT = re.compile(r"^\s*([-*+>|]|\d+[.)])")  # list items, quotes, t
 
 
 class MarkdownLoader:
+    """Markdown: paragraphs under their # headings, code fences kept whole."""
+
     mime = "text/markdown"
     extensions: tuple[str, ...] = (".md", ".markdown")
 
     def load(self, path: Path) -> LoadedDocument:
+        """The text as sections under its heading paths; the first heading is the title."""
         lines = read_text(path.read_bytes()).split("\n")
         out = SectionBuilder()
         headings = HeadingStack()

@@ -1,5 +1,8 @@
 """PDF via pypdf: one section per page so every chunk can cite its 1-based page.
 
+Tables are found from where the page's words and rules sit (pypdfium2, see _pdf_tables) and become
+sections of their own, one row per line in the format every loader uses (`join_table`), placed where
+they stood in the page's text; their lines are taken out of the running text so a figure is indexed once.
 Pages without a text layer (scans) are rendered with pypdfium2 and read by OCR (ingestion.ocr); a page
 OCR cannot read is named in the document's warnings, never dropped without a word.
 """
@@ -7,6 +10,7 @@ OCR cannot read is named in the document's warnings, never dropped without a wor
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +20,25 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
 from ingestion import ocr
 
+from ._pdf_layout import page_layout
+from ._pdf_tables import PdfTable, find_tables
+from ._text import join_table
 from .base import LoadedDocument, LoaderError, Section
 
 _TAIL = 8 * 1024
 
 
 class PdfLoader:
+    """PDF: the text layer page by page, OCR for pages that have none."""
+
     mime = "application/pdf"
     extensions: tuple[str, ...] = (".pdf",)
 
+    def __init__(self, *, tables: bool = True) -> None:
+        self.tables = tables  # False: the page text as pypdf reads it, tables flattened into its lines
+
     def load(self, path: Path) -> LoadedDocument:
+        """Sections per page (1-based); a file without a PDF header or trailer is refused, not half-read."""
         with path.open("rb") as fh:
             head = fh.read(1024)
             size = fh.seek(0, 2)
@@ -60,16 +73,20 @@ class PdfLoader:
 
         sections: list[Section] = []
         blank: list[int] = []
+        texts: dict[int, str] = {}
         for number, page in enumerate(pages, start=1):
             try:
                 text = page.extract_text()
             except Exception as exc:
                 raise LoaderError(f"cannot extract text from PDF page {number}: {exc}") from exc
             if text and text.strip():
-                sections.append(Section(text=text, page=number))
+                texts[number] = text
             else:
                 blank.append(number)
         warnings: list[str] = []
+        found = _tables(path, list(texts), warnings) if self.tables and texts else {}
+        for number, text in texts.items():
+            sections.extend(_page_sections(text, found.get(number, []), number))
         if blank:
             try:
                 read, problems = _ocr(path, blank)
@@ -96,6 +113,97 @@ class PdfLoader:
         return LoadedDocument(sections=sections, mime=self.mime, title=title, metadata=metadata)
 
 
+def _tables(path: Path, numbers: list[int], warnings: list[str]) -> dict[int, list[PdfTable]]:
+    """The tables of the given 1-based pages. A file PDFium cannot open keeps its text, without tables,
+    and says so in the document's warnings."""
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        warnings.append(f"tables were not extracted (PDFium cannot open the file: {exc})")
+        return {}
+    found: dict[int, list[PdfTable]] = {}
+    try:
+        for number in numbers:
+            try:
+                page = document[number - 1]
+                try:
+                    tables = find_tables(page_layout(page))
+                finally:
+                    page.close()
+            except pdfium.PdfiumError as exc:  # the page's text is kept all the same, tables flattened
+                warnings.append(f"page {number}: tables were not extracted (PDFium cannot read it: {exc})")
+                continue
+            if tables:
+                found[number] = tables
+    finally:
+        document.close()
+    return found
+
+
+def _key(line: str) -> str:
+    """A line as compared with a table's lines: NFKC, no whitespace (the two readers space words differently)."""
+    return "".join(unicodedata.normalize("NFKC", line).split())
+
+
+def _page_sections(text: str, tables: list[PdfTable], number: int) -> list[Section]:
+    """The page's running text, cut where its tables stood, with each table as a section of its own.
+
+    A line of pypdf's text is a table's when its letters are a run of the table's words, in order
+    (pypdf gives a row as one line, or each cell as a line of its own, as the PDF drew it); such lines are
+    dropped from the running text, each table word taken once. A table none of whose lines is found there
+    is placed after the page's text, and its words stay in both."""
+    if not tables:
+        return [Section(text=text, page=number)]
+    lines = text.split("\n")
+    keys = [_key(line) for line in lines]
+    taken = [False] * len(lines)
+    anchors: list[tuple[int, PdfTable]] = []
+    for table in tables:
+        words = [_key(word) for line in table.lines for word in line.split()]
+        used = [False] * len(words)
+        first: int | None = None
+        for i, key in enumerate(keys):
+            if taken[i] or not key:
+                continue
+            run = _run(words, used, key)
+            if run is not None:
+                used[run[0] : run[1]] = [True] * (run[1] - run[0])
+                taken[i] = True
+                first = i if first is None else first
+        anchors.append((len(lines) if first is None else first, table))
+    anchors.sort(key=lambda a: a[0])
+    sections: list[Section] = []
+    start = 0
+    for at, table in anchors:
+        before = "\n".join(line for i, line in enumerate(lines[start:at], start) if not taken[i])
+        if before.strip():
+            sections.append(Section(text=before, page=number))
+        sections.append(Section(text=join_table(table.rows), page=number, kind="table"))
+        start = max(start, at)
+    rest = "\n".join(line for i, line in enumerate(lines[start:], start) if not taken[i])
+    if rest.strip():
+        sections.append(Section(text=rest, page=number))
+    return sections
+
+
+def _run(words: list[str], used: list[bool], key: str) -> tuple[int, int] | None:
+    """Where `key` is the concatenation of consecutive unused table words, as (start, end)."""
+    for start, word in enumerate(words):
+        if used[start] or not word or not key.startswith(word):
+            continue
+        joined, end = "", start
+        while end < len(words) and not used[end] and len(joined) < len(key):
+            joined += words[end]
+            end += 1
+            if not key.startswith(joined):
+                break
+        if joined == key:
+            return start, end
+    return None
+
+
 def _ranges(numbers: list[int]) -> str:
     """1,2,3,7 -> "1-3, 7": a 300-page scan's message stays one line."""
     out: list[str] = []
@@ -112,7 +220,8 @@ def _ocr(path: Path, numbers: list[int]) -> tuple[list[Section], list[str]]:
     """Render the given 1-based pages with pypdfium2 and OCR them, one page in memory at a time."""
     import pypdfium2 as pdfium
 
-    settings = ocr.settings_from_env()
+    job = ocr.current_job()  # the product's OCR settings and this file's time limit (set by the loader worker)
+    settings = job.settings
     engine = ocr.TesseractEngine(settings.languages)
     engine.check()  # OcrUnavailable before anything is rendered
     try:
@@ -137,7 +246,7 @@ def _ocr(path: Path, numbers: list[int]) -> tuple[list[Section], list[str]]:
             yield number, image, dpi
 
     try:
-        sections, ocr_problems = ocr.ocr_pages(rendered(), engine)
+        sections, ocr_problems = ocr.ocr_pages(rendered(), engine, numbers=numbers, limit=job.limit)
     finally:
         document.close()
     return sections, sorted(problems + ocr_problems, key=_page_of)
@@ -164,5 +273,5 @@ def _scan_dpi(page, page_area: float, default: int) -> int:  # noqa: ANN001 - a 
 
 
 def _page_of(problem: str) -> int:
-    match = re.match(r"page (\d+)", problem)
+    match = re.match(r"pages? (\d+)", problem)  # "page 3: ..." and "pages 41-200 not OCR'd: ..."
     return int(match.group(1)) if match else 0

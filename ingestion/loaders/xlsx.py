@@ -20,10 +20,13 @@ from .base import LoadedDocument
 
 
 class XlsxLoader:
+    """Excel .xlsx: each sheet's rows, every row naming its columns."""
+
     mime = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     extensions: tuple[str, ...] = (".xlsx",)
 
     def load(self, path: Path) -> LoadedDocument:
+        """Sections per sheet from the cached values; formulas never computed are reported, not silently empty."""
         check_ooxml(path, ".xlsx")
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
         formulas = openpyxl.load_workbook(path, read_only=True, data_only=False)

@@ -16,7 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from model.factory import DEFAULT_LLM_TIMEOUT_S
+from model.factory import BACKENDS, DEFAULT_LLM_TIMEOUT_S
 
 
 def _toml_file() -> Path | None:
@@ -91,6 +91,15 @@ class Settings(BaseSettings):
         "a page scanned at less is read at its own."
     )
 
+    @field_validator("llm_backend")
+    @classmethod
+    def _registered_backend(cls, v: str) -> str:
+        """One list of engines, the factory's registry: a new engine needs no change here."""
+        name = v.strip().lower()
+        if name not in BACKENDS:
+            raise ValueError(f"unknown LLM backend {v!r}; choose one of {', '.join(BACKENDS)}")
+        return name
+
     @field_validator("ocr_languages")
     @classmethod
     def _ocr_language_codes(cls, v: str) -> str:
@@ -113,7 +122,10 @@ class Settings(BaseSettings):
     index_type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
 
     # Model
-    llm_backend: Literal["llamacpp", "ik_llama", "transformers", "openai"] = "llamacpp"
+    llm_backend: str = Field(
+        default="llamacpp", description="The engine: a name registered in model/factory.py ENGINES (llamacpp, "
+        "ik_llama, transformers, openai)."
+    )
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None  # never printed: read with .get_secret_value()

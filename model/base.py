@@ -7,8 +7,10 @@ the sparse MoE runs in-process on a CPU or behind a vLLM cluster.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Accounting = Literal["measured", "modelled"]
@@ -131,6 +133,33 @@ class Generation:
     def to_dict(self) -> dict[str, Any]:
         """The generation as plain data, its stats included."""
         return {"text": self.text, "finish_reason": self.finish_reason, "stats": self.stats.to_dict()}
+
+
+@dataclass
+class EngineRequest:
+    """What the configuration asks of an engine; each engine module's `build(request)` turns it into one
+    (model/factory.py maps the backend name to that module)."""
+
+    model: str | None
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 120.0
+    n_threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def gguf_path(self) -> str:
+        """The GGUF file to serve: the one named, else sparq's default MoE, built on first use under the
+        `data_dir` option (or $SPARQ_DATA_DIR) with the `progress` option reporting the build."""
+        if self.model is not None:
+            return self.model
+        from model.moe.build import ensure_default_model
+
+        data_dir = Path(self.options.get("data_dir") or os.environ.get("SPARQ_DATA_DIR", "sparq-data"))
+        return str(ensure_default_model(data_dir, progress=self.options.get("progress")))
+
+    def engine_options(self) -> dict[str, Any]:
+        """The options for the engine itself (`data_dir` and `progress` belong to the default build)."""
+        return {k: v for k, v in self.options.items() if k not in ("data_dir", "progress")}
 
 
 class LLMEngine(abc.ABC):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model.base import LLMEngine, ModelError
+from model.base import EngineRequest, LLMEngine, ModelError
 
-BACKENDS = ("llamacpp", "ik_llama", "transformers", "openai")
+# Backend name -> the module whose `build(EngineRequest)` makes its engine, imported only when chosen (an
+# optional dependency loads only for the engine used). A new engine is one module plus one line here.
+ENGINES: dict[str, str] = {
+    "llamacpp": "model.llamacpp_engine",
+    "ik_llama": "model.ik_llama_engine",
+    "transformers": "model.transformers_engine",
+    "openai": "model.openai_engine",
+}
+BACKENDS = tuple(ENGINES)
 # Seconds a remote (openai) engine waits for the server. app.config.Settings uses this same default for
 # SPARQ_LLM_TIMEOUT_S, so the CLI/UI and `engine_from_env` configure one engine the same way.
 DEFAULT_LLM_TIMEOUT_S = 120.0
@@ -35,37 +45,11 @@ def create_engine(
       the architecture for modelled accounting (n_layers, hidden_size, n_experts, top_k, ...).
     """
     backend = (backend or "").strip().lower()
-    if backend in ("llamacpp", "ik_llama"):
-        if backend == "ik_llama":
-            from model.ik_llama_engine import IK_PIP, ik_available
-
-            if not ik_available():  # before a default-model build that could not be served
-                raise ModelError(f"backend 'ik_llama' needs ik-llama-cpp-python: pip install {IK_PIP}")
-        if model is None:
-            from model.moe.build import ensure_default_model
-
-            data_dir = Path(opts.pop("data_dir", None) or os.environ.get("SPARQ_DATA_DIR", "sparq-data"))
-            model = str(ensure_default_model(data_dir, progress=opts.pop("progress", None)))
-        opts.pop("data_dir", None)
-        opts.pop("progress", None)
-        if backend == "ik_llama":
-            from model.ik_llama_engine import IkLlamaEngine
-
-            return IkLlamaEngine(model, n_threads=n_threads, **opts)
-        from model.llamacpp_engine import LlamaCppEngine
-
-        return LlamaCppEngine(model, n_threads=n_threads, **opts)
-    if backend == "transformers":
-        from model.transformers_engine import TransformersEngine
-
-        if model is None:
-            raise ModelError("backend 'transformers' needs a checkpoint directory (SPARQ_LLM_MODEL)")
-        return TransformersEngine(model, n_threads=n_threads, **opts)
-    if backend == "openai":
-        from model.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(model or "", base_url=base_url or "", api_key=api_key, timeout_s=timeout_s, **opts)
-    raise ModelError(f"unknown LLM backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    module_name = ENGINES.get(backend)
+    if module_name is None:
+        raise ModelError(f"unknown LLM backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    build: Callable[[EngineRequest], LLMEngine] = importlib.import_module(module_name).build
+    return build(EngineRequest(model, base_url, api_key, timeout_s, n_threads, dict(opts)))
 
 
 def configured_engine(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from model.accounting import forward_flops
-from model.base import Generation, LLMEngine, ModelError, ModelInfo
+from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelInfo
 from model.chat_template import ChatTemplate
 from model.gguf_info import info_from_gguf
 from model.llamacpp_engine import _TOPK_RE
@@ -604,3 +604,10 @@ class IkLlamaEngine(LLMEngine):
         if getattr(self, "_model", None):
             lib.llama_free_model(self._model)
             self._model = None
+
+
+def build(request: EngineRequest) -> LLMEngine:
+    """`ik_llama`: the same GGUF files through ik_llama.cpp; checked before a default build it could not serve."""
+    if not ik_available():
+        raise ModelError(f"backend 'ik_llama' needs ik-llama-cpp-python: pip install {IK_PIP}")
+    return IkLlamaEngine(request.gguf_path(), n_threads=request.n_threads, **request.engine_options())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from model.base import Generation, LLMEngine, ModelError, ModelInfo
+from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelInfo
 from model.gguf_info import info_from_gguf
 from model.token_stream import sampled_stats, stream_text
 
@@ -390,3 +390,8 @@ class LlamaCppEngine(LLMEngine):
         if llm is not None:
             llm.close()
             del self._llm  # closed: a later call fails with AttributeError, a second close() does nothing
+
+
+def build(request: EngineRequest) -> LLMEngine:
+    """`llamacpp`: a GGUF file through llama-cpp-python; no model named serves the default MoE."""
+    return LlamaCppEngine(request.gguf_path(), n_threads=request.n_threads, **request.engine_options())

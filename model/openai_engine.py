@@ -16,7 +16,15 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
 from model.accounting import build_stats, estimate_total_params, nominal_active_params
-from model.base import Generation, LLMEngine, ModelError, ModelInfo, ModelNotFound, RemoteEngineError
+from model.base import (
+    EngineRequest,
+    Generation,
+    LLMEngine,
+    ModelError,
+    ModelInfo,
+    ModelNotFound,
+    RemoteEngineError,
+)
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -223,3 +231,14 @@ class OpenAIEngine(LLMEngine):
     def close(self) -> None:
         """Close the HTTP client's connections."""
         self.client.close()
+
+
+def build(request: EngineRequest) -> LLMEngine:
+    """`openai`: a model served over the OpenAI-compatible API (vLLM, llama.cpp server, SGLang)."""
+    return OpenAIEngine(
+        request.model or "",
+        base_url=request.base_url or "",
+        api_key=request.api_key,
+        timeout_s=request.timeout_s,
+        **request.engine_options(),
+    )

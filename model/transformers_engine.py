@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from model.accounting import build_stats, nominal_active_params
-from model.base import Generation, LLMEngine, ModelError, ModelInfo, ModelNotFound, UnsupportedArchitecture
+from model.base import (
+    EngineRequest,
+    Generation,
+    LLMEngine,
+    ModelError,
+    ModelInfo,
+    ModelNotFound,
+    UnsupportedArchitecture,
+)
 
 
 @dataclass(frozen=True)
@@ -385,3 +393,9 @@ class TransformersEngine(LLMEngine):
             self.recorder.remove()
             self.recorder = None
 
+
+def build(request: EngineRequest) -> LLMEngine:
+    """`transformers`: a Hugging Face checkpoint directory (GPU or CPU); it has no default model."""
+    if request.model is None:
+        raise ModelError("backend 'transformers' needs a checkpoint directory (SPARQ_LLM_MODEL)")
+    return TransformersEngine(request.model, n_threads=request.n_threads, **request.engine_options())

@@ -37,3 +37,16 @@ def test_invalid_settings_are_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARQ_CONFIG_FILE", str(tmp_path / "missing.toml"))
     with pytest.raises(FileNotFoundError):
         Settings()
+
+
+def test_settings_take_their_engine_names_from_the_registry():
+    from pydantic import ValidationError
+
+    from app.config import Settings
+    from model.factory import BACKENDS
+
+    for name in BACKENDS:
+        assert Settings(llm_backend=name.upper()).llm_backend == name
+    with pytest.raises(ValidationError, match="unknown LLM backend 'magic'; choose one of llamacpp, ik_llama"):
+        Settings(llm_backend="magic")
+

@@ -3,7 +3,9 @@ with each document's own readers, and remove what the source no longer holds.
 
 Safety first: a connector that cannot reach its source raises SourceUnavailable before anything changes; a
 source that answers with nothing at all while documents of it are stored is refused the same way (an
-unmounted share is an empty folder), unless the caller says the source really is empty now."""
+unmounted share is an empty folder), unless the caller says the source really is empty now. A part of the
+source it cannot list (a folder, a mailbox) keeps its stored documents, readable by admins only until it is
+listed again: not being able to list a folder is also how its access is revoked."""
 
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingestion.connectors.base import Connector, RemoteDocument, SourceUnavailable, is_under
+from sqlalchemy import select
+
+from ingestion.connectors.base import ChangeSet, Connector, RemoteDocument, SourceUnavailable, is_under
 from ingestion.loaders.base import LoadedDocument
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import SourceItem, local_file_item
+from retrieval.schema import DocumentGroup
 
 
 @dataclass
@@ -40,12 +45,16 @@ def sync_source(
     cursor: str | None,
     progress: ProgressCallback | None = None,
     allow_empty: bool = False,
+    changes: ChangeSet | None = None,
 ) -> SourceSyncResult:
     """Sync `connector`'s source into `collection`. A document's readers are the groups the source grants
     it plus the source's configured `groups` (both None: stored documents keep theirs, new ones get none).
     Raises SourceUnavailable, changing nothing, when the source cannot be read or lists nothing while
-    documents of it are stored (`allow_empty` lets it empty them). The caller closes the connector."""
-    changes = connector.changes(cursor)
+    documents of it are stored (`allow_empty` lets it empty them). `changes`: the connector's answer to
+    `changes(cursor)` when the caller asked it already (before taking the ingest lock). The caller closes
+    the connector."""
+    if changes is None:
+        changes = connector.changes(cursor)
     root = connector.root_key
     present = set(changes.present) | {d.key for d in changes.documents}
     outside = sorted(k for k in present | set(changes.unlisted) if not is_under(k, root))
@@ -61,6 +70,8 @@ def sync_source(
                 f"{connector.kind} source {root} lists no documents; refusing to remove {stored} stored "
                 "documents (an unmounted share?). Sync it with allow_empty if it really is empty now."
             )
+    notes = list(changes.notes)
+    notes += _hide_unlisted(pipeline, collection, changes.unlisted, present)
     scratch = Path(tempfile.mkdtemp(prefix="sparq-sync-"))  # private (0700): fetched content, while loading
     try:
         items = _items(changes.documents, pipeline.load_file, groups, scratch)
@@ -75,7 +86,7 @@ def sync_source(
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return SourceSyncResult(summary, changes.cursor, list(changes.notes))
+    return SourceSyncResult(summary, changes.cursor, notes)
 
 
 def readers(document_groups: tuple[str, ...] | None, configured: list[str] | None) -> tuple[str, ...] | None:
@@ -83,6 +94,33 @@ def readers(document_groups: tuple[str, ...] | None, configured: list[str] | Non
     if document_groups is None and configured is None:
         return None
     return tuple(sorted({g.strip() for g in (*(document_groups or ()), *(configured or ())) if g.strip()}))
+
+
+def _hide_unlisted(
+    pipeline: IngestPipeline, collection: str, unlisted: list[str], present: set[str]
+) -> list[str]:
+    """Fail closed on the parts of the source it could not list: their stored documents stay (their absence
+    says nothing) but only admins may read them until a sync lists them again, because "cannot list" is
+    also how access is revoked (chmod 700 on a folder). The next listing gives them their groups back
+    through the pipeline's unchanged-content path, without re-embedding. Returns one note per prefix."""
+    cid = pipeline.store.collection_id(collection)
+    if cid is None or not unlisted:
+        return []
+    notes: list[str] = []
+    for prefix in unlisted:
+        docs = [i for i, path in pipeline.store.documents_under(cid, prefix) if path not in present]
+        if not docs:
+            continue
+        with pipeline.store.sessions() as session:
+            grouped = set(
+                session.scalars(
+                    select(DocumentGroup.document_id).where(DocumentGroup.document_id.in_(docs)).distinct()
+                )
+            )
+        for doc_id in sorted(grouped):
+            pipeline.store.set_document_groups(doc_id, ())
+        notes.append(f"{len(docs)} documents under {prefix} hidden until the source can list it again")
+    return notes
 
 
 def _removable(pipeline: IngestPipeline, collection: str, root: str, unlisted: list[str]) -> int:

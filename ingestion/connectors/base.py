@@ -56,8 +56,9 @@ class ChangeSet:
     cursor: str | None = None
     notes: list[str] = field(default_factory=list)  # per-item problems the connector met (shown in the run)
     # Key prefixes the connector could not list this time (a subfolder it may not read, a mailbox that
-    # failed): stored documents under them are kept, not removed, since their absence from `present` says
-    # nothing.
+    # failed): stored documents under them are not removed (their absence from `present` says nothing) but
+    # hidden (groups set to none: admins only) until the source can list them again, since losing access
+    # is the usual way to revoke it.
     unlisted: list[str] = field(default_factory=list)
 
 

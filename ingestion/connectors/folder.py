@@ -10,12 +10,17 @@ names unless `group_map` renames them; a named user `bob` becomes the group `use
 
 Deliberately not granted: "other" (a world-readable file gets no extra group: the source's configured
 groups, added by the sync to every document, are the place for "everyone"), and the file's owner unless
-`owner_reads` (an owner is often a service account, not a reader). Only the file's own permissions count:
-a folder above it that only some may enter does not narrow them.
+`owner_reads` (an owner is often a service account, not a reader).
 
-Every sync lists the whole tree (one stat and one extended-attribute read per file, no content read): a
-change of permissions alone moves the ctime, not the mtime, so it is found by comparing the groups, which
-the pipeline does for unchanged content without re-embedding it. No cursor is needed."""
+The folders above a file count too, as on POSIX: who cannot enter `hr/` cannot read `hr/payroll.txt`. A
+document's groups are the file's read grants intersected with the "enter" (execute) grants of every folder
+from the source root (included) down to the file's own folder, with the same getfacl semantics (owning
+group, named groups and named users with x after the mask, the owner with x). A folder whose "other" may
+enter restricts nothing. Each folder is read once per sync (one stat and one extended-attribute read).
+
+Every sync lists the whole tree (one stat and one extended-attribute read per file and folder, no content
+read): a change of permissions alone moves the ctime, not the mtime, so it is found by comparing the
+groups, which the pipeline does for unchanged content without re-embedding it. No cursor is needed."""
 
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ _ACL_HEADER = struct.Struct("<I")
 _ACL_ENTRY = struct.Struct("<HHI")
 ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 ACL_READ = 0x04
+ACL_EXECUTE = 0x01
 _NO_ACL = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP}  # no ACL on this file / no xattrs on this fs
 
 
@@ -57,13 +63,41 @@ class AclFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class ReadGrants:
-    """Who may read a file, as numeric ids: what the mode bits and the ACL grant, before any name lookup."""
+class Grants:
+    """Who holds one permission (read on a file, enter on a folder), as numeric ids: what the mode bits and
+    the ACL grant, before any name lookup."""
 
     gids: frozenset[int]
     uids: frozenset[int]  # named ACL users
-    owner_reads: bool
-    other_reads: bool
+    owner: bool
+    other: bool
+
+
+@dataclass(frozen=True)
+class ReadGrants(Grants):
+    """Who may read a file."""
+
+    @property
+    def owner_reads(self) -> bool:
+        return self.owner
+
+    @property
+    def other_reads(self) -> bool:
+        return self.other
+
+
+@dataclass(frozen=True)
+class EnterGrants(Grants):
+    """Who may enter (search, execute bit) a folder; `owner_uid` is the folder's owner."""
+
+    owner_uid: int = -1
+
+    def admit(self, gids: set[int], uids: set[int]) -> tuple[set[int], set[int]]:
+        """The groups and users among `gids`/`uids` that may pass this folder."""
+        if self.other:
+            return gids, uids
+        users = set(self.uids) | ({self.owner_uid} if self.owner else set())
+        return gids & self.gids, uids & users
 
 
 def parse_acl(raw: bytes) -> list[tuple[int, int, int]]:
@@ -76,11 +110,12 @@ def parse_acl(raw: bytes) -> list[tuple[int, int, int]]:
     return [_ACL_ENTRY.unpack_from(raw, off) for off in range(_ACL_HEADER.size, len(raw), _ACL_ENTRY.size)]
 
 
-def read_grants(path: Path, st: os.stat_result) -> ReadGrants:
-    """Who may read `path` (stat `st`), with getfacl's effective permissions: named users, named groups and
-    the owning group are limited by the mask. Raises OSError when the ACL cannot be read, AclFormatError when
-    it cannot be understood; a caller must then grant nothing rather than guess from the mode bits (with an
-    ACL, the group bits are the mask, not the group's permission)."""
+def _grants(path: Path, st: os.stat_result, acl_bit: int, mode_bits: tuple[int, int, int]) -> Grants:
+    """Who holds permission `acl_bit` on `path` (stat `st`), with getfacl's effective permissions: named
+    users, named groups and the owning group are limited by the mask. `mode_bits`: the (owner, group,
+    other) mode bits of that permission, used when there is no ACL. Raises OSError when the ACL cannot be
+    read, AclFormatError when it cannot be understood; a caller must then grant nothing rather than guess
+    from the mode bits (with an ACL, the group bits are the mask, not the group's permission)."""
     raw: bytes | None = None
     if hasattr(os, "getxattr"):
         try:
@@ -90,30 +125,43 @@ def read_grants(path: Path, st: os.stat_result) -> ReadGrants:
                 raise
     if not raw:
         mode = st.st_mode
-        return ReadGrants(
-            gids=frozenset({st.st_gid}) if mode & stat.S_IRGRP else frozenset(),
+        usr, grp_bit, oth = mode_bits
+        return Grants(
+            gids=frozenset({st.st_gid}) if mode & grp_bit else frozenset(),
             uids=frozenset(),
-            owner_reads=bool(mode & stat.S_IRUSR),
-            other_reads=bool(mode & stat.S_IROTH),
+            owner=bool(mode & usr),
+            other=bool(mode & oth),
         )
     entries = parse_acl(raw)
     mask = next((perm for tag, perm, _ in entries if tag == ACL_MASK), 0o7)
     gids: set[int] = set()
     uids: set[int] = set()
-    owner_reads = other_reads = False
+    owner = other = False
     for tag, perm, ident in entries:
         if tag == ACL_USER_OBJ:
-            owner_reads = bool(perm & ACL_READ)
+            owner = bool(perm & acl_bit)
         elif tag == ACL_OTHER:
-            other_reads = bool(perm & ACL_READ)
-        elif perm & mask & ACL_READ:
+            other = bool(perm & acl_bit)
+        elif perm & mask & acl_bit:
             if tag == ACL_GROUP_OBJ:
                 gids.add(st.st_gid)
             elif tag == ACL_GROUP:
                 gids.add(ident)
             elif tag == ACL_USER:
                 uids.add(ident)
-    return ReadGrants(frozenset(gids), frozenset(uids), owner_reads, other_reads)
+    return Grants(frozenset(gids), frozenset(uids), owner, other)
+
+
+def read_grants(path: Path, st: os.stat_result) -> ReadGrants:
+    """Who may read the file `path` (see `_grants` for the errors it raises)."""
+    g = _grants(path, st, ACL_READ, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
+    return ReadGrants(g.gids, g.uids, g.owner, g.other)
+
+
+def enter_grants(path: Path, st: os.stat_result) -> EnterGrants:
+    """Who may enter the folder `path` (see `_grants` for the errors it raises)."""
+    g = _grants(path, st, ACL_EXECUTE, (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH))
+    return EnterGrants(g.gids, g.uids, g.owner, g.other, owner_uid=st.st_uid)
 
 
 @dataclass
@@ -222,8 +270,12 @@ class FolderConnector(Connector):
             )
         notes = [f"{s.path}: {s.reason}" for s in listing.skipped]
         if unlisted:
-            notes.append(f"{len(unlisted)} folder(s) could not be listed; their stored documents are kept")
+            notes.append(
+                f"{len(unlisted)} folder(s) could not be listed; their stored documents are kept, "
+                "readable by admins only until they can be listed again"
+            )
         names = _Names()
+        folders: dict[Path, EnterGrants | None] = {}  # one stat and ACL read per folder and sync
         documents: list[RemoteDocument] = []
         present: set[str] = set()
         for path in listing.files:
@@ -237,7 +289,7 @@ class FolderConnector(Connector):
                 notes.append(f"{path}: cannot stat: {exc}; left as stored")
                 continue
             present.add(key)
-            groups = self._groups(path, st, names, notes)
+            groups = self._groups(path, st, names, notes, folders)
             documents.append(
                 RemoteDocument(
                     key=key,
@@ -253,7 +305,12 @@ class FolderConnector(Connector):
         return ChangeSet(documents, present, cursor=None, notes=notes, unlisted=[str(p) for p in unlisted])
 
     def _groups(
-        self, path: Path, st: os.stat_result, names: _Names, notes: list[str]
+        self,
+        path: Path,
+        st: os.stat_result,
+        names: _Names,
+        notes: list[str],
+        folders: dict[Path, EnterGrants | None],
     ) -> tuple[str, ...] | None:
         if self.group_rule == "none":
             return None
@@ -266,17 +323,47 @@ class FolderConnector(Connector):
                 "may read it"
             )
             return ()
-        out: set[str] = set()
-        for gid in grants.gids:
-            name = names.group(gid)
-            if name is not None:
-                out.add(self.group_map.get(name, name))
+        gids = set(grants.gids)
         uids = set(grants.uids)
         if self.owner_reads and grants.owner_reads:
             uids.add(st.st_uid)
+        for folder in self._folders_above(path):
+            enter = self._enter(folder, folders, notes)
+            if enter is None:
+                return ()  # the folder's permissions are unknown: fail closed, as for the file's own
+            gids, uids = enter.admit(gids, uids)
+        out: set[str] = set()
+        for gid in gids:
+            name = names.group(gid)
+            if name is not None:
+                out.add(self.group_map.get(name, name))
         if self.user_groups:
             for uid in uids:
                 name = names.user(uid)
                 if name is not None:
                     out.add(user_group(name))
         return tuple(sorted(out))
+
+    def _folders_above(self, path: Path) -> list[Path]:
+        """The folders from the root (included) down to `path`'s own folder; none when the root is the file."""
+        root = self._root
+        if path == root:
+            return []
+        chain = [root]
+        for part in path.parent.relative_to(root).parts:
+            chain.append(chain[-1] / part)
+        return chain
+
+    @staticmethod
+    def _enter(folder: Path, folders: dict[Path, EnterGrants | None], notes: list[str]) -> EnterGrants | None:
+        """Who may enter `folder`, read once per sync; None (with a note, once) when it cannot be read."""
+        if folder not in folders:
+            try:
+                folders[folder] = enter_grants(folder, os.stat(folder, follow_symlinks=False))
+            except (OSError, AclFormatError) as exc:
+                folders[folder] = None
+                notes.append(
+                    f"{folder}: cannot read its permissions ({exc}); files below it get only the source's "
+                    "configured groups"
+                )
+        return folders[folder]

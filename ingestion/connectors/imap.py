@@ -6,7 +6,8 @@ UIDVALIDITY and the highest UID already read (the cursor, a JSON string): the me
 ones, `UID SEARCH ALL` says which are still there (keys only), and a changed UIDVALIDITY (the server
 renumbered the mailbox) makes every message new, under new keys, while the old keys drop out of `present`.
 A mailbox the server refuses to open (renamed, no longer shared) is noted and `unlisted`: its stored
-messages stay until it can be read again or is taken out of the settings.
+messages stay, readable by admins only (the sync hides them: "no longer shared" may be a revocation), until
+it can be read again or is taken out of the settings.
 
 The password is no option value: it is read from the named environment variable or file each time a
 connection is made, passed to the server, and kept nowhere (no attribute, repr, key, log or error message).
@@ -18,6 +19,7 @@ import base64
 import contextlib
 import functools
 import imaplib
+import ipaddress
 import json
 import logging
 import os
@@ -117,6 +119,17 @@ def internaldate_epoch(value: str) -> float:
     return when.astimezone(UTC).timestamp()
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface: localhost, 127.0.0.0/8 or ::1 (a name that
+    only resolves there is not trusted: resolution can change)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
@@ -132,7 +145,8 @@ class ImapConnector(Connector):
     """The messages of `mailboxes` on an IMAP server, read as `user`.
 
     `tls`: "ssl" (implicit TLS, port 993), "starttls" (port 143, upgraded before login) or "none" (the
-    password travels in clear: only for a server on this machine). `ca_file`: the CA certificate(s) that
+    password travels in clear: only for a loopback host, 127.0.0.0/8, ::1 or localhost; any other host is a
+    SourceConfigError). `ca_file`: the CA certificate(s) that
     signed the server's certificate, for a private CA; otherwise the system's CAs. `timeout_s`: for the
     connection and each command."""
 
@@ -205,6 +219,11 @@ class ImapConnector(Connector):
             raise SourceConfigError(
                 'imap source: ca_file is set but tls is "none": no certificate is checked'
             )
+        if tls == "none" and not _is_loopback(host):
+            raise SourceConfigError(
+                f'imap source: tls "none" sends the password in clear, so it is only allowed for a server '
+                f'on this machine (127.0.0.0/8, ::1, localhost), not {host!r}; use tls "starttls" or "ssl"'
+            )
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise SourceConfigError(
                 f"imap source: timeout_s must be a positive number of seconds, got {timeout_s!r}"
@@ -266,7 +285,9 @@ class ImapConnector(Connector):
                     uids = self._search_all(mailbox, uidnext)
                 except _Refused as exc:  # this mailbox only (gone, renamed, not shared): its documents stay
                     refusals.append(exc)
-                    notes.append(f"{exc}; its stored messages are kept")
+                    notes.append(
+                        f"{exc}; its stored messages are kept, readable by admins only until it opens again"
+                    )
                     unlisted.append(f"{self.root_key}{quote(mailbox, safe='')}")
                     if before is not None:
                         state[mailbox] = before
@@ -340,10 +361,15 @@ class ImapConnector(Connector):
                     f"{self._where()}: mailbox {mailbox!r} was renumbered (UIDVALIDITY "
                     f"{uidvalidity} -> {now}) during the sync; the next sync reads it again"
                 )
-        data = self._command(
-            f"fetch message {uid} of mailbox {mailbox!r}",
-            lambda imap: imap.uid("FETCH", str(uid), "(BODY.PEEK[])"),
-        )
+        try:
+            data = self._command(
+                f"fetch message {uid} of mailbox {mailbox!r}",
+                lambda imap: imap.uid("FETCH", str(uid), "(BODY.PEEK[])"),
+            )
+        except _Refused as exc:
+            # The server answered NO/BAD for this message only (unreadable on its disk, a server bug): that
+            # document fails and keeps its last good version; the sync goes on (see connectors/base.py).
+            raise OSError(f"{self.key(mailbox, uidvalidity, uid)}: {exc}") from exc
         for part in data:
             if isinstance(part, tuple) and (m := _UID.search(part[0])) and int(m.group(1)) == uid:
                 return bytes(part[1])

@@ -3,7 +3,9 @@
 What is crawled: the pages reachable by `<a href>` from `start_url` within `max_depth` links, and/or the pages
 a sitemap (`sitemap_url`, a `<urlset>` or a `<sitemapindex>`, gzipped or not) lists, each at depth 0. Only
 URLs of the same scheme, host and port as those URLs are fetched (links elsewhere are not followed, and a
-redirect to another host is not followed either); at most `max_pages` pages are requested per sync.
+redirect to another host is not followed either); at most `max_pages` pages are requested per sync. A
+sync stopped by that limit has not seen the whole site: the pages the previous sync knew (its cursor) that
+this one did not reach stay present, kept as stored with their cursor entries, instead of being removed.
 
 robots.txt is fetched once per sync and obeyed for `user_agent` (urllib.robotparser: plain path prefixes,
 first matching rule wins, no `*`/`$` patterns), as is `<meta name="robots">` (noindex: not indexed;
@@ -474,6 +476,7 @@ class _Crawl:
         self.queued: set[str] = set()
         self.disallowed: list[str] = []
         self.requests = 0
+        self.reached: set[str] = set()  # every key requested this sync, whatever it answered
         self._opener = conn.opener(self)
         self._delay = 0.0
         self._last_request = 0.0
@@ -529,10 +532,12 @@ class _Crawl:
             if self.requests >= conn.max_pages:
                 left = sum(1 for key, _ in self.queue if key not in self.pages)
                 if left:
+                    kept = self._keep_unreached()
                     self.notes.add(
                         "limit",
-                        f"max_pages ({conn.max_pages}) reached: {left} more page(s) were not "
-                        "fetched, and are removed if they were indexed",
+                        f"max_pages ({conn.max_pages}) reached: {left} more page(s) were not fetched; "
+                        f"{kept} page(s) the previous sync indexed but this one did not reach are kept "
+                        "as stored",
                     )
                 break
             key, depth = self.queue.popleft()
@@ -558,8 +563,25 @@ class _Crawl:
         )
         return ChangeSet(self.documents, self.present, cursor=cursor, notes=self.notes.render())
 
+    def _keep_unreached(self) -> int:
+        """Carry over the previous cursor's pages this sync did not reach (it stopped at max_pages): a
+        partial crawl says nothing about them, so they stay present as stored. Pages robots.txt now
+        disallows are not kept. Returns how many indexed pages were kept."""
+        kept = 0
+        for key, entry in self.previous.items():
+            if key in self.pages or key in self.reached or not key.startswith(self.root):
+                continue
+            if not self.allowed(key):
+                continue
+            self.pages[key] = entry
+            if "redirect" not in entry and not entry.get("noindex"):
+                self.present.add(key)
+                kept += 1
+        return kept
+
     def _visit(self, key: str, depth: int, is_start: bool) -> None:
         self.requests += 1
+        self.reached.add(key)
         outcome = self._get(key)
         if isinstance(outcome, _Failed):
             if is_start:

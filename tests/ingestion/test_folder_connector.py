@@ -202,3 +202,57 @@ def test_a_malformed_acl_attribute_is_refused() -> None:
         parse_acl(bytes.fromhex("01000000" + "01000600ffffffff"))
     with pytest.raises(AclFormatError, match="8-byte"):
         parse_acl(good[:-3])
+
+
+def test_a_folder_that_a_group_may_not_enter_hides_the_files_below_it(tmp_path: Path, unix: Accounts) -> None:
+    grp_a, grp_b, eng = unix.group("a"), unix.group("b"), unix.group("eng")
+    bob = unix.user("bob")
+    root = tmp_path / "share"
+    hr = root / "hr"
+    payroll = _file(hr / "payroll.txt", "payroll", grp_b, 0o640)
+    run("setfacl", "-m", f"g:{eng}:r,u:{bob}:r", str(payroll))
+    notes_file = _file(hr / "deep" / "notes.txt", "notes", grp_a, 0o640)
+    open_file = _file(root / "open" / "memo.txt", "memo", grp_b, 0o640)
+    run("chgrp", grp_a, str(hr))
+    os.chmod(hr, 0o770)  # only root and grpA may enter hr/
+    os.chmod(hr / "deep", 0o755)  # "other" may enter: restricts nothing more
+    os.chmod(root / "open", 0o751)
+    assert (root.stat().st_mode & 0o001) and notes_file.exists() and open_file.exists()
+
+    found = _groups(FolderConnector(str(root)))
+
+    assert found["payroll.txt"] == ()  # grpB, eng and bob may read the file but not enter hr/
+    assert found["notes.txt"] == (grp_a,)
+    assert found["memo.txt"] == (grp_b,)
+
+    run("setfacl", "-m", f"g:{grp_b}:rx,u:{bob}:x,g:{eng}:r", str(hr))  # eng may list hr/, not enter it
+    found = _groups(FolderConnector(str(root)))
+    assert found["payroll.txt"] == tuple(sorted({grp_b, f"user:{bob}"}))
+    run("setfacl", "-m", "m::r", str(hr))  # the mask takes x away from every named entry and the group
+    found = _groups(FolderConnector(str(root)))
+    assert found["payroll.txt"] == () and found["notes.txt"] == ()
+
+
+def test_the_source_root_itself_counts_and_each_folder_is_read_once(
+    tmp_path: Path, unix: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grp_a, grp_b = unix.group("a"), unix.group("b")
+    root = tmp_path / "share"
+    for n in range(3):
+        _file(root / "sub" / f"{n}.txt", "text", grp_b, 0o640)
+    run("chgrp", grp_a, str(root))
+    os.chmod(root, 0o750)
+    os.chmod(root / "sub", 0o755)
+    reads: list[str] = []
+    real = os.getxattr
+
+    def counted(path, name, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        reads.append(str(path))
+        return real(path, name, *a, **kw)
+
+    monkeypatch.setattr(os, "getxattr", counted)
+
+    found = _groups(FolderConnector(str(root)))
+
+    assert found == {"0.txt": (), "1.txt": (), "2.txt": ()}  # grpB may not enter the root
+    assert reads.count(str(root)) == 1 and reads.count(str(root / "sub")) == 1

@@ -408,3 +408,37 @@ def test_a_mailbox_synced_into_the_store_is_found_by_search_and_forgets_deleted_
     finally:
         imap.close()
         searcher.close()
+
+
+def test_a_message_the_server_refuses_to_fetch_fails_alone(mailbox: ImapServer) -> None:
+    """The server answering NO/BAD to the FETCH of one message is that document's failure (OSError, with
+    the server's answer), not a SourceUnavailable that would fail every sync from now on."""
+    imap = connector(mailbox, mailboxes=["INBOX"])
+    docs = by_title(imap.changes(None))
+    lunch = docs["Lunch"].key
+    uidvalidity_now = int(lunch.split("/")[-2])
+
+    with pytest.raises(OSError) as caught:  # UID 0 is no valid UID: Dovecot answers BAD "Invalid uidset"
+        imap.fetch_message("INBOX", uidvalidity_now, 0)
+
+    assert not isinstance(caught.value, SourceUnavailable)
+    text = str(caught.value)
+    assert (
+        imap.key("INBOX", uidvalidity_now, 0) in text and "fetch message 0 of mailbox 'INBOX' failed" in text
+    )
+    assert "Invalid uidset" in text, text  # the server's own answer
+    assert PASSWORD not in text
+    assert LENTILS.encode() in docs["Lunch"].fetch()  # the same connection goes on with the next message
+    imap.close()
+
+
+@pytest.mark.parametrize("host", ["mail.example.org", "10.0.0.5", "::2", "localhost.example.org"])
+def test_tls_none_is_refused_for_a_host_that_is_not_loopback(host: str) -> None:
+    with pytest.raises(SourceConfigError, match=r'tls "none" sends the password in clear.*on this machine'):
+        make_connector("imap", {"host": host, "user": "alice", "password_env": ENV, "tls": "none"})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost"])
+def test_tls_none_is_allowed_for_a_loopback_host(host: str) -> None:
+    imap = make_connector("imap", {"host": host, "user": "alice", "password_env": ENV, "tls": "none"})
+    assert isinstance(imap, ImapConnector) and imap.tls == "none"

@@ -367,3 +367,81 @@ def test_a_user_reads_what_is_granted_to_them_by_name(pipeline, searcher) -> Non
     assert _readable(searcher, Principal("alice", frozenset({"eng"}))) == set()
     # A group that only looks like bob's (given by an admin, a directory or a token) grants nothing.
     assert _readable(searcher, Principal("alice", frozenset({"user:bob"}))) == set()
+
+
+def test_documents_under_a_folder_that_can_no_longer_be_listed_are_hidden_until_it_can(
+    pipeline, searcher, store, share: Share
+) -> None:
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # reachable by bob (pytest's tmp folder is root's only)
+
+    class ListedAsBob(FolderConnector):
+        def changes(self, cursor: str | None) -> ChangeSet:
+            with as_user(share.bob):
+                return super().changes(cursor)
+
+    staff = Principal("sam", frozenset({"staff"}))
+    try:
+        os.chmod(base, 0o755)
+        for sub in ("open", "closed"):
+            (base / sub).mkdir()
+            path = base / sub / f"{sub}.txt"
+            path.write_text(f"The {sub} folder holds the quarterly churn analysis.")
+            run("chgrp", share.hr, str(path))
+            os.chmod(path, 0o644)
+        connector = ListedAsBob(str(base))
+        _sync(pipeline, connector, groups=["staff"])
+        chunks = _chunk_ids(store)
+        assert _readable(searcher, share.alice) == {"open.txt", "closed.txt"}
+
+        os.chmod(base / "closed", 0o700)  # the usual way to revoke access to a folder
+        result = _sync(pipeline, connector, groups=["staff"])
+
+        assert result.summary.files_removed == 0
+        assert (
+            f"1 documents under {base / 'closed'} hidden until the source can list it again" in result.notes
+        )
+        assert _readable(searcher, share.alice) == {"open.txt"}
+        assert _readable(searcher, staff) == {"open.txt"}  # the configured groups no longer apply either
+        assert _readable(searcher, Principal.system()) == {"open.txt", "closed.txt"}  # kept, for admins
+        assert _chunk_ids(store) == chunks
+
+        os.chmod(base / "closed", 0o755)
+        result = _sync(pipeline, connector, groups=["staff"])
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+    assert not any("hidden" in n for n in result.notes)
+    assert (result.summary.files_unchanged, result.summary.chunks_added) == (2, 0)
+    assert _chunk_ids(store) == chunks
+    assert _readable(searcher, share.alice) == {"open.txt", "closed.txt"}
+    assert _readable(searcher, staff) == {"open.txt", "closed.txt"}
+
+
+def test_a_folder_above_a_file_narrows_who_reads_it_and_granting_entry_needs_no_reembedding(
+    pipeline, searcher, store, tmp_path: Path
+) -> None:
+    with accounts(tmp_path) as unix:
+        grp_a, grp_b = unix.group("a"), unix.group("b")
+        root = tmp_path / "share"
+        hr = root / "hr"
+        hr.mkdir(parents=True)
+        payroll = hr / "payroll.txt"
+        payroll.write_text("Payroll run for March: net salaries and tax withholding per employee.")
+        run("chgrp", grp_a, str(hr))
+        os.chmod(hr, 0o770)
+        run("chgrp", grp_b, str(payroll))
+        os.chmod(payroll, 0o640)
+        connector = FolderConnector(str(root))
+        reader_b = Principal("bea", frozenset({grp_b}))
+
+        _sync(pipeline, connector)
+        chunks = _chunk_ids(store)
+        assert _readable(searcher, reader_b) == set()  # grpB may read the file but cannot enter hr/
+
+        run("setfacl", "-m", f"g:{grp_b}:rx", str(hr))
+        summary = _sync(pipeline, connector).summary
+
+        assert (summary.files_unchanged, summary.chunks_added, summary.chunks_removed) == (1, 0, 0)
+        assert _chunk_ids(store) == chunks
+        assert _readable(searcher, reader_b) == {"payroll.txt"}
+        assert _readable(searcher, Principal("ann", frozenset({grp_a}))) == set()  # may enter, not read

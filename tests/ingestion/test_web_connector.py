@@ -621,3 +621,27 @@ def test_synced_into_a_store_and_found_by_search(site: Site, assistant) -> None:
         assert {d.path for d in assistant.documents("intranet")} == stored - {site.key("/level2/level3.html")}
     finally:
         connector.close()
+
+
+def test_pages_the_page_limit_kept_from_reach_stay_as_stored(site: Site) -> None:
+    """A crawl stopped by max_pages is a partial listing: it must not remove what it did not reach."""
+    full = WebConnector(start_url=site.url("/index.html"))
+    first = full.changes(None)
+    (site.root / "lm.html").unlink()  # deleted, but not reached below: kept until a sync reaches it
+    site.clear()
+
+    limited = WebConnector(start_url=site.url("/index.html"), max_pages=3).changes(first.cursor)
+
+    assert {h.path for h in site.page_hits()} == {"/index.html", "/level1.html", "/manual.pdf"}
+    assert limited.present == first.present
+    assert limited.documents == []
+    assert any(
+        "max_pages (3) reached" in n and f"{len(first.present) - 3} page(s) the previous sync indexed" in n
+        for n in limited.notes
+    )
+    # The carried-over cursor entries keep the next full sync conditional: nothing is read again.
+    site.clear()
+    again = full.changes(limited.cursor)
+    assert again.documents == []
+    assert again.present == first.present - {site.key("/lm.html")}
+    assert site.hits("/level2/level3.html")[-1].status == 304

@@ -6,7 +6,6 @@ import errno
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,10 +15,12 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from app.config import Settings
+from app.container import AskContainer
 from app.database import open_database
 from app.locks import advisory_lock, file_lock
 from ingestion.embedder import Embedder
 from ingestion.isolation import LoaderPool
+from ingestion.ocr import OcrSettings
 from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import TextRecord
 from model.base import LLMEngine
@@ -103,9 +104,14 @@ class Assistant:
         self._llm_thread: threading.Thread | None = None
         self._llm_error: BaseException | None = None
         self._llm_progress: tuple[str, float | None] = ("", None)
-        self._stage_times = threading.local()
         # Wall-clock time for budgets' periods; tests inject another to cross a period boundary.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # The ask's steps, given what they need as providers (nothing loads until an ask needs it).
+        self._asking = AskContainer(
+            self.settings, search=self.search, principal=self.principal, budgets=lambda: self.budgets,
+            llm=lambda: self.llm, loaded_llm=lambda: self.loaded_llm, encoder=lambda: self.embedder,
+            database=lambda: self.engine,
+        )
 
     # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
     # Each part has its own lock, so signing in (users -> engine) never waits for the embedder or an index
@@ -161,7 +167,10 @@ class Assistant:
         with self._lock:
             if self._loaders is None:
                 s = self.settings
-                self._loaders = LoaderPool(s.loader_workers, timeout_s=s.loader_timeout_s, memory_mb=s.loader_memory_mb)
+                self._loaders = LoaderPool(
+                    s.loader_workers, timeout_s=s.loader_timeout_s, memory_mb=s.loader_memory_mb,
+                    ocr=OcrSettings(languages=s.ocr_languages, dpi=s.ocr_dpi),
+                )
             return self._loaders
 
     @property
@@ -465,33 +474,14 @@ class Assistant:
                 threads = s.query_threads
                 searcher = HybridSearcher(
                     store,
-                    self._timed_encoder(embedder, threads),
+                    # Timed per thread, so ask can report the embed stage apart from the search.
+                    self._asking.embed_timer.timed(lambda query: embedder.encode_query(query, threads=threads)),
                     dense_weight=s.dense_weight,
                     keyword_weight=s.keyword_weight,
                     rrf_k=s.rrf_k,
                 )
                 self._searcher = searcher
             return searcher
-
-    def _timed_encoder(self, embedder: Embedder, threads: int):
-        """Query encoding that records its own duration per thread, so ask can report the embed stage."""
-        local = self._stage_times
-
-        def encode(query: str):
-            started = time.perf_counter()
-            try:
-                return embedder.encode_query(query, threads=threads)
-            finally:
-                local.embed_ms = (time.perf_counter() - started) * 1000
-
-        return encode
-
-    def last_embed_ms(self, *, reset: bool = False) -> float | None:
-        """How long this thread's latest query embedding took (None if none since the last reset)."""
-        value = getattr(self._stage_times, "embed_ms", None)
-        if reset:
-            self._stage_times.embed_ms = None
-        return value
 
     def search(
         self,
@@ -530,9 +520,7 @@ class Assistant:
 
         With stream=True, yields text pieces as they are generated and then the final Answer (whose text
         has citations to nothing removed)."""
-        from app.ask import AskService
-
-        events = AskService(self).run(
+        events = self._asking.pipeline().run(
             question, user=user, collections=list(collections or []) or None, history=history
         )
         if stream:

@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from sqlalchemy import Engine, func, select
 
+from app.ask import Answer
 from app.config import Settings
 from app.container import AskContainer
 from app.database import open_database
@@ -27,6 +29,13 @@ from model.base import LLMEngine
 from retrieval.access import Principal
 from retrieval.schema import Collection, Document
 from retrieval.store import DocumentStore, StoreError
+
+if TYPE_CHECKING:
+    from app.costs.budgets import Budgets
+    from app.models import QueryLog
+    from app.users import UserDirectory
+    from retrieval.filters import SearchFilters
+    from retrieval.search import Hit, HybridSearcher, SearchMode
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +98,8 @@ class ModelLoad:
 class Assistant:
     """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
 
-    def __init__(self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: object) -> None:
-        self.settings = settings or Settings(**overrides)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: Any) -> None:
+        self.settings = settings or Settings(**overrides)
         self._lock = threading.RLock()
         self._engine_lock = threading.Lock()
         self._embedder_lock = threading.Lock()
@@ -98,6 +107,7 @@ class Assistant:
         self._embedder: Embedder | None = None
         self._store: DocumentStore | None = None
         self._loaders: LoaderPool | None = None
+        self._searcher: HybridSearcher | None = None
         self._llm: LLMEngine | None = llm
         self._llm_lock = threading.Lock()  # only for loading the LLM: a first load may build for minutes
         self._llm_start_lock = threading.Lock()
@@ -174,13 +184,13 @@ class Assistant:
             return self._loaders
 
     @property
-    def users(self):  # -> app.users.UserDirectory
+    def users(self) -> UserDirectory:
         from app.users import UserDirectory
 
         return UserDirectory(self.engine)
 
     @property
-    def budgets(self):  # -> app.costs.budgets.Budgets
+    def budgets(self) -> Budgets:
         """Spending limits, checked by every ask before the model is called."""
         from app.costs.budgets import Budgets
 
@@ -330,10 +340,14 @@ class Assistant:
     ) -> IngestSummary:
         """Ingest a server file or folder: inside SPARQ_INGEST_ROOTS when set, never the data dir, symbolic
         links leaving the folder skipped (see app.ingest_roots)."""
+        from sqlalchemy.orm import sessionmaker
+
         from app.ingest_roots import check_ingest_path
+        from app.sources import refuse_synced_path
 
         s = self.settings
         target = check_ingest_path(path, data_dir=s.data_dir, roots=s.ingest_roots)
+        refuse_synced_path(sessionmaker(self.engine), target, collection)  # its source's groups would be lost
         with self._writing():
             return self.pipeline().ingest_path(
                 target, collection=collection, groups=None if groups is None else list(groups), sync=sync,
@@ -369,7 +383,9 @@ class Assistant:
 
         with self._writing():
             cid = self.store.collection_id(collection, create=True)
-            saved = save_upload(self.settings.data_dir, cid, filename, data)  # type: ignore[arg-type]
+            if cid is None:  # create=True gives the id of the collection it found or made
+                raise SparqError(f"the collection {collection!r} could not be created")
+            saved = save_upload(self.settings.data_dir, cid, filename, data)
             return self.pipeline().ingest_path(
                 saved, collection=collection, groups=None if groups is None else list(groups), progress=progress
             )
@@ -434,7 +450,7 @@ class Assistant:
             return removed
 
     # --- backup ----------------------------------------------------------------------------------------
-    def backup(self, target: str | Path) -> dict:
+    def backup(self, target: str | Path) -> dict[str, Any]:
         """Database, FAISS index and uploads into `target` (a new folder), while no ingest runs."""
         from app.backup import dump
 
@@ -443,7 +459,7 @@ class Assistant:
                 self._store.flush()
             return dump(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(target))
 
-    def restore(self, source: str | Path) -> dict:
+    def restore(self, source: str | Path) -> dict[str, Any]:
         """Restore a backup into this (empty) installation; the index is verified against SQL after."""
         from app.backup import restore
 
@@ -457,7 +473,7 @@ class Assistant:
     # --- search (retrieval) ----------------------------------------------------------------------------
     # Assistant.search lives below this line.
     @property
-    def searcher(self):  # -> retrieval.search.HybridSearcher
+    def searcher(self) -> HybridSearcher:
         """Built on first use, configured from settings; one instance serves every user and thread."""
         from retrieval.ann import IndexPolicy
         from retrieval.search import HybridSearcher
@@ -489,17 +505,19 @@ class Assistant:
         *,
         user: str | Principal | None = None,
         k: int | None = None,
-        filters=None,  # retrieval.filters.SearchFilters | None  # noqa: ANN001
+        filters: SearchFilters | None = None,
         mode: str = "hybrid",
-    ) -> list:  # -> list[retrieval.search.Hit]
+    ) -> list[Hit]:
         """The k best passages `user` may read (None: the operator, who sees all); access is enforced in
         retrieval itself, so no caller can forget it."""
         from retrieval.search import SearchError
 
         principal = self.principal(user)
         try:
+            # `mode` is as the caller typed it: the searcher refuses anything but its SearchMode words.
             return self.searcher.search(
-                query, principal=principal, k=k or self.settings.search_k, filters=filters, mode=mode  # type: ignore[arg-type]
+                query, principal=principal, k=k or self.settings.search_k, filters=filters,
+                mode=cast("SearchMode", mode),
             )
         except SearchError as exc:
             raise SparqError(str(exc)) from exc
@@ -507,6 +525,29 @@ class Assistant:
 
     # --- ask -------------------------------------------------------------------------------------------
     # Assistant.ask lives below this line.
+    @overload
+    def ask(
+        self,
+        question: str,
+        *,
+        user: str | Principal | None = None,
+        collections: Iterable[str] | None = None,
+        history: list[dict[str, str]] | None = None,
+        stream: Literal[False] = False,
+    ) -> Answer: ...
+
+    @overload
+    def ask(
+        self,
+        question: str,
+        *,
+        user: str | Principal | None = None,
+        collections: Iterable[str] | None = None,
+        history: list[dict[str, str]] | None = None,
+        stream: Literal[True],
+    ) -> Iterator[str | Answer]: ...
+
+    @overload
     def ask(
         self,
         question: str,
@@ -515,7 +556,17 @@ class Assistant:
         collections: Iterable[str] | None = None,
         history: list[dict[str, str]] | None = None,
         stream: bool = False,
-    ):  # -> Answer, or Iterator[str | Answer] when stream=True
+    ) -> Answer | Iterator[str | Answer]: ...
+
+    def ask(
+        self,
+        question: str,
+        *,
+        user: str | Principal | None = None,
+        collections: Iterable[str] | None = None,
+        history: list[dict[str, str]] | None = None,
+        stream: bool = False,
+    ) -> Answer | Iterator[str | Answer]:
         """Answer from the documents `user` may read, with citations and the query's cost.
 
         With stream=True, yields text pieces as they are generated and then the final Answer (whose text
@@ -525,12 +576,14 @@ class Assistant:
         )
         if stream:
             return events
-        answer = None
+        answer: str | Answer | None = None
         for event in events:
             answer = event
+        if not isinstance(answer, Answer):  # the pipeline's last event is its Answer
+            raise SparqError(f"the ask ended without an answer (last event: {type(answer).__name__})")
         return answer
 
-    def query_log(self, limit: int = 100):
+    def query_log(self, limit: int = 100) -> list[QueryLog]:
         from sqlalchemy.orm import Session
 
         from app.models import QueryLog

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
         "this process never does; `sparq sources sync` still works)."
     )
     source_poll_seconds: float = Field(default=15.0, gt=0, description="How often the scheduler looks for due sources.")
+    source_hosts: str = Field(
+        default="", description="Host names (comma-separated) a web admin may add web-site and IMAP sources for; "
+        "empty: only `sparq sources add` on the server may (the console may name any host)."
+    )
 
     # OpenID Connect sign-in for the web app (Keycloak, Entra ID, Okta, Authentik...); see README "Identity"
     oidc_issuer: str | None = Field(
@@ -222,6 +226,7 @@ class Settings(BaseSettings):
 
     @property
     def oidc_enabled(self) -> bool:
+        """Single sign-on is configured (an issuer is set), so the sign-in page offers it."""
         return bool(self.oidc_issuer)
 
     # Sign-in sessions
@@ -269,6 +274,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Settings come from arguments, then SPARQ_* variables, then the TOML file when there is one."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml = _toml_file()
         if toml is not None:
@@ -276,6 +282,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def model_post_init(self, __context: Any) -> None:
+        """Refuse settings that contradict each other at startup, not at the first request that needs them."""
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.oidc_issuer:
@@ -296,8 +303,10 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
+        """Where the FAISS index and its files live inside the data dir."""
         return self.data_dir / "index"
 
     @property
     def models_dir(self) -> Path:
+        """Where built and downloaded models live inside the data dir."""
         return self.data_dir / "models"

@@ -55,6 +55,12 @@ SECRET_REFERENCES = ("_env", "_file")
 # From the web UI a password may only come from variables the operator named for it: never sparq's own
 # (SPARQ_DATABASE_URL, SPARQ_LLM_API_KEY...), which a source pointed at another server would send there.
 BROWSER_ENV_PREFIX = "SPARQ_SOURCE_"
+# From the web UI a web site or mailbox may only be on a host the operator listed: otherwise an admin's browser
+# could make the server fetch its cloud metadata (169.254.169.254) or send a SPARQ_SOURCE_* password anywhere.
+SOURCE_HOSTS_ENV = "SPARQ_SOURCE_HOSTS"
+# Stored in the options of a source added from the web UI, so each sync applies the web UI's rules again.
+BROWSER_MARK = "added_from"
+BROWSER_MARK_VALUE = "web"
 
 
 class SourceError(SparqError):
@@ -77,6 +83,8 @@ class SyncFailed(SourceError):
 # --- schedules -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Schedule:
+    """How often a source syncs, as its canonical text and in seconds (None: only on request)."""
+
     text: str  # canonical: "every 30m" or "manual"
     interval_s: int | None  # None: only synced on request
 
@@ -111,6 +119,7 @@ def backoff_s(interval_s: int | None, failures: int, cap_s: float = MAX_BACKOFF_
 
 # --- options ---------------------------------------------------------------------------------------------
 def is_secret_option(key: str) -> bool:
+    """An option whose name says it holds a secret; a `*_env` or `*_file` reference to one is not secret."""
     low = key.lower()
     return any(word in low for word in SECRET_WORDS) and not low.endswith(SECRET_REFERENCES)
 
@@ -138,6 +147,12 @@ def check_no_secrets(options: dict[str, Any]) -> None:
                 )
 
 
+def parse_hosts(hosts: str | Sequence[str] | None) -> frozenset[str]:
+    """Host names from SPARQ_SOURCE_HOSTS (comma-separated) or a list, compared without case or a final dot."""
+    parts = hosts.split(",") if isinstance(hosts, str) else list(hosts or ())
+    return frozenset(h.strip().lower().rstrip(".") for h in parts if h and h.strip())
+
+
 def parse_option(text: str) -> tuple[str, Any]:
     """One `key=value` from the command line: digits are a number, true/false a flag, a value starting with
     { or [ is JSON (group_map={"staff": "employees"}), anything else is text."""
@@ -161,6 +176,8 @@ def parse_option(text: str) -> tuple[str, Any]:
 # --- what the listing shows ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunInfo:
+    """One sync of a source: when, how it ended and what changed, as the source_runs row keeps it."""
+
     source: str
     status: str  # completed | failed
     started_at: datetime
@@ -178,6 +195,8 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class SourceInfo:
+    """A source as listed: options (never a secret, only *_env/*_file references), schedule, last run."""
+
     name: str
     kind: str
     options: dict[str, Any]
@@ -258,6 +277,7 @@ class SourceService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sync: SyncFunction | None = None,
         connectors: ConnectorFactory | None = None,
+        source_hosts: Sequence[str] = (),
     ) -> None:
         if lease_s <= 0:
             raise ValueError("the lease must be positive")
@@ -265,6 +285,7 @@ class SourceService:
         self._writer = writer
         self.data_dir = Path(data_dir)
         self.ingest_roots = [Path(r) for r in ingest_roots]
+        self.source_hosts = parse_hosts(source_hosts)
         # Unique per service: two schedulers of one process are two owners, never sharing a lease.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = lease_s
@@ -280,6 +301,7 @@ class SourceService:
 
             self._connectors = make_connector
         options = dict(options)
+        options.pop(BROWSER_MARK, None)  # sparq's own note, not the connector's
         if kind == "folder":  # never sparq's own data dir (database, index, secrets), even inside the folder
             given = options.get("exclude") or []
             options["exclude"] = [
@@ -307,6 +329,8 @@ class SourceService:
         if any(not k.isidentifier() for k in checked):
             raise SourceError("option names are words such as path, url, host, user, mailbox, password_env")
         check_no_secrets(checked)
+        if BROWSER_MARK in checked:
+            raise SourceError(f"option {BROWSER_MARK!r} is sparq's own (it marks sources added from the web app)")
 
         def allowed(option: str, *, require_roots: bool) -> str:
             try:
@@ -332,7 +356,33 @@ class SourceService:
                 )
             if checked.get("password_file") is not None:
                 checked["password_file"] = allowed("password_file", require_roots=True)
+            self._check_hosts(kind, checked)
+            checked[BROWSER_MARK] = BROWSER_MARK_VALUE
         return checked
+
+    def _check_hosts(self, kind: str, options: dict[str, Any]) -> None:
+        """From the web app, a web site or mailbox only on a host listed in SPARQ_SOURCE_HOSTS."""
+        if kind == "web":
+            given = [str(options[k]) for k in ("start_url", "sitemap_url") if options.get(k)]
+            hosts = [(urlsplit(u).hostname or "") for u in given]
+        elif kind == "imap":
+            hosts = [str(options.get("host") or "")]
+        else:
+            return
+        if not self.source_hosts:
+            raise SourceError(
+                f"from the web app, {kind} sources are off: set {SOURCE_HOSTS_ENV} (source_hosts) to the host "
+                "names a web admin may add web sites and mailboxes for (e.g. "
+                f"{SOURCE_HOSTS_ENV}=intranet.example.com,mail.example.com), or add it with `sparq sources add` "
+                "on the server"
+            )
+        refused = sorted({h for h in hosts if h.strip().lower().rstrip(".") not in self.source_hosts})
+        if refused:
+            raise SourceError(
+                f"{kind} source: host {', '.join(refused)} is not among the hosts a web admin may add sources "
+                f"for ({SOURCE_HOSTS_ENV}: {', '.join(sorted(self.source_hosts))}); add it there, or add the "
+                "source with `sparq sources add` on the server"
+            )
 
     def add(
         self,
@@ -418,6 +468,7 @@ class SourceService:
             return [self._info(s, runs.get(s.id), now) for s in sources]
 
     def get(self, name: str) -> SourceInfo:
+        """One source by name, with its last run (SourceError when there is none)."""
         now = self.clock()
         with self._sessions() as session:
             source = self._find(session, name)
@@ -625,7 +676,7 @@ class SourceService:
             assert source is not None
             name, kind, options = source.name, source.kind, dict(source.options or {})
             collection, groups, cursor = source.collection, list(source.groups or []), source.cursor
-            interval_s, failures = source.interval_s, source.failures
+            interval_s, failures, root_key = source.interval_s, source.failures, source.root_key
         started = self.clock()
         t0 = time.monotonic()
         result = None
@@ -633,6 +684,10 @@ class SourceService:
         try:
             connector = self._make_connector(kind, options)
             try:
+                self._check_unmoved(name, kind, options, root_key, connector)
+                # Asked before taking the ingest lock: listing a web site or a mailbox may take minutes, and
+                # every other ingest waits for that lock.
+                changes = connector.changes(cursor)
                 with self._writer() as pipeline:
                     result = self._sync_function()(
                         connector,
@@ -642,6 +697,7 @@ class SourceService:
                         cursor=cursor,
                         progress=progress,
                         allow_empty=allow_empty,
+                        changes=changes,
                     )
             finally:
                 connector.close()
@@ -664,12 +720,19 @@ class SourceService:
             run.status = "completed"
             for key in ("files_new", "files_updated", "files_unchanged", "files_removed", "files_failed"):
                 setattr(run, key, getattr(summary, key))
-            run.notes = self._notes(list(result.notes or []), summary)
+            kept_cursor: list[str] = []
             values = {
-                "cursor": result.cursor,
                 "failures": 0,
                 "next_due_at": finished + timedelta(seconds=interval_s) if interval_s else None,
             }
+            if summary.files_failed:  # a cursor past them would never offer them again (IMAP UIDs, digests)
+                kept_cursor = [
+                    f"cursor kept: {summary.files_failed} document(s) failed, so the next sync offers them "
+                    "again (the unchanged rest is skipped)"
+                ]
+            else:
+                values["cursor"] = result.cursor
+            run.notes = self._notes([*kept_cursor, *(result.notes or [])], summary)
         else:
             run.status = "failed"
             run.error = _error_text(error) if isinstance(error, Exception) else "interrupted"
@@ -725,6 +788,30 @@ class SourceService:
         )
         return info
 
+    def _check_unmoved(
+        self, name: str, kind: str, options: dict[str, Any], root_key: str, connector: Connector
+    ) -> None:
+        """Refuse a sync whose source now resolves elsewhere than where it was added (its folder replaced by a
+        symbolic link), and one added from the web app whose folder left SPARQ_INGEST_ROOTS since."""
+        if connector.root_key != root_key:
+            raise SourceError(
+                f"source {name!r} now resolves to {connector.root_key}, not {root_key} where it was added (its "
+                "path replaced by a symbolic link?); nothing was synced. Restore the path, or remove the source "
+                "and add it again for the new place"
+            )
+        path = Path(str(options.get("path")))
+        # A folder that is not there is the connector's to say (SourceUnavailable: an unmounted share).
+        if kind == "folder" and options.get(BROWSER_MARK) == BROWSER_MARK_VALUE and path.exists():
+            from app.ingest_roots import IngestPathRefused, check_ingest_path
+
+            try:
+                check_ingest_path(path, data_dir=self.data_dir, roots=self.ingest_roots, require_roots=True)
+            except IngestPathRefused as exc:
+                raise SourceError(
+                    f"source {name!r} was added from the web app and its folder is no longer allowed: {exc}; "
+                    "nothing was synced"
+                ) from exc
+
     @staticmethod
     def _notes(notes: builtins.list[str], summary: Any) -> builtins.list[str]:
         lines = [str(n) for n in notes]
@@ -744,6 +831,7 @@ def service_for(assistant: Assistant, *, owner: str | None = None, **kwargs: Any
             yield assistant.pipeline()
 
     s = assistant.settings
+    kwargs.setdefault("source_hosts", parse_hosts(s.source_hosts))
     return SourceService(
         sessionmaker(assistant.engine),
         writer,
@@ -752,3 +840,20 @@ def service_for(assistant: Assistant, *, owner: str | None = None, **kwargs: Any
         owner=owner,
         **kwargs,
     )
+
+
+def refuse_synced_path(sessions: Callable[[], Session], path: str | Path, collection: str) -> None:
+    """Refuse a manual ingest (`sparq ingest`, the web app's server folder) of files a source of `collection`
+    syncs: it would overwrite the readers that source derives from the file system, and the next sync would
+    undo it. A path inside the source's folder, or a folder holding it, is refused; another collection is not."""
+    key = str(Path(path).expanduser().resolve())
+    with sessions() as session:
+        rows = session.execute(
+            select(Source.name, Source.root_key).where(Source.collection == collection, Source.kind == "folder")
+        ).all()
+    for name, root_key in rows:
+        if _overlaps(key, root_key):
+            raise SourceError(
+                f"{key} is synced by source {name!r} into collection {collection!r} (its folder {root_key}); "
+                f"use `sparq sources sync {name}`, or ingest into another collection"
+            )

@@ -34,7 +34,7 @@ from app.sources import (
     parse_schedule,
     service_for,
 )
-from ingestion.connectors.base import ChangeSet, Connector, SourceUnavailable
+from ingestion.connectors.base import ChangeSet, Connector, RemoteDocument, SourceUnavailable
 from ingestion.connectors.registry import make_connector
 from tests.conftest import ROOT
 from tests.processes import stop_process
@@ -123,7 +123,7 @@ def test_secret_options_are_refused_and_never_stored(assistant, share, options):
 
 
 def test_a_password_is_named_by_its_variable_and_the_web_app_may_only_name_source_variables(assistant, share):
-    service = service_for(assistant)
+    service = service_for(assistant, source_hosts=["127.0.0.1"])
     imap = {"host": "127.0.0.1", "user": "bob", "password_env": "SPARQ_DATABASE_URL"}
     with pytest.raises(SourceError, match="SPARQ_SOURCE_"):  # from a browser: never sparq's own secrets
         service.add("mail", "imap", collection="mail", options=imap, schedule="manual", restricted=True)
@@ -675,6 +675,16 @@ def test_ingest_page_adds_a_source_and_syncs_it_now(ui, share):
     assert not at.exception, at.exception
     assert any(literal_markdown("SPARQ_SOURCE_") in e.value for e in at.error)
     assert [s.name for s in service_for(ui).list()] == ["hr-share"]
+    assert any("SPARQ_SOURCE_HOSTS" in i.value for i in at.info)  # and mailboxes are off without it
+
+    # With the host listed and a SPARQ_SOURCE_* variable, the mailbox is added (not synced: no server here).
+    ui.settings.source_hosts = "127.0.0.1"
+    at.text_input(key="source_password_env").input("SPARQ_SOURCE_MAIL").run()
+    at.button(key="source_add").click().run()
+    assert not at.exception, at.exception
+    assert not any("SPARQ_SOURCE_HOSTS" in i.value for i in at.info)
+    mail = service_for(ui).get("mail")
+    assert (mail.options["host"], mail.options["added_from"]) == ("127.0.0.1", "web")
 
 
 def test_documents_page_lists_sources_with_their_last_run_and_error(ui, share):
@@ -736,3 +746,210 @@ def test_the_web_app_server_runs_a_scheduler_only_when_sparq_ui_started_it(ui, s
             if id(schedule) not in before:
                 assert schedule.stop(timeout_s=60)
         st.cache_resource.clear()
+
+
+# --- review fixes: a moved folder, failed documents, the lock, browser hosts, markup, manual ingest ---------
+def test_a_folder_replaced_by_a_symbolic_link_is_refused_not_followed(assistant, share, tmp_path):
+    service = service_for(assistant)
+    service.add("hr-share", "folder", collection="hr", options={"path": str(share), **FOLDER})
+    assert service.sync("hr-share").files_new == 2
+    stored = str(share.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "salaries.md").write_text("# Salaries\n\nThe board's salaries, not for the staff.\n")
+    share.rename(tmp_path / "share-old")
+    share.symlink_to(elsewhere, target_is_directory=True)  # the configured path now leads somewhere else
+
+    with pytest.raises(SyncFailed) as caught:
+        service.sync("hr-share")
+    run = caught.value.run
+    assert run.status == "failed" and str(elsewhere.resolve()) in run.error and stored in run.error
+    assert (run.files_new, run.files_removed) == (0, 0)
+    assert _names(assistant) == ["it.md", "travel.md"]  # nothing of the other folder read, nothing removed
+    assert service.get("hr-share").failures == 1
+
+
+def test_a_folder_added_from_the_web_app_is_checked_against_the_ingest_roots_at_each_sync(assistant, share):
+    service = service_for(assistant)
+    service.ingest_roots = [share.parent]
+    with pytest.raises(SourceError, match="sparq's own"):  # nobody can pass the mark off as their own option
+        service.add("x", "folder", collection="hr", options={"path": str(share), "added_from": "console"})
+    service.add(
+        "hr-share", "folder", collection="hr", options={"path": str(share), **FOLDER}, restricted=True
+    )
+    assert service.sync("hr-share").files_new == 2
+    service.ingest_roots = [share.parent / "elsewhere"]  # the operator narrowed SPARQ_INGEST_ROOTS since
+    with pytest.raises(SyncFailed, match="added from the web app.*outside the folders") as caught:
+        service.sync("hr-share")
+    assert caught.value.run.files_new == 0 and _names(assistant) == ["it.md", "travel.md"]
+
+
+class _Pages(Connector):
+    """Documents held in memory, with a cursor as IMAP's and the web's: once a sync returns it, the documents
+    seen by then are not offered again. `broken`: keys whose fetch fails (for now)."""
+
+    kind = "web"
+    root_key = "memory://pages"
+
+    def __init__(self, pages: dict[str, str], broken: set[str]) -> None:
+        self.pages, self.broken = pages, broken
+        self.asked: list[str | None] = []
+
+    def _fetch(self, key: str) -> bytes:
+        if key in self.broken:
+            raise OSError(f"{key}: connection reset while fetching")
+        return self.pages[key].encode()
+
+    def changes(self, cursor: str | None) -> ChangeSet:
+        self.asked.append(cursor)
+        keys = sorted(self.pages)
+        offered = [] if cursor == "seen-all" else keys
+        documents = [
+            RemoteDocument(k, len(self.pages[k]), 0.0, ".md", lambda k=k: self._fetch(k)) for k in offered
+        ]
+        return ChangeSet(documents, set(keys), cursor="seen-all")
+
+
+def test_a_document_that_failed_is_offered_again_by_keeping_the_cursor(assistant):
+    pages = {
+        "memory://pages/a.md": "# Holidays\n\nThe office closes between Christmas and New Year.\n",
+        "memory://pages/b.md": "# Canteen\n\nThe canteen serves lunch from noon to two.\n",
+    }
+    connector = _Pages(pages, broken={"memory://pages/b.md"})
+    service = service_for(assistant, connectors=lambda kind, options: connector)
+    service.add("pages", "web", collection="web", options={"start_url": "http://127.0.0.1:9/"})
+
+    first = service.sync("pages")
+    assert (first.files_new, first.files_failed) == (1, 1)
+    assert any("cursor kept" in n for n in first.notes), first.notes
+    with Session(assistant.engine) as session:
+        assert session.scalar(select(Source.cursor)) is None  # not past the page that failed
+
+    connector.broken.clear()  # the server answers again
+    second = service.sync("pages")
+    # b.md read again (the store kept its failed attempt: "updated"), a.md skipped by its digest.
+    assert (second.files_new + second.files_updated, second.files_unchanged, second.files_failed) == (1, 1, 0)
+    assert connector.asked == [None, None]
+    hits = assistant.search("When does the canteen serve lunch?", user=None)
+    assert hits and hits[0].path == "memory://pages/b.md"
+    with Session(assistant.engine) as session:
+        assert session.scalar(select(Source.cursor)) == "seen-all"  # all loaded: now it moves
+    assert not any("cursor kept" in n for n in second.notes)
+
+
+class _Stalled(Connector):
+    """A source whose listing hangs (a slow web site, a mailbox server that does not answer)."""
+
+    kind = "folder"
+
+    def __init__(self, inner: Connector, entered: threading.Event, release: threading.Event) -> None:
+        self.inner, self.entered, self.release = inner, entered, release
+
+    @property
+    def root_key(self) -> str:
+        return self.inner.root_key
+
+    def changes(self, cursor: str | None) -> ChangeSet:
+        self.entered.set()
+        assert self.release.wait(120), "the test never released the listing"
+        return self.inner.changes(cursor)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_stalled_source_listing_does_not_hold_the_ingest_lock(assistant, share, tmp_path):
+    entered, release = threading.Event(), threading.Event()
+    service = service_for(assistant)
+    service.add("hr-share", "folder", collection="hr", options={"path": str(share), **FOLDER})
+    service = service_for(
+        assistant, connectors=lambda kind, options: _Stalled(make_connector(kind, options), entered, release)
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "fire.md").write_text("# Fire drill\n\nThe assembly point is the north car park.\n")
+    syncing = threading.Thread(target=service.sync, args=("hr-share",))
+    syncing.start()
+    done: dict[str, object] = {}
+    manual: threading.Thread | None = None
+    try:
+        assert entered.wait(30)
+        manual = threading.Thread(
+            target=lambda: done.setdefault("summary", assistant.ingest(other, collection="misc"))
+        )
+        manual.start()
+        manual.join(60)
+        assert not manual.is_alive(), "a manual ingest waited for a source's listing"
+    finally:
+        release.set()
+        syncing.join(120)
+        if manual is not None:
+            manual.join(120)
+    assert done["summary"].files_new == 1
+    assert service.get("hr-share").last_run.files_new == 2
+
+
+def test_the_web_app_may_add_web_sites_and_mailboxes_only_on_listed_hosts(assistant):
+    imap = {"host": "mail.example.com", "user": "bob", "password_env": "SPARQ_SOURCE_MAIL"}
+    service = service_for(assistant)
+    with pytest.raises(SourceError, match="SPARQ_SOURCE_HOSTS"):  # unset: no web or IMAP source from a browser
+        service.add("meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True)
+    with pytest.raises(SourceError, match="SPARQ_SOURCE_HOSTS"):
+        service.add("mail", "imap", collection="m", options=imap, restricted=True)
+
+    assistant.settings.source_hosts = "Intranet.Example.com, mail.example.com"
+    service = service_for(assistant)
+    with pytest.raises(SourceError, match=r"host 169\.254\.169\.254 is not among.*intranet\.example\.com"):
+        service.add("meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True)
+    with pytest.raises(SourceError, match="host attacker.example is not among"):
+        service.add("evil", "imap", collection="m", options={**imap, "host": "attacker.example"}, restricted=True)
+    site = service.add(
+        "intranet", "web", collection="w", options={"start_url": "https://intranet.example.com/"}, restricted=True
+    )
+    mail = service.add("mail", "imap", collection="m", options=imap, restricted=True)
+    assert (site.kind, mail.options["host"]) == ("web", "mail.example.com")
+    # The operator's console may name any host.
+    service.add("console", "imap", collection="c", options={**imap, "host": "other.example"})
+    assert [s.name for s in service.list()] == ["console", "intranet", "mail"]
+
+
+def test_the_progress_line_shows_a_file_name_literally():
+    from app.ui.format import literal_markdown
+    from app.ui.views.ingest import progress_text
+    from ingestion.pipeline import FileEvent
+
+    name = "report ![x](https:evil.example) **urgent** :red[now].md"
+    line = progress_text(1, 2, FileEvent(f"/srv/share/{name}", "new", 1, 2))
+    assert line == f"1/2 · {literal_markdown(name)}: new"
+    assert "](" not in line and "**" not in line and ":red[" not in line
+
+
+def test_a_manual_ingest_of_a_source_folder_into_its_collection_is_refused(assistant, share, tmp_path):
+    from sqlalchemy.orm import sessionmaker
+
+    from app.sources import refuse_synced_path
+
+    service = service_for(assistant)
+    service.add("hr-share", "folder", collection="hr", options={"path": str(share), **FOLDER})
+    sessions = sessionmaker(assistant.engine)
+    for path in (share / "it.md", share, tmp_path):  # a file in it, the folder itself, a folder holding it
+        with pytest.raises(SourceError, match=r"synced by source 'hr-share'.*sparq sources sync hr-share"):
+            refuse_synced_path(sessions, path, "hr")
+    refuse_synced_path(sessions, share, "other")  # another collection: its own documents
+    (tmp_path / "elsewhere").mkdir()
+    refuse_synced_path(sessions, tmp_path / "elsewhere", "hr")
+
+    # Assistant.ingest (`sparq ingest`, the web app's server-folder form) refuses it before touching anything.
+    service.sync("hr-share")
+    with pytest.raises(SourceError, match=r"synced by source 'hr-share'.*sparq sources sync hr-share"):
+        assistant.ingest(share, collection="hr", groups=["everyone"])
+    assert all(d.groups == [] for d in assistant.documents("hr"))  # the source's readers, not "everyone"
+    assert assistant.ingest(share, collection="other", groups=["everyone"]).files_new == 2
+
+
+def test_sparq_ingest_of_a_source_folder_into_its_collection_says_which_source_to_sync(env, share):
+    _cli("sources", "add", "hr-share", "--kind", "folder", "--path", str(share), "--collection", "hr")
+    out = _cli("ingest", str(share / "it.md"), "--collection", "hr", code=1)  # main() prints it, exit 2
+    assert isinstance(out.exception, SourceError)
+    assert "synced by source 'hr-share'" in str(out.exception) and "sparq sources sync hr-share" in str(out.exception)
+    assert "new" in _cli("ingest", str(share), "--collection", "other").output

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +17,7 @@ from app.assistant import Assistant, SparqError
 from app.ingest_roots import ROOTS_ENV, check_ingest_path
 from app.sources import (
     BROWSER_ENV_PREFIX,
+    SOURCE_HOSTS_ENV,
     RunInfo,
     SourceBusy,
     SourceError,
@@ -36,6 +37,7 @@ NUMBER_OPTIONS = ("port", "max_pages", "max_depth")
 
 
 def parse_groups(text: str) -> list[str]:
+    """Group names from a comma-separated field, trimmed, deduplicated and sorted."""
     return sorted({g.strip() for g in (text or "").split(",") if g.strip()})
 
 
@@ -72,7 +74,7 @@ def run_with_progress(
             last = seen[-1]
             total = total_hint or last.total or len(seen)
             done = len(seen) if total_hint else last.done
-            bar.progress(min(1.0, done / max(1, total)), text=f"{done}/{total} · {Path(last.path).name}: {last.status}")
+            bar.progress(min(1.0, done / max(1, total)), text=progress_text(done, total, last))
             table.dataframe(events_frame(seen), hide_index=True, width="stretch")
         if not alive:
             break
@@ -86,14 +88,34 @@ def run_with_progress(
     return outcome["result"], seen  # type: ignore[return-value]
 
 
+def progress_text(done: int, total: int, event: FileEvent) -> str:
+    """The progress bar's line; st.progress renders Markdown and a file's name is anyone's on a share, so the
+    name is shown literally (never a link, an image or formatting)."""
+    return f"{done}/{total} · {literal_markdown(Path(event.path).name)}: {event.status}"
+
+
 def events_frame(events: list[FileEvent]) -> pd.DataFrame:
+    """Per-file ingest events as a table for the page."""
     return pd.DataFrame(
         [{"file": e.path, "status": e.status, "chunks": e.chunks, "reason": e.error or ""} for e in events],
         columns=["file", "status", "chunks", "reason"],
     )
 
 
-def ingest_uploads(assistant: Assistant, files: list, collection: str, groups: list[str]):
+class Upload(Protocol):
+    """What storing an upload reads of it: st.file_uploader's UploadedFile has both, and so can a stand-in."""
+
+    @property
+    def name(self) -> str:
+        """The file's name as the user uploaded it."""
+
+    def getvalue(self) -> bytes:
+        """The file's bytes."""
+
+
+def ingest_uploads(
+    assistant: Assistant, files: list[Upload], collection: str, groups: list[str]
+) -> tuple[list[IngestSummary], list[FileEvent]]:
     """Store each upload (st.file_uploader's UploadedFile: .name, .getvalue()) and ingest it through
     Assistant.ingest_upload: data_dir/uploads/<collection id>/<its Unicode name>, written atomically under
     the ingest lock, another upload's file never overwritten. Nothing uploaded is ever run."""
@@ -106,7 +128,9 @@ def ingest_uploads(assistant: Assistant, files: list, collection: str, groups: l
     return run_with_progress(work, total_hint=len(uploads))
 
 
-def ingest_folder(assistant: Assistant, folder: str, collection: str, groups: list[str], sync: bool):
+def ingest_folder(
+    assistant: Assistant, folder: str, collection: str, groups: list[str], sync: bool
+) -> tuple[list[IngestSummary], list[FileEvent]]:
     """A server folder, only inside SPARQ_INGEST_ROOTS (refused when none are set) and never the data dir."""
     s = assistant.settings
     path = check_ingest_path(folder, data_dir=s.data_dir, roots=s.ingest_roots, require_roots=True)
@@ -118,6 +142,7 @@ def ingest_folder(assistant: Assistant, folder: str, collection: str, groups: li
 
 
 def show_summary(summaries: list[IngestSummary]) -> None:
+    """What an ingest did, in one line, then the failed and skipped files with the reason."""
     new = sum(s.files_new for s in summaries)
     updated = sum(s.files_updated for s in summaries)
     unchanged = sum(s.files_unchanged for s in summaries)
@@ -153,6 +178,7 @@ def source_options(fields: dict[str, str]) -> dict[str, Any]:
 
 
 def run_line(run: RunInfo) -> str:
+    """A sync run in one line, for the sources table."""
     return (f"{run.files_new} new, {run.files_updated} updated, {run.files_unchanged} unchanged, "
             f"{run.files_removed} removed, {run.files_failed} failed in {run.duration_s:.1f} s")
 
@@ -210,6 +236,12 @@ def render_sources(assistant: Assistant, collection: str, groups: list[str]) -> 
         fields["sitemap_url"] = st.text_input("Sitemap (optional)", key="source_sitemap_url")
         fields["max_pages"] = st.text_input("Pages at most per sync", value="1000", key="source_max_pages")
         fields["max_depth"] = st.text_input("Links deep", value="3", key="source_max_depth")
+    if kind != "folder":
+        if service.source_hosts:
+            st.caption("Hosts a source may be on: " + literal_markdown(", ".join(sorted(service.source_hosts))))
+        else:
+            st.info(f"{SOURCE_KINDS[kind]} sources are off here: the operator sets {SOURCE_HOSTS_ENV} to the "
+                    "hosts a web admin may add them for.")
     if not collection:
         st.caption("Pick or name the collection above first.")
     if st.button("Add source", key="source_add", disabled=not name or not collection, type="primary"):
@@ -233,6 +265,7 @@ def render_sources(assistant: Assistant, collection: str, groups: list[str]) -> 
 
 
 def render() -> None:
+    """The Ingest page (admins): upload files, ingest a server folder, or add a source that syncs itself."""
     session.require_admin()
     assistant = session.get_assistant()
     st.title("Ingest documents")

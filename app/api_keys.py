@@ -29,6 +29,8 @@ class ApiKeyError(ValueError):
 
 @dataclass(frozen=True)
 class ApiKeyInfo:
+    """An API key as listed: never the key itself (it is shown once), only its prefix, owner and dates."""
+
     id: int
     user: str
     name: str
@@ -102,6 +104,7 @@ class ApiKeys:
             return _info(row), key
 
     def list(self, user: str | None = None) -> list[ApiKeyInfo]:
+        """Every key (or `user`'s), oldest first, so an admin can find and revoke one."""
         with Session(self.engine) as session:
             query = select(ApiKey).order_by(ApiKey.id)
             if user is not None:
@@ -109,6 +112,7 @@ class ApiKeys:
             return [_info(r) for r in session.scalars(query)]
 
     def revoke(self, key_id: int, *, now: datetime | None = None) -> ApiKeyInfo:
+        """Revoke a key at once and for good; revoking it again keeps the first time."""
         with Session(self.engine) as session:
             row = session.get(ApiKey, key_id)
             if row is None:

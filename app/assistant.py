@@ -46,6 +46,8 @@ class SparqError(RuntimeError):
 
 @dataclass(frozen=True)
 class CollectionInfo:
+    """A collection with its document and chunk counts, as listings show it."""
+
     name: str
     documents: int
     chunks: int
@@ -54,6 +56,8 @@ class CollectionInfo:
 
 @dataclass(frozen=True)
 class DocumentInfo:
+    """A document as listings show it: where it is, its ingest status, chunks and the groups that read it."""
+
     id: int
     collection: str
     path: str
@@ -72,7 +76,9 @@ def check_writable(directory: Path) -> None:
     """Fail early and clearly on a read-only or full data dir instead of mid-write."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-probe-{os.getpid()}-{threading.get_ident()}"  # one per thread: no shared unlink
+        probe = (
+            directory / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+        )  # one per thread: no shared unlink
         with open(probe, "wb") as fh:
             fh.write(b"x" * 4096)
             fh.flush()
@@ -98,7 +104,9 @@ class ModelLoad:
 class Assistant:
     """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
 
-    def __init__(self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, llm: LLMEngine | None = None, **overrides: Any
+    ) -> None:
         self.settings = settings or Settings(**overrides)
         self._lock = threading.RLock()
         self._engine_lock = threading.Lock()
@@ -118,8 +126,13 @@ class Assistant:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         # The ask's steps, given what they need as providers (nothing loads until an ask needs it).
         self._asking = AskContainer(
-            self.settings, search=self.search, principal=self.principal, budgets=lambda: self.budgets,
-            llm=lambda: self.llm, loaded_llm=lambda: self.loaded_llm, encoder=lambda: self.embedder,
+            self.settings,
+            search=self.search,
+            principal=self.principal,
+            budgets=lambda: self.budgets,
+            llm=lambda: self.llm,
+            loaded_llm=lambda: self.loaded_llm,
+            encoder=lambda: self.embedder,
             database=lambda: self.engine,
         )
 
@@ -128,6 +141,7 @@ class Assistant:
     # being opened, and nothing waits for the LLM (`_llm_lock`). Order when nested: _lock, then the others.
     @property
     def engine(self) -> Engine:
+        """The database, opened and migrated on first use (a SQLite data dir checked writable first)."""
         with self._engine_lock:
             if self._engine is None:
                 if self.settings.database_url is None:
@@ -137,13 +151,17 @@ class Assistant:
 
     @property
     def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use so commands that need none never load it."""
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embedding_batch_size)
+                self._embedder = Embedder(
+                    self.settings.embedding_model, batch_size=self.settings.embedding_batch_size
+                )
             return self._embedder
 
     @property
     def store(self) -> DocumentStore:
+        """The document store, its index opened on first use; a broken index is a SparqError saying why."""
         with self._lock:
             if self._store is None:
                 from retrieval.ann import IndexPolicy
@@ -152,7 +170,9 @@ class Assistant:
                 store = DocumentStore(
                     self.engine, self.settings.index_dir, embedder.dim, embedding_model=embedder.model_id
                 )
-                store.index_policy = IndexPolicy(choice=self.settings.index_type, threshold=self.settings.ann_threshold)
+                store.index_policy = IndexPolicy(
+                    choice=self.settings.index_type, threshold=self.settings.ann_threshold
+                )
                 try:
                     store.open()
                 except StoreError as exc:
@@ -161,6 +181,7 @@ class Assistant:
             return self._store
 
     def pipeline(self) -> IngestPipeline:
+        """An ingest pipeline over this store, embedder and loader pool, configured from the settings."""
         s = self.settings
         return IngestPipeline(
             self.store,
@@ -178,13 +199,16 @@ class Assistant:
             if self._loaders is None:
                 s = self.settings
                 self._loaders = LoaderPool(
-                    s.loader_workers, timeout_s=s.loader_timeout_s, memory_mb=s.loader_memory_mb,
+                    s.loader_workers,
+                    timeout_s=s.loader_timeout_s,
+                    memory_mb=s.loader_memory_mb,
                     ocr=OcrSettings(languages=s.ocr_languages, dpi=s.ocr_dpi),
                 )
             return self._loaders
 
     @property
     def users(self) -> UserDirectory:
+        """The user directory on this database."""
         from app.users import UserDirectory
 
         return UserDirectory(self.engine)
@@ -240,9 +264,15 @@ class Assistant:
 
         s = self.settings
         return configured_engine(
-            s.llm_backend, s.llm_model, base_url=s.llm_base_url,
-            api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None, timeout_s=s.llm_timeout_s,
-            n_threads=s.llm_threads, context_window=s.llm_context_window, top_k=s.llm_top_k, data_dir=s.data_dir,
+            s.llm_backend,
+            s.llm_model,
+            base_url=s.llm_base_url,
+            api_key=s.llm_api_key.get_secret_value() if s.llm_api_key else None,
+            timeout_s=s.llm_timeout_s,
+            n_threads=s.llm_threads,
+            context_window=s.llm_context_window,
+            top_k=s.llm_top_k,
+            data_dir=s.data_dir,
             progress=self._on_llm_progress,
         )
 
@@ -286,11 +316,13 @@ class Assistant:
         log.info("answer model ready: %s", engine.info.name)
 
     def close(self) -> None:
+        """Save the index and release the searcher, loader processes and database connections."""
         with self._lock:
             if self._store is not None:
                 self._store.flush()
-            if getattr(self, "_searcher", None) is not None:
-                self._searcher.close()
+            searcher = getattr(self, "_searcher", None)
+            if searcher is not None:
+                searcher.close()
                 self._searcher = None
             self._store = None
             if self._loaders is not None:
@@ -350,8 +382,12 @@ class Assistant:
         refuse_synced_path(sessionmaker(self.engine), target, collection)  # its source's groups would be lost
         with self._writing():
             return self.pipeline().ingest_path(
-                target, collection=collection, groups=None if groups is None else list(groups), sync=sync,
-                progress=progress, exclude=[s.data_dir],
+                target,
+                collection=collection,
+                groups=None if groups is None else list(groups),
+                sync=sync,
+                progress=progress,
+                exclude=[s.data_dir],
             )
 
     def ingest_records(
@@ -363,9 +399,14 @@ class Assistant:
         total: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> IngestSummary:
+        """Ingest records that are not files (a mail, a web page, a benchmark corpus), under the ingest lock."""
         with self._writing():
             return self.pipeline().ingest_records(
-                records, collection=collection, groups=None if groups is None else list(groups), total=total, progress=progress
+                records,
+                collection=collection,
+                groups=None if groups is None else list(groups),
+                total=total,
+                progress=progress,
             )
 
     def ingest_upload(
@@ -387,18 +428,25 @@ class Assistant:
                 raise SparqError(f"the collection {collection!r} could not be created")
             saved = save_upload(self.settings.data_dir, cid, filename, data)
             return self.pipeline().ingest_path(
-                saved, collection=collection, groups=None if groups is None else list(groups), progress=progress
+                saved,
+                collection=collection,
+                groups=None if groups is None else list(groups),
+                progress=progress,
             )
 
     # --- listing and deleting -------------------------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
+        """Every collection with its document and chunk counts, by name."""
         with self.store.sessions() as session:
             # Document.n_chunks is kept by the store on every write: no join over the chunks table.
             counts = {
                 cid: (docs, int(chunks))
                 for cid, docs, chunks in session.execute(
-                    select(Document.collection_id, func.count(Document.id),
-                           func.coalesce(func.sum(Document.n_chunks), 0)).group_by(Document.collection_id)
+                    select(
+                        Document.collection_id,
+                        func.count(Document.id),
+                        func.coalesce(func.sum(Document.n_chunks), 0),
+                    ).group_by(Document.collection_id)
                 ).all()
             }
             doc_counts = {cid: docs for cid, (docs, _) in counts.items()}
@@ -409,14 +457,27 @@ class Assistant:
             ]
 
     def documents(self, collection: str | None = None) -> list[DocumentInfo]:
+        """Every document (or `collection`'s), by collection and path."""
         with self.store.sessions() as session:
-            query = select(Document, Collection.name).join(Collection).order_by(Collection.name, Document.path)
+            query = (
+                select(Document, Collection.name).join(Collection).order_by(Collection.name, Document.path)
+            )
             if collection is not None:
                 query = query.where(Collection.name == collection)
             return [
                 DocumentInfo(
-                    d.id, name, d.path, d.title, d.mime, d.size, d.status, d.error, d.n_chunks,
-                    d.group_names, d.duplicate_of, d.updated_at,
+                    d.id,
+                    name,
+                    d.path,
+                    d.title,
+                    d.mime,
+                    d.size,
+                    d.status,
+                    d.error,
+                    d.n_chunks,
+                    d.group_names,
+                    d.duplicate_of,
+                    d.updated_at,
                 )
                 for d, name in session.execute(query).all()
             ]
@@ -457,7 +518,9 @@ class Assistant:
         with self._ingest_lock():
             if self._store is not None:
                 self._store.flush()
-            return dump(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(target))
+            return dump(
+                self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(target)
+            )
 
     def restore(self, source: str | Path) -> dict[str, Any]:
         """Restore a backup into this (empty) installation; the index is verified against SQL after."""
@@ -466,7 +529,9 @@ class Assistant:
         with self._ingest_lock():
             with self._lock:
                 self._store = None
-            manifest = restore(self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(source))
+            manifest = restore(
+                self.engine, self.settings.index_dir, self.settings.data_dir / "uploads", Path(source)
+            )
             self.store.reconcile()  # still under the lock: no ingest may write before the index is verified
         return manifest
 
@@ -491,7 +556,9 @@ class Assistant:
                 searcher = HybridSearcher(
                     store,
                     # Timed per thread, so ask can report the embed stage apart from the search.
-                    self._asking.embed_timer.timed(lambda query: embedder.encode_query(query, threads=threads)),
+                    self._asking.embed_timer.timed(
+                        lambda query: embedder.encode_query(query, threads=threads)
+                    ),
                     dense_weight=s.dense_weight,
                     keyword_weight=s.keyword_weight,
                     rrf_k=s.rrf_k,
@@ -516,12 +583,14 @@ class Assistant:
         try:
             # `mode` is as the caller typed it: the searcher refuses anything but its SearchMode words.
             return self.searcher.search(
-                query, principal=principal, k=k or self.settings.search_k, filters=filters,
+                query,
+                principal=principal,
+                k=k or self.settings.search_k,
+                filters=filters,
                 mode=cast("SearchMode", mode),
             )
         except SearchError as exc:
             raise SparqError(str(exc)) from exc
-
 
     # --- ask -------------------------------------------------------------------------------------------
     # Assistant.ask lives below this line.
@@ -584,6 +653,7 @@ class Assistant:
         return answer
 
     def query_log(self, limit: int = 100) -> list[QueryLog]:
+        """The newest `limit` ledger rows, newest first."""
         from sqlalchemy.orm import Session
 
         from app.models import QueryLog

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, LargeBinary, func, insert, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, LargeBinary, Table, func, insert, inspect, select, text
 from sqlalchemy.sql.sqltypes import Date, DateTime
 
 from retrieval.schema import Base
@@ -27,7 +27,7 @@ FORMAT = "sparq-backup/1"
 
 
 class BackupError(RuntimeError):
-    pass
+    """A backup or restore that cannot be done (target not empty, other format or schema); says why."""
 
 
 def _encode(value: Any) -> Any:
@@ -38,7 +38,7 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any, column) -> Any:  # noqa: ANN001 - SQLAlchemy Column
+def _decode(value: Any, column: Column[Any]) -> Any:
     if isinstance(value, dict) and "$b64" in value and isinstance(column.type, LargeBinary):
         return base64.b64decode(value["$b64"])
     if value is not None and isinstance(column.type, DateTime):
@@ -48,7 +48,7 @@ def _decode(value: Any, column) -> Any:  # noqa: ANN001 - SQLAlchemy Column
     return value
 
 
-def _tables():
+def _tables() -> list[Table]:
     import app.models  # noqa: F401 - registers the application's tables
 
     return Base.metadata.sorted_tables
@@ -74,6 +74,8 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
 
 
 def dump(engine: Engine, index_dir: Path, uploads_dir: Path | None, target: Path) -> dict[str, Any]:
+    """Write the database, index and uploads into the empty folder `target` and return its manifest, so the
+    install can be restored elsewhere, even on the other database."""
     target = Path(target)
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty; back up into a new folder")
@@ -120,7 +122,10 @@ def restore(engine: Engine, index_dir: Path, uploads_dir: Path | None, source: P
                 f"backup schema revision {manifest['alembic_revision']} differs from this database's {current}"
             )
         for table in tables:
-            if table.name != "alembic_version" and conn.execute(select(func.count()).select_from(table)).scalar():
+            if (
+                table.name != "alembic_version"
+                and conn.execute(select(func.count()).select_from(table)).scalar()
+            ):
                 raise BackupError(f"the target database is not empty (table {table.name} has rows)")
     with engine.begin() as conn:
         for table in tables:
@@ -131,7 +136,9 @@ def restore(engine: Engine, index_dir: Path, uploads_dir: Path | None, source: P
             with gzip.open(path, "rt", encoding="utf-8") as fh:
                 for line in fh:
                     raw = json.loads(line)
-                    batch.append({c.name: _decode(raw.get(c.name), c) for c in table.columns if c.name in raw})
+                    batch.append(
+                        {c.name: _decode(raw.get(c.name), c) for c in table.columns if c.name in raw}
+                    )
                     if len(batch) >= 2000:
                         conn.execute(insert(table), batch)
                         batch = []
@@ -147,7 +154,10 @@ def restore(engine: Engine, index_dir: Path, uploads_dir: Path | None, source: P
                     ).scalar()
                     if seq:
                         conn.execute(
-                            text(f"SELECT setval('{seq}', COALESCE((SELECT MAX({pk[0].name}) FROM {table.name}), 0) + 1, false)")
+                            text(
+                                f"SELECT setval('{seq}', COALESCE((SELECT MAX({pk[0].name}) "
+                                f"FROM {table.name}), 0) + 1, false)"
+                            )
                         )
     if index_dir.exists():
         shutil.rmtree(index_dir)

@@ -25,6 +25,8 @@ _FETCH = 256
 
 @dataclass(frozen=True)
 class CalibrationText:
+    """Calibration passages sampled from the ingested chunks, with a fingerprint that names the sample."""
+
     passages: list[tuple[str, str]]  # (text, source label), in prompt order
     tokens: int  # the chunker's token counts summed
     fingerprint: str  # changes when the sampled chunks or their text change
@@ -38,11 +40,17 @@ def document_passages(
         raise ValueError("tokens must be >= 1")
     with Session(engine) as session:
         if collections:
-            known = set(session.scalars(select(Collection.name).where(Collection.name.in_(list(collections)))))
+            known = set(
+                session.scalars(select(Collection.name).where(Collection.name.in_(list(collections))))
+            )
             missing = sorted(set(collections) - known)
             if missing:
                 raise ValueError(f"no such collection: {', '.join(missing)}")
-        query = select(Chunk.id).join(Document, Chunk.document_id == Document.id).where(Document.status == "ready")
+        query = (
+            select(Chunk.id)
+            .join(Document, Chunk.document_id == Document.id)
+            .where(Document.status == "ready")
+        )
         if collections:
             query = query.join(Collection, Document.collection_id == Collection.id).where(
                 Collection.name.in_(list(collections))
@@ -59,8 +67,15 @@ def document_passages(
             batch = ids[start : start + _FETCH]
             rows = session.execute(
                 select(
-                    Chunk.id, Chunk.text, Chunk.token_count, Chunk.page, Chunk.slide, Chunk.sheet,
-                    Chunk.heading_path, Document.title, Document.path,
+                    Chunk.id,
+                    Chunk.text,
+                    Chunk.token_count,
+                    Chunk.page,
+                    Chunk.slide,
+                    Chunk.sheet,
+                    Chunk.heading_path,
+                    Document.title,
+                    Document.path,
                 )
                 .join(Document, Chunk.document_id == Document.id)
                 .where(Chunk.id.in_(batch))

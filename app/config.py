@@ -37,13 +37,15 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./sparq-data")
     database_url: SecretStr | None = Field(
-        default=None, description="SQLAlchemy URL (may hold a password, so never printed); defaults to SQLite "
-        "inside data_dir. Read it through `resolved_database_url`."
+        default=None,
+        description="SQLAlchemy URL (may hold a password, so never printed); defaults to SQLite "
+        "inside data_dir. Read it through `resolved_database_url`.",
     )
 
     # Embedding and chunking
     embedding_model: str | None = Field(
-        default=None, description="Local sentence-transformers directory; defaults to the shipped all-MiniLM-L6-v2."
+        default=None,
+        description="Local sentence-transformers directory; defaults to the shipped all-MiniLM-L6-v2.",
     )
     embedding_batch_size: int = 64
     ingest_batch_chunks: int = Field(
@@ -53,12 +55,16 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = 32
     max_file_mb: int = 200
     loader_timeout_s: float = Field(
-        default=120.0, gt=0, description="Seconds one file may take to parse; then its worker is stopped and the "
-        "file fails with \"timed out\"."
+        default=120.0,
+        gt=0,
+        description="Seconds one file may take to parse; then its worker is stopped and the "
+        'file fails with "timed out".',
     )
     loader_memory_mb: int = Field(
-        default=2048, ge=64, description="Memory one file's parser may use above its start (a decompression bomb "
-        "fails that file, not the ingest)."
+        default=2048,
+        ge=64,
+        description="Memory one file's parser may use above its start (a decompression bomb "
+        "fails that file, not the ingest).",
     )
     loader_workers: int | None = Field(
         default=None, ge=1, description="Parser processes (reused across files); defaults to the CPU cores."
@@ -83,12 +89,16 @@ class Settings(BaseSettings):
 
     # OCR of scans and images (see README "Scans and images (OCR)"); given to the loader workers
     ocr_languages: str = Field(
-        default="eng+chi_sim", description="Tesseract languages read, joined by '+' (each needs its Debian package "
-        "tesseract-ocr-LANG; reading fewer is faster)."
+        default="eng+chi_sim",
+        description="Tesseract languages read, joined by '+' (each needs its Debian package "
+        "tesseract-ocr-LANG; reading fewer is faster).",
     )
     ocr_dpi: int = Field(
-        default=300, ge=72, le=600, description="Highest resolution (dpi) a scanned PDF page is rendered at for OCR; "
-        "a page scanned at less is read at its own."
+        default=300,
+        ge=72,
+        le=600,
+        description="Highest resolution (dpi) a scanned PDF page is rendered at for OCR; "
+        "a page scanned at less is read at its own.",
     )
 
     @field_validator("llm_backend")
@@ -123,8 +133,9 @@ class Settings(BaseSettings):
 
     # Model
     llm_backend: str = Field(
-        default="llamacpp", description="The engine: a name registered in model/factory.py ENGINES (llamacpp, "
-        "ik_llama, transformers, openai)."
+        default="llamacpp",
+        description="The engine: a name registered in model/factory.py ENGINES (llamacpp, "
+        "ik_llama, transformers, openai).",
     )
     llm_model: str | None = None
     llm_base_url: str | None = None
@@ -132,7 +143,8 @@ class Settings(BaseSettings):
     llm_timeout_s: float = DEFAULT_LLM_TIMEOUT_S  # the same default as model.factory.engine_from_env
     llm_threads: int | None = None
     llm_top_k: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Experts per token to serve instead of the model's own (trades answer quality for cost).",
     )
     max_answer_tokens: int = 256
@@ -142,10 +154,16 @@ class Settings(BaseSettings):
     ask_passages: int = Field(default=6, ge=1, le=50, description="Passages retrieved for each question.")
 
     # HTTP API (`sparq serve`)
-    api_rate_limit_per_minute: int = Field(default=60, ge=0, description="Requests per minute per API key (0: no limit).")
-    api_model_slots: int = Field(default=1, ge=1, description="Answers generated at once; others wait in the queue.")
+    api_rate_limit_per_minute: int = Field(
+        default=60, ge=0, description="Requests per minute per API key (0: no limit)."
+    )
+    api_model_slots: int = Field(
+        default=1, ge=1, description="Answers generated at once; others wait in the queue."
+    )
     api_queue_timeout_s: float = Field(
-        default=30.0, gt=0, description="How long a request waits for a model slot before a 503 with Retry-After."
+        default=30.0,
+        gt=0,
+        description="How long a request waits for a model slot before a 503 with Retry-After.",
     )
 
     # LDAP / Active Directory group sync (`sparq users sync-ldap`)
@@ -163,55 +181,70 @@ class Settings(BaseSettings):
     ldap_start_tls: bool = False
     ldap_ca_file: str | None = Field(default=None, description="CA bundle to verify the server's certificate")
     ldap_sync_minutes: float | None = Field(
-        default=None, gt=0, description="Sync from LDAP inside `sparq serve` this often (unset: only by command)."
+        default=None,
+        gt=0,
+        description="Sync from LDAP inside `sparq serve` this often (unset: only by command).",
     )
 
     # Sources that sync themselves (`sparq sources ...`; see README "Sources")
     source_schedule: bool = Field(
-        default=True, description="Sync due sources in the background of `sparq serve` and `sparq ui` (false: "
-        "this process never does; `sparq sources sync` still works)."
+        default=True,
+        description="Sync due sources in the background of `sparq serve` and `sparq ui` (false: "
+        "this process never does; `sparq sources sync` still works).",
     )
-    source_poll_seconds: float = Field(default=15.0, gt=0, description="How often the scheduler looks for due sources.")
+    source_poll_seconds: float = Field(
+        default=15.0, gt=0, description="How often the scheduler looks for due sources."
+    )
     source_hosts: str = Field(
-        default="", description="Host names (comma-separated) a web admin may add web-site and IMAP sources for; "
-        "empty: only `sparq sources add` on the server may (the console may name any host)."
+        default="",
+        description="Host names (comma-separated) a web admin may add web-site and IMAP sources for; "
+        "empty: only `sparq sources add` on the server may (the console may name any host).",
     )
 
     # OpenID Connect sign-in for the web app (Keycloak, Entra ID, Okta, Authentik...); see README "Identity"
     oidc_issuer: str | None = Field(
-        default=None, description="The provider's issuer URL; its discovery document is ISSUER/.well-known/"
-        "openid-configuration. Unset: no single sign-on, local passwords only."
+        default=None,
+        description="The provider's issuer URL; its discovery document is ISSUER/.well-known/"
+        "openid-configuration. Unset: no single sign-on, local passwords only.",
     )
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
     oidc_redirect_url: str | None = Field(
-        default=None, description="This app's callback as registered at the provider: https://HOST/oauth2callback"
+        default=None,
+        description="This app's callback as registered at the provider: https://HOST/oauth2callback",
     )
     oidc_groups_claim: str = Field(
-        default="groups", description="ID-token claim with the user's groups (a dotted path reaches a nested one)."
+        default="groups",
+        description="ID-token claim with the user's groups (a dotted path reaches a nested one).",
     )
     oidc_username_claim: str = Field(
-        default="preferred_username", description="ID-token claim that names the sparq user (e-mail, then sub, if absent)."
+        default="preferred_username",
+        description="ID-token claim that names the sparq user (e-mail, then sub, if absent).",
     )
     oidc_admin_groups: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Groups (comma-separated) whose members sign in as admins; set, the role "
+        default_factory=list,
+        description="Groups (comma-separated) whose members sign in as admins; set, the role "
         "follows the token at every sign-in; unset, roles are kept as sparq has them.",
     )
     oidc_scopes: str = "openid profile email"
     oidc_prompt: str = Field(
-        default="", description="OIDC prompt sent at sign-in: empty (the provider's session is reused), login, "
-        "select_account or consent."
+        default="",
+        description="OIDC prompt sent at sign-in: empty (the provider's session is reused), login, "
+        "select_account or consent.",
     )
     oidc_cookie_secret: SecretStr | None = Field(
-        default=None, description="Signs the sign-in cookies; unset, a random one kept in the data dir (share it "
-        "between replicas)."
+        default=None,
+        description="Signs the sign-in cookies; unset, a random one kept in the data dir (share it "
+        "between replicas).",
     )
     oidc_link_ldap_users: bool = Field(
-        default=False, description="A first sign-in may take over the LDAP-synced user of the same name (only when "
-        "the provider's user names are the directory's, e.g. Keycloak federating that LDAP)."
+        default=False,
+        description="A first sign-in may take over the LDAP-synced user of the same name (only when "
+        "the provider's user names are the directory's, e.g. Keycloak federating that LDAP).",
     )
     local_login: bool = Field(
-        default=True, description="Offer sign-in with sparq's own passwords; false leaves single sign-on only."
+        default=True,
+        description="Offer sign-in with sparq's own passwords; false leaves single sign-on only.",
     )
 
     @field_validator("oidc_admin_groups", mode="before")
@@ -247,7 +280,11 @@ class Settings(BaseSettings):
     hardware_utilisation: float = 0.3
     gpu: bool = False
     cloud_prices: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "claude-3-5-haiku": (0.80, 4.00)},
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "claude-3-5-haiku": (0.80, 4.00),
+        },
         description="USD per million (input, output) tokens, for the cloud comparison.",
     )
 
@@ -286,11 +323,19 @@ class Settings(BaseSettings):
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.oidc_issuer:
-            missing = [n for n in ("oidc_client_id", "oidc_client_secret", "oidc_redirect_url") if not getattr(self, n)]
+            missing = [
+                n
+                for n in ("oidc_client_id", "oidc_client_secret", "oidc_redirect_url")
+                if not getattr(self, n)
+            ]
             if missing:
-                raise ValueError("SPARQ_OIDC_ISSUER is set: also set " + ", ".join(f"SPARQ_{m.upper()}" for m in missing))
+                raise ValueError(
+                    "SPARQ_OIDC_ISSUER is set: also set " + ", ".join(f"SPARQ_{m.upper()}" for m in missing)
+                )
             if not str(self.oidc_redirect_url).rstrip("/").endswith("/oauth2callback"):
-                raise ValueError("SPARQ_OIDC_REDIRECT_URL must be this app's address ending in /oauth2callback")
+                raise ValueError(
+                    "SPARQ_OIDC_REDIRECT_URL must be this app's address ending in /oauth2callback"
+                )
         if not self.local_login and not self.oidc_issuer:
             raise ValueError("SPARQ_LOCAL_LOGIN=false leaves no way to sign in: set SPARQ_OIDC_ISSUER too")
 

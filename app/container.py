@@ -40,6 +40,7 @@ class AskConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> AskConfig:
+        """The ask's settings read now, so a changed setting is seen by comparing two of these."""
         return cls(
             max_answer_tokens=s.max_answer_tokens,
             ask_passages=s.ask_passages,
@@ -87,6 +88,7 @@ class AskContainer:
         self._built: tuple[AskConfig, AskPipeline] | None = None
 
     def pipeline(self) -> AskPipeline:
+        """The ask's steps, rebuilt only when the ask's settings changed since they were built."""
         config = AskConfig.from_settings(self._settings)
         with self._lock:
             if self._built is None or self._built[0] != config:

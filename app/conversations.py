@@ -25,6 +25,8 @@ class ConversationError(LookupError):
 
 @dataclass(frozen=True)
 class ConversationSummary:
+    """A conversation as the sidebar lists it: without its messages, so a long list stays cheap."""
+
     id: int
     title: str
     created_at: datetime
@@ -34,6 +36,8 @@ class ConversationSummary:
 
 @dataclass
 class SavedConversation:
+    """A whole conversation, messages in order, to resume it where it was left."""
+
     id: int
     title: str
     created_at: datetime
@@ -48,6 +52,8 @@ def title_from(question: str) -> str:
 
 
 class Conversations:
+    """Each user's saved conversations; every call takes the owner's name, so nobody reaches another's."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -94,6 +100,7 @@ class Conversations:
             return [ConversationSummary(c.id, c.title, c.created_at, c.updated_at, int(n)) for c, n in rows]
 
     def get(self, user: str, conversation_id: int) -> SavedConversation:
+        """One of `user`'s conversations with every message (ConversationError when it is not theirs)."""
         with Session(self.engine) as session:
             c = self._owned(session, user, conversation_id)
             messages = session.scalars(
@@ -110,6 +117,7 @@ class Conversations:
             )
 
     def rename(self, user: str, conversation_id: int, title: str) -> None:
+        """Give one of `user`'s conversations a new title (whitespace folded, at most 300 characters)."""
         title = " ".join(title.split())[:300]
         if not title:
             raise ConversationError("a conversation needs a non-empty title")
@@ -117,6 +125,7 @@ class Conversations:
             self._owned(session, user, conversation_id).title = title
 
     def delete(self, user: str, conversation_id: int) -> None:
+        """Delete one of `user`'s conversations and its messages."""
         with Session(self.engine) as session, session.begin():
             self._owned(session, user, conversation_id)
             session.execute(

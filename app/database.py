@@ -8,11 +8,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI connection
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets UI readers keep reading while an ingest writes; foreign keys make deletes cascade.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -23,6 +25,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI 
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for `url`: SQLite with WAL and foreign keys (its folder created), PostgreSQL pooled."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -34,6 +37,7 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(engine: Engine) -> Config:
+    """Alembic pointed at sparq's migrations and at `engine`, never at a URL in an ini file."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -46,6 +50,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def open_database(url: str) -> Engine:
+    """An engine on `url` with the schema migrated to the newest revision: what every entry point opens."""
     engine = make_engine(url)
     upgrade(engine)
     return engine

@@ -36,10 +36,12 @@ class DirectorySchedule:
         self._thread = threading.Thread(target=self._loop, name="sparq-ldap-sync", daemon=True)
 
     def start(self) -> DirectorySchedule:
+        """Start syncing in the background; returns self so it can be started where it is made."""
         self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the thread to stop and wait up to `timeout_s` for a run in progress to finish."""
         self._stop.set()
         self._thread.join(timeout_s)
 

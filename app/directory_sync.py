@@ -22,6 +22,8 @@ class DirectoryError(RuntimeError):
 
 @dataclass(frozen=True)
 class LdapConfig:
+    """How to reach the LDAP directory (SPARQ_LDAP_*) and where in it the users and groups are."""
+
     url: str
     bind_dn: str | None
     bind_password: str | None
@@ -43,6 +45,8 @@ class LdapConfig:
 
 @dataclass(frozen=True)
 class DirectoryUser:
+    """A person as the directory has them: name, entry and the groups they belong to."""
+
     name: str
     dn: str
     email: str | None
@@ -51,6 +55,8 @@ class DirectoryUser:
 
 @dataclass
 class SyncPlan:
+    """What a sync changes, planned before anything is written, so a dry run shows exactly that."""
+
     create: list[DirectoryUser] = field(default_factory=list)
     update: list[tuple[DirectoryUser, list[str]]] = field(default_factory=list)  # (new, old groups)
     enable: list[str] = field(default_factory=list)

@@ -29,6 +29,8 @@ class FeedbackError(ValueError):
 
 @dataclass(frozen=True)
 class FeedbackRecord:
+    """A rating with the question, answer and cost it rates, so a reviewer needs no second lookup."""
+
     id: int
     query_id: int
     user: str
@@ -45,6 +47,8 @@ class FeedbackRecord:
 
 
 class FeedbackLog:
+    """Ratings of answers; only the asker may rate, so ratings stay honest and questions stay private."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -54,6 +54,7 @@ def check_ingest_path(
         where = f"{given} (really {real})" if real != given.absolute() else str(given)
         raise IngestPathRefused(
             f"{where} is outside the folders that may be ingested ({ROOTS_ENV}: "
-            + ", ".join(str(r) for r in allowed) + ")"
+            + ", ".join(str(r) for r in allowed)
+            + ")"
         )
     return real

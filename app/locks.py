@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 
 
 class LockTimeout(RuntimeError):
-    pass
+    """Waited for a lock longer than allowed: another ingest holds it."""
 
 
 @contextmanager
@@ -48,7 +48,9 @@ ADVISORY_CLASS_ID = 0x53505251  # "SPRQ"
 
 
 @contextmanager
-def advisory_lock(engine: Engine, name: str, *, timeout_s: float | None = None, poll_s: float = 0.2) -> Iterator[None]:
+def advisory_lock(
+    engine: Engine, name: str, *, timeout_s: float | None = None, poll_s: float = 0.2
+) -> Iterator[None]:
     """An exclusive PostgreSQL advisory lock named `name` within the connection's schema, held on a dedicated
     connection for the block, so ingests on different machines sharing the database serialise (a file lock
     only covers one data dir). The server releases it when the holder's connection ends, even by SIGKILL.
@@ -57,8 +59,10 @@ def advisory_lock(engine: Engine, name: str, *, timeout_s: float | None = None, 
         yield
         return
     key = select(func.hashtext(func.concat(func.current_schema(), ":", name)))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # never idle in a transaction
-        lock_key = int(conn.scalar(key))
+    with engine.connect().execution_options(
+        isolation_level="AUTOCOMMIT"
+    ) as conn:  # never idle in a transaction
+        lock_key = int(conn.execute(key).scalar_one())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not conn.scalar(select(func.pg_try_advisory_lock(ADVISORY_CLASS_ID, lock_key))):
             if deadline is not None and time.monotonic() > deadline:

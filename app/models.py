@@ -29,6 +29,8 @@ from retrieval.schema import Base, IdType, utcnow
 
 
 class User(Base):
+    """A person who signs in: role, groups and how the account is managed (local, LDAP or a provider)."""
+
     __tablename__ = "users"
     # One sparq user per identity at a provider: two providers' `alice` are two different people.
     __table_args__ = (Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),)
@@ -210,7 +212,9 @@ class ConversationMessage(Base):
     __tablename__ = "conversation_messages"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
     role: Mapped[str] = mapped_column(String(20))  # user | assistant
     content: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

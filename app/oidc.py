@@ -18,10 +18,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from app.config import Settings
 from app.users import AccountDisabled, IdentityConflict, UserDirectory, UserError, UserInfo
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySetSerialization
 
 COOKIE_SECRET_FILE = "oidc-cookie-secret"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -54,11 +57,14 @@ class OidcError(RuntimeError):
 
     @property
     def user_message(self) -> str:
+        """What the sign-in page tells the user; the log gets the detailed message instead."""
         return REASONS[self.reason]
 
 
 @dataclass(frozen=True)
 class OidcConfig:
+    """How to reach the identity provider and read its tokens (SPARQ_OIDC_*); the secret stays out of repr."""
+
     issuer: str
     client_id: str
     client_secret: str = field(repr=False)
@@ -72,6 +78,7 @@ class OidcConfig:
 
     @property
     def metadata_url(self) -> str:
+        """The discovery document's URL, derived from the issuer as OpenID Connect Discovery defines it."""
         return self.issuer.rstrip("/") + DISCOVERY_PATH
 
 
@@ -135,7 +142,7 @@ class ProviderKeys:
         self.config, self.timeout_s = config, timeout_s
         self._lock = threading.Lock()
         self._metadata: dict[str, Any] | None = None
-        self._jwks: dict[str, Any] | None = None
+        self._jwks: KeySetSerialization | None = None
         self._fetched_at = 0.0
 
     def _get(self, url: str) -> dict[str, Any]:
@@ -151,18 +158,21 @@ class ProviderKeys:
             raise OidcError("unavailable", f"{url} did not answer with a JSON object")
         return data
 
-    def _load(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _load(self) -> tuple[dict[str, Any], KeySetSerialization]:
         metadata = self._get(self.config.metadata_url)
         issuer = metadata.get("issuer")
         if not isinstance(issuer, str) or issuer.rstrip("/") != self.config.issuer.rstrip("/"):
             # OpenID Connect Discovery 4.3: the document must name the issuer it was fetched for.
-            raise OidcError("issuer", f"the discovery document names issuer {issuer!r}, not {self.config.issuer!r}")
+            raise OidcError(
+                "issuer", f"the discovery document names issuer {issuer!r}, not {self.config.issuer!r}"
+            )
         jwks_uri = metadata.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise OidcError("unavailable", "the discovery document has no jwks_uri")
-        return metadata, self._get(jwks_uri)
+        # The JWKS is the provider's JSON, read as RFC 7517's shape: joserfc checks each key as it imports it.
+        return metadata, cast("KeySetSerialization", self._get(jwks_uri))
 
-    def current(self, *, refresh: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    def current(self, *, refresh: bool = False) -> tuple[dict[str, Any], KeySetSerialization]:
         """(discovery document, JWKS); `refresh` refetches unless that was done moments ago."""
         with self._lock:
             age = time.monotonic() - self._fetched_at
@@ -210,8 +220,16 @@ def refusal(exc: BaseException) -> OidcError:
         return OidcError("signature", text)
     if isinstance(exc, (errors.InvalidKeyIdError, errors.MissingKeyError)):
         return OidcError("unknown_key", text)
-    if isinstance(exc, (errors.DecodeError, errors.InvalidPayloadError, errors.UnsupportedAlgorithmError,
-                        errors.MissingAlgorithmError, errors.InvalidHeaderValueError)):
+    if isinstance(
+        exc,
+        (
+            errors.DecodeError,
+            errors.InvalidPayloadError,
+            errors.UnsupportedAlgorithmError,
+            errors.MissingAlgorithmError,
+            errors.InvalidHeaderValueError,
+        ),
+    ):
         return OidcError("signature", text)
     if isinstance(exc, OAuthError):
         return OidcError("provider", text)
@@ -224,8 +242,9 @@ def refusal(exc: BaseException) -> OidcError:
     return OidcError("failed", text)
 
 
-def validate_id_token(raw: str, config: OidcConfig, keys: ProviderKeys, *, now: float | None = None,
-                      leeway: int = LEEWAY_S) -> dict[str, Any]:
+def validate_id_token(
+    raw: str, config: OidcConfig, keys: ProviderKeys, *, now: float | None = None, leeway: int = LEEWAY_S
+) -> dict[str, Any]:
     """The claims of an ID token that is signed by one of the provider's keys (with an algorithm it
     announces), issued by the configured issuer for our client id, and not expired; OidcError otherwise."""
     from authlib.oidc.core import IDToken
@@ -247,8 +266,12 @@ def validate_id_token(raw: str, config: OidcConfig, keys: ProviderKeys, *, now: 
         claims = IDToken(
             token.claims,
             token.header,
-            {"iss": {"essential": True, "value": issuer}, "aud": {"essential": True, "value": config.client_id},
-             "sub": {"essential": True}, "exp": {"essential": True}},
+            {
+                "iss": {"essential": True, "value": issuer},
+                "aud": {"essential": True, "value": config.client_id},
+                "sub": {"essential": True},
+                "exp": {"essential": True},
+            },
             {"client_id": config.client_id},
         )
         claims.validate(now=int(now if now is not None else time.time()), leeway=leeway)
@@ -260,6 +283,8 @@ def validate_id_token(raw: str, config: OidcConfig, keys: ProviderKeys, *, now: 
 # --- claims -> sparq user ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Identity:
+    """Who a validated ID token says the user is: the (issuer, subject) identity and what sparq uses."""
+
     issuer: str
     subject: str
     name: str
@@ -295,22 +320,37 @@ def identity_from_claims(claims: Mapping[str, Any], config: OidcConfig) -> Ident
     else:
         raise OidcError("claims", f"claim {config.groups_claim!r} is neither a string nor a list of strings")
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
-    name = next((c for c in (_claim(claims, config.username_claim), email, subject) if isinstance(c, str) and c), subject)
+    name = next(
+        (c for c in (_claim(claims, config.username_claim), email, subject) if isinstance(c, str) and c),
+        subject,
+    )
     role = None
     if config.admin_groups:
         role = "admin" if set(groups) & set(config.admin_groups) else "employee"
     return Identity(issuer, subject, name, sorted(set(groups)), role, email)
 
 
-def sign_in(users: UserDirectory, raw_id_token: str, config: OidcConfig, keys: ProviderKeys | None = None,
-            *, now: float | None = None) -> UserInfo:
+def sign_in(
+    users: UserDirectory,
+    raw_id_token: str,
+    config: OidcConfig,
+    keys: ProviderKeys | None = None,
+    *,
+    now: float | None = None,
+) -> UserInfo:
     """Validate the ID token, then create or update its user with the token's groups and role."""
     claims = validate_id_token(raw_id_token, config, keys or provider_keys(config), now=now)
     identity = identity_from_claims(claims, config)
     try:
-        return users.sign_in_oidc(issuer=identity.issuer, subject=identity.subject, name=identity.name,
-                                  groups=identity.groups, role=identity.role, email=identity.email,
-                                  link_directory_user=config.link_ldap_users)
+        return users.sign_in_oidc(
+            issuer=identity.issuer,
+            subject=identity.subject,
+            name=identity.name,
+            groups=identity.groups,
+            role=identity.role,
+            email=identity.email,
+            link_directory_user=config.link_ldap_users,
+        )
     except AccountDisabled as exc:
         raise OidcError("disabled", str(exc)) from exc
     except IdentityConflict as exc:

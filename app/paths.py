@@ -21,7 +21,9 @@ from retrieval.schema import Document
 def collection_root(session: Session, collection_id: int) -> str:
     """The folder every document of the collection lies in (ending in a separator), e.g. the ingested folder."""
     lo, hi = session.execute(
-        select(func.min(Document.path), func.max(Document.path)).where(Document.collection_id == collection_id)
+        select(func.min(Document.path), func.max(Document.path)).where(
+            Document.collection_id == collection_id
+        )
     ).one()
     if lo is None:
         return ""

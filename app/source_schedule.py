@@ -42,12 +42,14 @@ class SourceSchedule:
         self._thread = threading.Thread(target=self._loop, name="sparq-source-schedule", daemon=True)
 
     def start(self) -> SourceSchedule:
+        """Start the scheduler thread; returns self so it can be started where it is made."""
         self._thread.start()
         log.info("source scheduler started (%s), checking every %.0f s", self.service.owner, self.poll_s)
         return self
 
     @property
     def running(self) -> bool:
+        """The thread is alive, so a caller can tell a stopped or crashed scheduler."""
         return self._thread.is_alive()
 
     def stop(self, timeout_s: float = 30.0) -> bool:

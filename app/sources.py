@@ -330,7 +330,9 @@ class SourceService:
             raise SourceError("option names are words such as path, url, host, user, mailbox, password_env")
         check_no_secrets(checked)
         if BROWSER_MARK in checked:
-            raise SourceError(f"option {BROWSER_MARK!r} is sparq's own (it marks sources added from the web app)")
+            raise SourceError(
+                f"option {BROWSER_MARK!r} is sparq's own (it marks sources added from the web app)"
+            )
 
         def allowed(option: str, *, require_roots: bool) -> str:
             try:
@@ -849,7 +851,9 @@ def refuse_synced_path(sessions: Callable[[], Session], path: str | Path, collec
     key = str(Path(path).expanduser().resolve())
     with sessions() as session:
         rows = session.execute(
-            select(Source.name, Source.root_key).where(Source.collection == collection, Source.kind == "folder")
+            select(Source.name, Source.root_key).where(
+                Source.collection == collection, Source.kind == "folder"
+            )
         ).all()
     for name, root_key in rows:
         if _overlaps(key, root_key):

@@ -33,7 +33,7 @@ def _dropped(ch: str) -> bool:
 
 def _clip(text: str, max_bytes: int) -> str:
     """The longest prefix of `text` whose UTF-8 encoding fits in max_bytes (never half a character)."""
-    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore")
+    return text.encode("utf-8")[: max(0, max_bytes)].decode("utf-8", "ignore")
 
 
 def safe_name(name: str, fallback: str = "file", max_bytes: int = MAX_NAME_BYTES) -> str:
@@ -53,6 +53,7 @@ def safe_name(name: str, fallback: str = "file", max_bytes: int = MAX_NAME_BYTES
 
 
 def uploads_root(data_dir: Path) -> Path:
+    """The folder that holds every upload, one subfolder per collection id."""
     return Path(data_dir).resolve() / UPLOADS
 
 

@@ -3,6 +3,7 @@ server-side sign-in sessions, and the sign-in throttle shared by every replica t
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import secrets
@@ -25,7 +26,7 @@ _hasher = PasswordHasher()
 
 
 class UserError(ValueError):
-    pass
+    """A user operation that cannot be done as asked; the message says why."""
 
 
 class IdentityConflict(UserError):
@@ -38,6 +39,8 @@ class AccountDisabled(UserError):
 
 @dataclass(frozen=True)
 class UserInfo:
+    """A user as the rest of sparq sees them: never the password hash."""
+
     id: int
     name: str
     role: str
@@ -51,15 +54,27 @@ class UserInfo:
 
     @property
     def is_admin(self) -> bool:
+        """The role that sees every document and the admin pages."""
         return self.role == "admin"
 
     def principal(self) -> Principal:
+        """The user as retrieval's access rule needs them: name, groups and whether they see everything."""
         return Principal(self.name, frozenset(self.groups), self.is_admin)
 
 
 def _info(user: User) -> UserInfo:
-    return UserInfo(user.id, user.name, user.role, sorted(user.groups or []), bool(user.must_change_password),
-                    user.source or "local", bool(user.disabled), user.email, user.oidc_issuer, user.oidc_subject)
+    return UserInfo(
+        user.id,
+        user.name,
+        user.role,
+        sorted(user.groups or []),
+        bool(user.must_change_password),
+        user.source or "local",
+        bool(user.disabled),
+        user.email,
+        user.oidc_issuer,
+        user.oidc_subject,
+    )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -73,12 +88,23 @@ def token_hash(token: str) -> str:
 
 
 class UserDirectory:
+    """Add, find, change and remove users; passwords are hashed with argon2 before they reach the database."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, name: str, *, role: str = "employee", groups: list[str] | None = None,
-            password: str | None = None, must_change_password: bool = False, source: str = "local",
-            email: str | None = None) -> UserInfo:
+    def add(
+        self,
+        name: str,
+        *,
+        role: str = "employee",
+        groups: list[str] | None = None,
+        password: str | None = None,
+        must_change_password: bool = False,
+        source: str = "local",
+        email: str | None = None,
+    ) -> UserInfo:
+        """Create a user (UserError for a taken or invalid name, an unknown role or a short password)."""
         if not _NAME.match(name):
             raise UserError("user names use letters, digits and _ . @ - (at most 200 characters)")
         if role not in ROLES:
@@ -87,9 +113,15 @@ class UserDirectory:
             raise UserError("passwords need at least 8 characters")
         clean_groups = sorted({g.strip() for g in (groups or []) if g.strip()})
         with Session(self.engine) as session:
-            user = User(name=name, role=role, groups=clean_groups,
-                        password_hash=_hasher.hash(password) if password else None,
-                        must_change_password=must_change_password, source=source, email=email)
+            user = User(
+                name=name,
+                role=role,
+                groups=clean_groups,
+                password_hash=_hasher.hash(password) if password else None,
+                must_change_password=must_change_password,
+                source=source,
+                email=email,
+            )
             session.add(user)
             try:
                 session.commit()
@@ -98,16 +130,25 @@ class UserDirectory:
             return _info(user)
 
     def get(self, name: str) -> UserInfo | None:
+        """The user named `name`, or None."""
         with Session(self.engine) as session:
             user = session.scalar(select(User).where(User.name == name))
             return _info(user) if user else None
 
     def list(self) -> list[UserInfo]:
+        """Every user, by name."""
         with Session(self.engine) as session:
             return [_info(u) for u in session.scalars(select(User).order_by(User.name))]
 
-    def update(self, name: str, *, role: str | None = None, groups: list[str] | None = None,
-               password: str | None = None, keep_session: str | None = None) -> UserInfo:
+    def update(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        groups: builtins.list[str] | None = None,
+        password: str | None = None,
+        keep_session: str | None = None,
+    ) -> UserInfo:
         """Change what is given. A new password ends every session of the user but `keep_session` (the
         token of the browser that changed it), so a thief signed in elsewhere is signed out."""
         with Session(self.engine) as session:
@@ -125,7 +166,9 @@ class UserDirectory:
                     raise UserError("passwords need at least 8 characters")
                 user.password_hash = _hasher.hash(password)
                 user.must_change_password = False
-                revoke = update(UserSession).where(UserSession.user_id == user.id, UserSession.revoked.is_(False))
+                revoke = update(UserSession).where(
+                    UserSession.user_id == user.id, UserSession.revoked.is_(False)
+                )
                 if keep_session is not None:
                     revoke = revoke.where(UserSession.token_hash != token_hash(keep_session))
                 session.execute(revoke.values(revoked=True))
@@ -141,12 +184,23 @@ class UserDirectory:
                 raise UserError(f"no user named {name!r}")
             user.disabled = disabled
             if disabled:
-                session.execute(update(UserSession).where(UserSession.user_id == user.id).values(revoked=True))
+                session.execute(
+                    update(UserSession).where(UserSession.user_id == user.id).values(revoked=True)
+                )
             session.commit()
             return _info(user)
 
-    def sign_in_oidc(self, *, issuer: str, subject: str, name: str, groups: list[str], role: str | None,
-                     email: str | None, link_directory_user: bool = False) -> UserInfo:
+    def sign_in_oidc(
+        self,
+        *,
+        issuer: str,
+        subject: str,
+        name: str,
+        groups: builtins.list[str],
+        role: str | None,
+        email: str | None,
+        link_directory_user: bool = False,
+    ) -> UserInfo:
         """The sparq user of a provider identity, its groups (and `role`, unless None) replaced by the token's.
 
         The identity is (issuer, subject), never the name: the first sign-in creates the user under `name`,
@@ -157,26 +211,42 @@ class UserDirectory:
         that name that no identity holds yet: the provider and the LDAP sync then read one directory, the
         sync keeps managing the account (and disables it when the person leaves)."""
         if not _NAME.match(name):
-            raise UserError(f"the provider's user name {name!r} is not a valid sparq user name "
-                            "(letters, digits and _ . @ -, at most 200 characters)")
+            raise UserError(
+                f"the provider's user name {name!r} is not a valid sparq user name "
+                "(letters, digits and _ . @ -, at most 200 characters)"
+            )
         if role is not None and role not in ROLES:
             raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         clean_groups = sorted({g.strip() for g in groups if g.strip()})
         for _attempt in range(2):  # a concurrent first sign-in of the same identity wins the insert: re-read
             with Session(self.engine) as session:
-                user = session.scalar(select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject))
+                user = session.scalar(
+                    select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject)
+                )
                 if user is None and link_directory_user:
-                    user = session.scalar(select(User).where(User.name == name, User.source == "ldap",
-                                                             User.oidc_issuer.is_(None)))
+                    user = session.scalar(
+                        select(User).where(
+                            User.name == name, User.source == "ldap", User.oidc_issuer.is_(None)
+                        )
+                    )
                     if user is not None:
                         user.oidc_issuer, user.oidc_subject = issuer, subject
                 if user is None:
                     if session.scalar(select(User.id).where(User.name == name)) is not None:
                         raise IdentityConflict(
                             f"the sparq user name {name!r} belongs to another account (local, directory or another "
-                            "sign-in provider); an administrator must remove or rename that account first")
-                    user = User(name=name, role=role or "employee", groups=clean_groups, password_hash=None,
-                                source="oidc", email=email, oidc_issuer=issuer, oidc_subject=subject)
+                            "sign-in provider); an administrator must remove or rename that account first"
+                        )
+                    user = User(
+                        name=name,
+                        role=role or "employee",
+                        groups=clean_groups,
+                        password_hash=None,
+                        source="oidc",
+                        email=email,
+                        oidc_issuer=issuer,
+                        oidc_subject=subject,
+                    )
                     session.add(user)
                 else:
                     if user.disabled:
@@ -195,6 +265,7 @@ class UserDirectory:
         raise IdentityConflict(f"the sparq user name {name!r} is taken; an administrator must resolve it")
 
     def remove(self, name: str) -> None:
+        """Delete the user named `name` (UserError when there is none)."""
         with Session(self.engine) as session:
             user = session.scalar(select(User).where(User.name == name))
             if user is None:
@@ -219,6 +290,7 @@ class UserDirectory:
             return _info(user)
 
     def count_admins(self) -> int:
+        """How many admins there are, so the first admin is created only when there is none."""
         with Session(self.engine) as session:
             return len(list(session.scalars(select(User.id).where(User.role == "admin"))))
 
@@ -233,8 +305,15 @@ class UserDirectory:
             if user_id is None:
                 raise UserError(f"no user named {name!r}")
             session.execute(delete(UserSession).where(UserSession.expires_at < now))
-            session.add(UserSession(token_hash=token_hash(token), user_id=user_id, created_at=now,
-                                    last_seen_at=now, expires_at=now + timedelta(seconds=lifetime_s)))
+            session.add(
+                UserSession(
+                    token_hash=token_hash(token),
+                    user_id=user_id,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + timedelta(seconds=lifetime_s),
+                )
+            )
             session.commit()
         return token
 
@@ -245,7 +324,8 @@ class UserDirectory:
         now = now or utcnow()
         with Session(self.engine) as session:
             found = session.execute(
-                select(UserSession, User).join(User, User.id == UserSession.user_id)
+                select(UserSession, User)
+                .join(User, User.id == UserSession.user_id)
                 .where(UserSession.token_hash == token_hash(token))
             ).first()
             if found is None:
@@ -267,18 +347,24 @@ class UserDirectory:
     def end_session(self, token: str) -> None:
         """Sign-out: the token no longer opens anything, whoever holds a copy of it."""
         with Session(self.engine) as session:
-            session.execute(update(UserSession).where(UserSession.token_hash == token_hash(token))
-                            .values(revoked=True))
+            session.execute(
+                update(UserSession).where(UserSession.token_hash == token_hash(token)).values(revoked=True)
+            )
             session.commit()
 
     def live_sessions(self, name: str, *, now: datetime | None = None) -> int:
         """How many unrevoked, unexpired sessions the user has (the Account page and tests show it)."""
         now = now or utcnow()
         with Session(self.engine) as session:
-            return int(session.scalar(
-                select(func.count()).select_from(UserSession).join(User, User.id == UserSession.user_id)
-                .where(User.name == name, UserSession.revoked.is_(False), UserSession.expires_at > now)
-            ) or 0)
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(UserSession)
+                    .join(User, User.id == UserSession.user_id)
+                    .where(User.name == name, UserSession.revoked.is_(False), UserSession.expires_at > now)
+                )
+                or 0
+            )
 
 
 class TooManyAttempts(RuntimeError):
@@ -295,16 +381,30 @@ class SigninThrottle:
     the user signing in from elsewhere. Keys are stored hashed: a typed name is often a mistyped password.
     Rows older than the window are pruned on every write, and the table is capped at `max_rows`."""
 
-    def __init__(self, engine: Engine, *, per_name: int = 5, per_address: int = 20, window_s: float = 300.0,
-                 max_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        per_name: int = 5,
+        per_address: int = 20,
+        window_s: float = 300.0,
+        max_rows: int = 100_000,
+    ) -> None:
         self.engine = engine
-        self.per_name, self.per_address, self.window_s, self.max_rows = per_name, per_address, window_s, max_rows
+        self.per_name, self.per_address, self.window_s, self.max_rows = (
+            per_name,
+            per_address,
+            window_s,
+            max_rows,
+        )
 
     @staticmethod
     def _keys(address: str, name: str) -> tuple[str, str]:
         name = name.strip()[:200]
-        return (hashlib.sha256(f"address\0{address}".encode()).hexdigest(),
-                hashlib.sha256(f"pair\0{address}\0{name}".encode()).hexdigest())
+        return (
+            hashlib.sha256(f"address\0{address}".encode()).hexdigest(),
+            hashlib.sha256(f"pair\0{address}\0{name}".encode()).hexdigest(),
+        )
 
     def check(self, address: str, name: str, *, now: datetime | None = None) -> None:
         """Raise TooManyAttempts while this address (or this address for this name) is over its limit."""
@@ -313,10 +413,14 @@ class SigninThrottle:
         address_key, pair_key = self._keys(address, name)
         with Session(self.engine) as session:
             for key, limit in ((pair_key, self.per_name), (address_key, self.per_address)):
-                times = list(session.scalars(
-                    select(SigninFailure.created_at).where(SigninFailure.key == key, SigninFailure.created_at > cutoff)
-                    .order_by(SigninFailure.created_at.desc()).limit(limit)
-                ))
+                times = list(
+                    session.scalars(
+                        select(SigninFailure.created_at)
+                        .where(SigninFailure.key == key, SigninFailure.created_at > cutoff)
+                        .order_by(SigninFailure.created_at.desc())
+                        .limit(limit)
+                    )
+                )
                 if len(times) >= limit:
                     oldest = _aware(times[-1])
                     raise TooManyAttempts(self.window_s - (now - oldest).total_seconds())
@@ -328,16 +432,22 @@ class SigninThrottle:
         address_key, pair_key = self._keys(address, name)
         with Session(self.engine) as session:
             session.execute(delete(SigninFailure).where(SigninFailure.created_at <= cutoff))
-            session.add_all([SigninFailure(key=address_key, created_at=now), SigninFailure(key=pair_key, created_at=now)])
+            session.add_all(
+                [SigninFailure(key=address_key, created_at=now), SigninFailure(key=pair_key, created_at=now)]
+            )
             session.flush()
             total = int(session.scalar(select(func.count()).select_from(SigninFailure)) or 0)
             if total > self.max_rows:  # a flood from many addresses: forget the oldest first
                 oldest = select(SigninFailure.id).order_by(SigninFailure.id).limit(total - self.max_rows)
                 session.execute(delete(SigninFailure).where(SigninFailure.id.in_(oldest.scalar_subquery())))
-            count = int(session.scalar(
-                select(func.count()).select_from(SigninFailure)
-                .where(SigninFailure.key == address_key, SigninFailure.created_at > cutoff)
-            ) or 0)
+            count = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(SigninFailure)
+                    .where(SigninFailure.key == address_key, SigninFailure.created_at > cutoff)
+                )
+                or 0
+            )
             session.commit()
         return count
 
@@ -349,5 +459,6 @@ class SigninThrottle:
             session.commit()
 
     def rows(self) -> int:
+        """How many failure rows the table holds, to check pruning and the cap."""
         with Session(self.engine) as session:
             return int(session.scalar(select(func.count()).select_from(SigninFailure)) or 0)

@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.assistant import Assistant  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.evaluation.qa import QAItem, model_build_id, read_squad  # noqa: E402
-from app.evaluation.qa_metrics import score  # noqa: E402
-from model.prompting import language_of  # noqa: E402
+from app.assistant import Assistant
+from app.config import Settings
+from app.evaluation.qa import QAItem, model_build_id, read_squad
+from app.evaluation.qa_metrics import score
+from model.prompting import language_of
 
 MODELS = ("dense", "moe")
 
@@ -138,7 +138,8 @@ def ratios(dense: dict[str, Any], moe: dict[str, Any]) -> dict[str, float | None
         "usd": ratio("usd_per_1000_queries"),
         "answer_contained": ratio("answer_contained"),
         "f1": ratio("f1"),
-        "refusals_with_gold_points": moe["refusals_with_gold_in_prompt"] - dense["refusals_with_gold_in_prompt"],
+        "refusals_with_gold_points": moe["refusals_with_gold_in_prompt"]
+        - dense["refusals_with_gold_in_prompt"],
     }
 
 
@@ -168,12 +169,16 @@ def run_set(
                         done[(item.qid, label)] = row
                         with records_file.open("a", encoding="utf-8") as fh:
                             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    print(f"{name}: {len(items) - len(todo) + n + 1}/{len(items)}", file=sys.stderr, flush=True)
+                    print(
+                        f"{name}: {len(items) - len(todo) + n + 1}/{len(items)}", file=sys.stderr, flush=True
+                    )
             finally:
                 for assistant in assistants.values():
                     assistant.close()
     wanted = {i.qid for i in items}
-    summary = {m: summarize([r for (q, label), r in done.items() if label == m and q in wanted]) for m in MODELS}
+    summary = {
+        m: summarize([r for (q, label), r in done.items() if label == m and q in wanted]) for m in MODELS
+    }
     summary["moe_over_dense"] = ratios(summary["dense"], summary["moe"])
     for label, engine in engines.items():
         summary[label]["engine"] = engine.info.backend
@@ -223,11 +228,15 @@ def load_engines(settings: Settings, dense: Path | None, moe: Path | None) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--squad", type=Path, help="SQuAD v1.1 dev JSON")
     parser.add_argument("--cmrc", type=Path, help="CMRC 2018 dev JSON (SQuAD format)")
     parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--dense", type=Path, help="dense GGUF (default: the shipped source of the default MoE)")
+    parser.add_argument(
+        "--dense", type=Path, help="dense GGUF (default: the shipped source of the default MoE)"
+    )
     parser.add_argument("--moe", type=Path, help="MoE GGUF (default: the default build, built if missing)")
     parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))

@@ -69,11 +69,11 @@ def shorten(context: str, answer: str, answer_start: int, language: str) -> str:
     """The sentence of `context` holding the answer, cut to a window around it ("lightly shortened")."""
     start, sentence = _sentence_at(context, answer_start)
     at = answer_start - start
-    if sentence[at:at + len(answer)] != answer:  # offsets off in the data: find the text instead
+    if sentence[at : at + len(answer)] != answer:  # offsets off in the data: find the text instead
         at = sentence.find(answer)
         if at < 0:
             return answer
-    before, after = sentence[:at], sentence[at + len(answer):]
+    before, after = sentence[:at], sentence[at + len(answer) :]
     if language == "zh":
         before = re.split(r"[，；：]", before)[-1]
         cut = max(0, len(before) - CHARS_AROUND)
@@ -92,7 +92,9 @@ def shorten(context: str, answer: str, answer_start: int, language: str) -> str:
 
 def _control_sentence(context: str, language: str) -> str:
     pieces = [p.strip() for p in sentences(context) if p.strip()]
-    long_enough = [p for p in pieces if (len(p) >= 12 if language == "zh" else len(p.split()) >= 6 and p[0].isupper())]
+    long_enough = [
+        p for p in pieces if (len(p) >= 12 if language == "zh" else len(p.split()) >= 6 and p[0].isupper())
+    ]
     return (long_enough or pieces or [context])[0]
 
 
@@ -120,17 +122,27 @@ def load_cases(path: Path, limit: int, language: str, seed: int, same_article: b
                     pool = [x for x in paragraphs if x[0] != a]
                 distractors = rng.sample(pool, N_DISTRACTORS)
                 shown = {a, *(x[0] for x in distractors)}
-                others = [x for x in paragraphs if x[0] not in shown]  # an article none of the passages is from
+                others = [
+                    x for x in paragraphs if x[0] not in shown
+                ]  # an article none of the passages is from
                 ca, cp = rng.choice(others)
                 chosen = [(a, p), *distractors]
                 rng.shuffle(chosen)
                 first = qa["answers"][0]
-                cases.append(Case(
-                    qid=qa["id"], question=qa["question"], answers=[x["text"] for x in qa["answers"]],
-                    language=language, passages=[passage(*x) for x in chosen], gold=chosen.index((a, p)),
-                    sentence=shorten(paragraph["context"], first["text"], int(first["answer_start"]), language),
-                    control=_control_sentence(data[ca]["paragraphs"][cp]["context"], language),
-                ))
+                cases.append(
+                    Case(
+                        qid=qa["id"],
+                        question=qa["question"],
+                        answers=[x["text"] for x in qa["answers"]],
+                        language=language,
+                        passages=[passage(*x) for x in chosen],
+                        gold=chosen.index((a, p)),
+                        sentence=shorten(
+                            paragraph["context"], first["text"], int(first["answer_start"]), language
+                        ),
+                        control=_control_sentence(data[ca]["paragraphs"][cp]["context"], language),
+                    )
+                )
     return cases
 
 
@@ -165,7 +177,9 @@ def measure(cases: list[Case], replies: dict[str, str], *, embed: Any = None) ->
         "citing_pct": round(100 * cites / n, 1) if n else None,
         "gold_passage_cited_pct": round(100 * gold_cited / n, 1) if n else None,
         "replies_containing_gold": has_gold,
-        "cited_passage_has_gold_when_contained_pct": round(100 * cited_has_gold / has_gold, 1) if has_gold else None,
+        "cited_passage_has_gold_when_contained_pct": round(100 * cited_has_gold / has_gold, 1)
+        if has_gold
+        else None,
         "embed_calls": embed_calls,
     }
 
@@ -230,21 +244,34 @@ def run_set(path: Path, limit: int, language: str, seed: int, use_embedder: bool
     hard_sets: dict[str, dict[str, str]] = {}
     if language == "en":  # CMRC has one paragraph per article
         hard = load_cases(path, limit, language, seed, same_article=True)
-        hard_sets = {"sentence": {c.qid: c.sentence for c in hard}, "answer_only": {c.qid: c.answers[0] for c in hard},
-                     **{k: v for k, v in sets.items() if k.startswith("model_")}}
-        out["same_article_distractors"] = {"questions": len(hard), "lexical": {
-            name: measure(hard, replies) for name, replies in hard_sets.items()}}
+        hard_sets = {
+            "sentence": {c.qid: c.sentence for c in hard},
+            "answer_only": {c.qid: c.answers[0] for c in hard},
+            **{k: v for k, v in sets.items() if k.startswith("model_")},
+        }
+        out["same_article_distractors"] = {
+            "questions": len(hard),
+            "lexical": {name: measure(hard, replies) for name, replies in hard_sets.items()},
+        }
     found = _embedder(language) if use_embedder else None
     if found is not None:
         model_id, embed = found
-        out["embedding"] = {"model": model_id, **{name: measure(cases, replies, embed=embed)
-                                                  for name, replies in sets.items()}}
+        out["embedding"] = {
+            "model": model_id,
+            **{name: measure(cases, replies, embed=embed) for name, replies in sets.items()},
+        }
         if hard:
             out["same_article_distractors"]["embedding"] = {
-                name: measure(hard, replies, embed=embed) for name, replies in hard_sets.items()}
+                name: measure(hard, replies, embed=embed) for name, replies in hard_sets.items()
+            }
     out["examples"] = [
-        {"question": c.question, "sentence": c.sentence, "control": c.control, "gold_ref": c.gold + 1,
-         "attributed": attribute(c.sentence, c.passages, question=c.question).attributed}
+        {
+            "question": c.question,
+            "sentence": c.sentence,
+            "control": c.control,
+            "gold_ref": c.gold + 1,
+            "attributed": attribute(c.sentence, c.passages, question=c.question).attributed,
+        }
         for c in cases[:3]
     ]
     out["seconds"] = round(time.perf_counter() - started, 1)
@@ -252,7 +279,9 @@ def run_set(path: Path, limit: int, language: str, seed: int, use_embedder: bool
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--squad", type=Path, help="SQuAD v1.1 dev JSON")
     parser.add_argument("--cmrc", type=Path, help="CMRC 2018 dev JSON")
     parser.add_argument("--limit", type=int, default=200)
@@ -278,13 +307,18 @@ def main() -> None:
     for key in ("squad", "cmrc"):
         if key not in result:
             continue
-        for label, part in (("other", result[key]), ("same", result[key].get("same_article_distractors") or {})):
+        for label, part in (
+            ("other", result[key]),
+            ("same", result[key].get("same_article_distractors") or {}),
+        ):
             for mode in ("lexical", "embedding"):
                 for name, m in (part.get(mode) or {}).items():
                     if isinstance(m, dict):
-                        print(f"{key:5} {label:5} {mode:9} {name:12} n={m['n']:3} citing {m['citing_pct']}% "
-                              f"gold passage {m['gold_passage_cited_pct']}% "
-                              f"cited-has-gold {m['cited_passage_has_gold_when_contained_pct']}%")
+                        print(
+                            f"{key:5} {label:5} {mode:9} {name:12} n={m['n']:3} citing {m['citing_pct']}% "
+                            f"gold passage {m['gold_passage_cited_pct']}% "
+                            f"cited-has-gold {m['cited_passage_has_gold_when_contained_pct']}%"
+                        )
     print(f"written {args.out} in {result['seconds']} s")
 
 

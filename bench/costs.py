@@ -38,16 +38,29 @@ COLLECTIONS: list[list[str]] = [[], ["hr"], ["hr", "it"], ["it"], ["legal", "hr"
 
 def synthetic_rows(n: int) -> list[dict[str, Any]]:
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    return [{
-        "created_at": start + timedelta(minutes=7 * i), "user_name": f"user{i % 17}",
-        "collections": COLLECTIONS[i % 5], "question": f"question {i}", "status": "ok",
-        "model": (None, "moe-a", "dense-b")[i % 3], "backend": "llamacpp", "prompt_tokens": 100 + i % 50,
-        "completion_tokens": 20 + i % 13, "total_ms": 500.0 + i % 997, "timings_ms": {},
-        "energy_joules": 3.0 + (i % 7) / 10, "energy_source": ("modelled", "measured")[i % 2],
-        "cost_usd": 1e-6 * (1 + (i * 7919) % 100_003), "cloud_cost_usd": 2e-6 * (1 + i % 41),
-        "flops": 1e9 * (1 + i % 5), "dense_flops": 4e9,
-        "details": {"expert_histogram": [[1, 2, 0, 1], [0, 3, 1, 0]]} if i % 10 == 1 else {},
-    } for i in range(n)]
+    return [
+        {
+            "created_at": start + timedelta(minutes=7 * i),
+            "user_name": f"user{i % 17}",
+            "collections": COLLECTIONS[i % 5],
+            "question": f"question {i}",
+            "status": "ok",
+            "model": (None, "moe-a", "dense-b")[i % 3],
+            "backend": "llamacpp",
+            "prompt_tokens": 100 + i % 50,
+            "completion_tokens": 20 + i % 13,
+            "total_ms": 500.0 + i % 997,
+            "timings_ms": {},
+            "energy_joules": 3.0 + (i % 7) / 10,
+            "energy_source": ("modelled", "measured")[i % 2],
+            "cost_usd": 1e-6 * (1 + (i * 7919) % 100_003),
+            "cloud_cost_usd": 2e-6 * (1 + i % 41),
+            "flops": 1e9 * (1 + i % 5),
+            "dense_flops": 4e9,
+            "details": {"expert_histogram": [[1, 2, 0, 1], [0, 3, 1, 0]]} if i % 10 == 1 else {},
+        }
+        for i in range(n)
+    ]
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -102,11 +115,17 @@ def slowdown() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder")
-    parser.add_argument("--old-rows", type=int, default=20_000,
-                        help="time the old row-by-row aggregation over the newest this many rows")
+    parser.add_argument(
+        "--old-rows",
+        type=int,
+        default=20_000,
+        help="time the old row-by-row aggregation over the newest this many rows",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "costs.json")
     args = parser.parse_args()
 
@@ -124,16 +143,22 @@ def main() -> None:
             # the rest as copies made by the database: the figures only need the volume
             for done in range(base, args.rows, base):
                 n = min(base, args.rows - done)
-                conn.execute(insert(QueryLog).from_select(
-                    [c.name for c in columns], select(*columns).where(QueryLog.id <= n)))
+                conn.execute(
+                    insert(QueryLog).from_select(
+                        [c.name for c in columns], select(*columns).where(QueryLog.id <= n)
+                    )
+                )
             if engine.dialect.name == "postgresql":
                 conn.execute(text("ANALYZE query_log"))  # as autovacuum would after a bulk load
         insert_s = round(time.perf_counter() - t, 2)
 
         reports.clear_cache()
         result: dict[str, Any] = {
-            "rows": args.rows, "dialect": engine.dialect.name, "python": platform.python_version(),
-            "insert_seconds": insert_s, "slowdown_vs_idle_core": slowdown(),
+            "rows": args.rows,
+            "dialect": engine.dialect.name,
+            "python": platform.python_version(),
+            "insert_seconds": insert_s,
+            "slowdown_vs_idle_core": slowdown(),
             "page_figures_uncached_s": timed(lambda: page_figures(engine, args.rows)),
             "page_figures_cached_s": timed(lambda: page_figures(engine, args.rows)),
             "cli_rollup_s": {by: timed(lambda by=by: rollup(engine, by)) for by in GROUPINGS},
@@ -142,8 +167,9 @@ def main() -> None:
         n = min(args.old_rows, args.rows)
         result[f"page_figures_newest_{n}_s"] = timed(lambda: (reports.clear_cache(), page_figures(engine, n)))
         result[f"old_page_figures_newest_{n}_s"] = timed(lambda: old_page(engine, n))
-        result[f"old_cli_rollup_newest_{n}_s"] = {by: timed(lambda by=by: old_rollup(engine, by, n))
-                                                  for by in ("user", "collection")}
+        result[f"old_cli_rollup_newest_{n}_s"] = {
+            by: timed(lambda by=by: old_rollup(engine, by, n)) for by in ("user", "collection")
+        }
         engine.dispose()
 
     for key, value in result.items():

@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.factory import create_engine  # noqa: E402
-from model.moe.calibration import rag_messages  # noqa: E402
+from model.factory import create_engine
+from model.moe.calibration import rag_messages
 
 PROMPT_TOKENS, ANSWER_TOKENS = 1000, 20
 
@@ -47,7 +47,9 @@ def questions(squad: Path, n: int, target_tokens: int, count: Any) -> list[list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--squad", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dense", type=Path, help="dense GGUF (default: the shipped source)")
@@ -74,20 +76,29 @@ def main(argv: list[str] | None = None) -> None:
         for engine in engines.values():  # warm-up, not recorded (page-in, thread pools)
             engine.generate(chats[0], max_tokens=8)
         for r, chat in enumerate(chats[1:]):
-            order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]
+            order = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
             for pair in order:
                 g = engines[pair].generate(chat, max_tokens=48)
                 s = g.stats
                 hist = s.expert_histogram
-                runs[f"{pair[0]}/{pair[1]}"].append({
-                    "prompt_tokens": s.prompt_tokens,
-                    "completion_tokens": s.completion_tokens,
-                    "prefill_tok_s": s.prompt_tokens / s.prefill_seconds if s.prefill_seconds else 0.0,
-                    "decode_tok_s": (s.completion_tokens - 1) / s.decode_seconds if s.decode_seconds else 0.0,
-                    "experts_measured": bool(hist),
-                })
-                print(f"round {r + 1}: {pair[0]:9s} {pair[1]:5s} prefill {runs[f'{pair[0]}/{pair[1]}'][-1]['prefill_tok_s']:6.1f} "
-                      f"decode {runs[f'{pair[0]}/{pair[1]}'][-1]['decode_tok_s']:5.1f} tok/s", file=sys.stderr, flush=True)
+                runs[f"{pair[0]}/{pair[1]}"].append(
+                    {
+                        "prompt_tokens": s.prompt_tokens,
+                        "completion_tokens": s.completion_tokens,
+                        "prefill_tok_s": s.prompt_tokens / s.prefill_seconds if s.prefill_seconds else 0.0,
+                        "decode_tok_s": (s.completion_tokens - 1) / s.decode_seconds
+                        if s.decode_seconds
+                        else 0.0,
+                        "experts_measured": bool(hist),
+                    }
+                )
+                print(
+                    f"round {r + 1}: {pair[0]:9s} {pair[1]:5s} "
+                    f"prefill {runs[f'{pair[0]}/{pair[1]}'][-1]['prefill_tok_s']:6.1f} "
+                    f"decode {runs[f'{pair[0]}/{pair[1]}'][-1]['decode_tok_s']:5.1f} tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         for engine in engines.values():
             engine.close()
@@ -107,15 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     base = summary[f"{pairs[0][0]}/dense"]["est_seconds_per_query"]
     for row in summary.values():
         row["ratio_to_first_engine_dense"] = row["est_seconds_per_query"] / base
-    result = {"machine": platform.platform(), "threads": args.threads, "models": {k: str(v) for k, v in models.items()},
-              "summary": summary, "runs": runs}
+    result = {
+        "machine": platform.platform(),
+        "threads": args.threads,
+        "models": {k: str(v) for k, v in models.items()},
+        "summary": summary,
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print("| engine / model | prompt tok | prefill tok/s | decode tok/s | est. s per query | ratio |")
     print("|---|---|---|---|---|---|")
     for key, row in summary.items():
-        print(f"| {key} | {row['prompt_tokens']:.0f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} | "
-              f"{row['est_seconds_per_query']:.1f} | {row['ratio_to_first_engine_dense']:.2f} |")
+        print(
+            f"| {key} | {row['prompt_tokens']:.0f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} | "
+            f"{row['est_seconds_per_query']:.1f} | {row['ratio_to_first_engine_dense']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

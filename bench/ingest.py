@@ -67,8 +67,11 @@ def main() -> None:
         # The exact texts the pipeline embeds, so bare encode does identical work.
         texts: list[str] = []
         for r, path in zip(records, files or [None] * len(records), strict=True):
-            loaded = (load_file(path) if path is not None
-                      else LoadedDocument([Section(r.text)], mime="text/plain", title=r.title))
+            loaded = (
+                load_file(path)
+                if path is not None
+                else LoadedDocument([Section(r.text)], mime="text/plain", title=r.title)
+            )
             _, embed_texts = pipeline._chunk(loaded)
             texts.extend(embed_texts)
         model = assistant.embedder.model
@@ -109,7 +112,10 @@ def main() -> None:
     }
     print(f"documents {len(records)}  chunks {n}")
     print(f"pipeline     {result['pipeline_chunks_per_s']:8.1f} chunks/s  ({pipeline_s:.1f} s)")
-    print(f"bare encode  {result['bare_encode_chunks_per_s']:8.1f} chunks/s  ({bare_s:.1f} s, runs {result['bare_encode_seconds_runs']})")
+    print(
+        f"bare encode  {result['bare_encode_chunks_per_s']:8.1f} chunks/s  "
+        f"({bare_s:.1f} s, runs {result['bare_encode_seconds_runs']})"
+    )
     print(f"ratio        {result['ratio']:.3f}  (target >= {result['target_ratio']})")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -55,15 +55,28 @@ def squad_questions(path: Path, n: int) -> list[dict[str, Any]]:
     for art in data:
         for para in art["paragraphs"]:
             for qa in para["qas"]:
-                out.append({"id": qa["id"], "context": para["context"], "question": qa["question"],
-                            "answers": [a["text"] for a in qa["answers"]]})
+                out.append(
+                    {
+                        "id": qa["id"],
+                        "context": para["context"],
+                        "question": qa["question"],
+                        "answers": [a["text"] for a in qa["answers"]],
+                    }
+                )
                 if len(out) >= n:
                     return out
     return out
 
 
-def run_config(label: str, path: str, top_k: int | None, questions: list[dict[str, Any]],
-               max_tokens: int, threads: int, q: Any) -> None:
+def run_config(
+    label: str,
+    path: str,
+    top_k: int | None,
+    questions: list[dict[str, Any]],
+    max_tokens: int,
+    threads: int,
+    q: Any,
+) -> None:
     """One configuration in its own process; puts a result dict on ``q``."""
     try:
         from model.llamacpp_engine import LlamaCppEngine
@@ -77,7 +90,9 @@ def run_config(label: str, path: str, top_k: int | None, questions: list[dict[st
         n_tok_total = 0
         answers = []
         for item in questions:
-            g = eng.generate(rag_messages(item["context"], item["question"]), max_tokens=max_tokens, stop=["\n"])
+            g = eng.generate(
+                rag_messages(item["context"], item["question"]), max_tokens=max_tokens, stop=["\n"]
+            )
             pred = g.text.strip().rstrip(".")
             em += max(float(normalize(pred) == normalize(a)) for a in item["answers"])
             f1 += max(f1_score(pred, a) for a in item["answers"])
@@ -93,44 +108,64 @@ def run_config(label: str, path: str, top_k: int | None, questions: list[dict[st
             n_tok_total += n
             answers.append({"id": item["id"], "pred": pred})
             if len(answers) % 25 == 0:
-                print(f"  {label}: {len(answers)}/{len(questions)} F1 so far {100 * f1 / len(answers):.1f}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {label}: {len(answers)}/{len(questions)} F1 so far {100 * f1 / len(answers):.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         nq = len(questions)
         ffn_frac = 1.0
         if info.is_moe:
-            ffn_frac = (info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size) / info.dense_ffn_size
-        q.put({
-            "label": label, "path": path, "top_k": info.n_experts_used if info.is_moe else None,
-            "n_experts": info.n_experts, "questions": nq,
-            "exact_match": 100 * em / nq, "f1": 100 * f1 / nq,
-            "decode_tok_s": d_tok / d_s if d_s else 0.0, "prefill_tok_s": p_tok / p_s if p_s else 0.0,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "total_params": info.total_params,
-            "active_params_per_token": act / n_tok_total if n_tok_total else 0.0,
-            "active_ffn_fraction": ffn_frac,
-            "flops_per_token": flops / n_tok_total if n_tok_total else 0.0,
-            "dense_equiv_flops_per_token": dflops / n_tok_total if n_tok_total else 0.0,
-            "accounting": "measured",
-            "threads": threads, "answers": answers,
-        })
+            ffn_frac = (
+                info.shared_ffn_size + info.n_experts_used * info.expert_ffn_size
+            ) / info.dense_ffn_size
+        q.put(
+            {
+                "label": label,
+                "path": path,
+                "top_k": info.n_experts_used if info.is_moe else None,
+                "n_experts": info.n_experts,
+                "questions": nq,
+                "exact_match": 100 * em / nq,
+                "f1": 100 * f1 / nq,
+                "decode_tok_s": d_tok / d_s if d_s else 0.0,
+                "prefill_tok_s": p_tok / p_s if p_s else 0.0,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "total_params": info.total_params,
+                "active_params_per_token": act / n_tok_total if n_tok_total else 0.0,
+                "active_ffn_fraction": ffn_frac,
+                "flops_per_token": flops / n_tok_total if n_tok_total else 0.0,
+                "dense_equiv_flops_per_token": dflops / n_tok_total if n_tok_total else 0.0,
+                "accounting": "measured",
+                "threads": threads,
+                "answers": answers,
+            }
+        )
     except BaseException as exc:
         q.put({"label": label, "error": f"{type(exc).__name__}: {exc}"})
         raise
 
 
-def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[str, Any]],
-              max_tokens: int, threads: int, q: Any) -> None:
+def run_speed(
+    configs: list[tuple[str, str, int | None]],
+    questions: list[dict[str, Any]],
+    max_tokens: int,
+    threads: int,
+    q: Any,
+) -> None:
     """All configurations loaded in one process and interleaved question by question, so that
     tokens/s are compared under the same machine load (the bench host is shared)."""
     try:
         from model.llamacpp_engine import LlamaCppEngine
         from model.moe.calibration import rag_messages
 
-        engines = {label: LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=k) for label, path, k in configs}
+        engines = {
+            label: LlamaCppEngine(path, n_ctx=2048, n_threads=threads, top_k=k) for label, path, k in configs
+        }
         acc = {label: [0.0, 0.0, 0.0, 0.0] for label in engines}
         for i, item in enumerate(questions):
             order = list(engines.items())
-            order = order[i % len(order):] + order[: i % len(order)]
+            order = order[i % len(order) :] + order[: i % len(order)]
             for label, eng in order:
                 s = eng.generate(rag_messages(item["context"], item["question"]), max_tokens=max_tokens).stats
                 a = acc[label]
@@ -138,8 +173,16 @@ def run_speed(configs: list[tuple[str, str, int | None]], questions: list[dict[s
                 a[1] += s.prefill_seconds
                 a[2] += max(s.completion_tokens - 1, 0)
                 a[3] += s.decode_seconds
-        q.put({label: {"prefill_tok_s": a[0] / a[1] if a[1] else 0.0, "decode_tok_s": a[2] / a[3] if a[3] else 0.0,
-                       "decode_tokens": a[2]} for label, a in acc.items()})
+        q.put(
+            {
+                label: {
+                    "prefill_tok_s": a[0] / a[1] if a[1] else 0.0,
+                    "decode_tok_s": a[2] / a[3] if a[3] else 0.0,
+                    "decode_tokens": a[2],
+                }
+                for label, a in acc.items()
+            }
+        )
     except BaseException as exc:
         q.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -170,15 +213,19 @@ def markdown_table(doc: dict[str, Any]) -> str:
     """README table from a results JSON."""
     rows = [r for r in doc["results"] if "error" not in r]
     dense = next((r for r in rows if r["label"] == "dense"), None)
-    out = ["| config | top-k | active FFN vs dense | active params/token | EM | F1 | F1 vs dense | "
-           "decode tok/s | prefill tok/s | peak RSS MB | GFLOP/token |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| config | top-k | active FFN vs dense | active params/token | EM | F1 | F1 vs dense | "
+        "decode tok/s | prefill tok/s | peak RSS MB | GFLOP/token |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rel = r["f1"] / dense["f1"] if dense and dense["f1"] else float("nan")
-        out.append(f"| {r['label']} | {r['top_k'] or '-'} | {r['active_ffn_fraction']:.0%} | "
-                   f"{r['active_params_per_token'] / 1e6:.0f}M of {r['total_params'] / 1e6:.0f}M | "
-                   f"{r['exact_match']:.1f} | {r['f1']:.1f} | {rel:.2f} | {r['decode_tok_s']:.1f} | "
-                   f"{r['prefill_tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['flops_per_token'] / 1e9:.2f} |")
+        out.append(
+            f"| {r['label']} | {r['top_k'] or '-'} | {r['active_ffn_fraction']:.0%} | "
+            f"{r['active_params_per_token'] / 1e6:.0f}M of {r['total_params'] / 1e6:.0f}M | "
+            f"{r['exact_match']:.1f} | {r['f1']:.1f} | {rel:.2f} | {r['decode_tok_s']:.1f} | "
+            f"{r['prefill_tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['flops_per_token'] / 1e9:.2f} |"
+        )
     return "\n".join(out)
 
 
@@ -192,15 +239,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", default="26,35", help="comma-separated top-k values for the MoE")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--squad", default=str(SQUAD), help="SQuAD v1.1 dev JSON (default: $SPARQ_SQUAD_PATH, else "
-                    "../shared/data/squad_v1.1_dev/dev-v1.1.json beside the repository)")
+    ap.add_argument(
+        "--squad",
+        default=str(SQUAD),
+        help="SQuAD v1.1 dev JSON (default: $SPARQ_SQUAD_PATH, else "
+        "../shared/data/squad_v1.1_dev/dev-v1.1.json beside the repository)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "moe.json"))
     ap.add_argument("--no-dense", action="store_true")
-    ap.add_argument("--label", default="moe", help="label prefix of the MoE rows (e.g. refit, to merge a variant)")
-    ap.add_argument("--speed-questions", type=int, default=12,
-                    help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)")
-    ap.add_argument("--merge", default=None,
-                    help="results JSON of an earlier run on the same questions: its configurations are reused")
+    ap.add_argument(
+        "--label", default="moe", help="label prefix of the MoE rows (e.g. refit, to merge a variant)"
+    )
+    ap.add_argument(
+        "--speed-questions",
+        type=int,
+        default=12,
+        help="questions for the interleaved speed run (long answers: max_tokens 64, no stop)",
+    )
+    ap.add_argument(
+        "--merge",
+        default=None,
+        help="results JSON of an earlier run on the same questions: its configurations are reused",
+    )
     ap.add_argument("--table-from", default=None, help="print the README table of an existing results JSON")
     args = ap.parse_args(argv)
     if args.table_from:
@@ -228,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     results: list[dict[str, Any]] = []
     if args.merge:
-        prev = [r for r in json.loads(Path(args.merge).read_text(encoding="utf-8"))["results"] if "error" not in r]
+        prev = [
+            r for r in json.loads(Path(args.merge).read_text(encoding="utf-8"))["results"] if "error" not in r
+        ]
         prev = [r for r in prev if r.get("questions") == len(questions)]
         results.extend(prev)
         done = {r["label"] for r in prev}
         all_configs = configs if any(c[0] == "dense" for c in configs) else [("dense", dense, None)] + configs
-        all_configs += [(r["label"], r["path"], r["top_k"]) for r in prev
-                        if r["label"] != "dense" and r["label"] not in {c[0] for c in all_configs}]
+        all_configs += [
+            (r["label"], r["path"], r["top_k"])
+            for r in prev
+            if r["label"] != "dense" and r["label"] not in {c[0] for c in all_configs}
+        ]
         speed_configs = sorted(all_configs, key=lambda c: (c[2] is not None, c[2] or 0))
         configs = [c for c in configs if c[0] not in done]
     else:
@@ -250,12 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in res:
             print(f"{label}: FAILED {res['error']}", file=sys.stderr)
         else:
-            print(f"{label}: F1 {res['f1']:.1f} EM {res['exact_match']:.1f} decode {res['decode_tok_s']:.1f} tok/s "
-                  f"({time.time() - t0:.0f} s elapsed)", flush=True)
+            print(
+                f"{label}: F1 {res['f1']:.1f} EM {res['exact_match']:.1f} decode {res['decode_tok_s']:.1f} tok/s "
+                f"({time.time() - t0:.0f} s elapsed)",
+                flush=True,
+            )
     speed: dict[str, Any] = {}
     if args.speed_questions > 0:
         q = ctx.Queue()
-        p = ctx.Process(target=run_speed, args=(speed_configs, questions[: args.speed_questions], 64, args.threads, q))
+        p = ctx.Process(
+            target=run_speed, args=(speed_configs, questions[: args.speed_questions], 64, args.threads, q)
+        )
         p.start()
         speed = _result(p, q, "speed run")
         if "error" in speed:
@@ -268,24 +338,42 @@ def main(argv: list[str] | None = None) -> int:
             r["prefill_tok_s"] = speed[r["label"]]["prefill_tok_s"]
     ok = [r for r in results if "error" not in r]
     dense_r = next((r for r in ok if r["label"] == "dense"), None)
-    header = (f"{'config':<10} {'k':>3} {'EM':>6} {'F1':>6} {'F1/dense':>8} {'decode t/s':>10} {'prefill t/s':>11} "
-              f"{'RSS MB':>7} {'active params':>13} {'FFN act.':>8} {'GFLOP/tok':>9}")
+    header = (
+        f"{'config':<10} {'k':>3} {'EM':>6} {'F1':>6} {'F1/dense':>8} {'decode t/s':>10} {'prefill t/s':>11} "
+        f"{'RSS MB':>7} {'active params':>13} {'FFN act.':>8} {'GFLOP/tok':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in ok:
         rel = r["f1"] / dense_r["f1"] if dense_r and dense_r["f1"] else float("nan")
         r["f1_vs_dense"] = rel
-        print(f"{r['label']:<10} {r['top_k'] or '-':>3} {r['exact_match']:6.1f} {r['f1']:6.1f} {rel:8.2f} "
-              f"{r['decode_tok_s']:10.1f} {r['prefill_tok_s']:11.1f} {r['peak_rss_mb']:7.0f} "
-              f"{r['active_params_per_token'] / 1e6:12.0f}M {r['active_ffn_fraction']:8.2f} "
-              f"{r['flops_per_token'] / 1e9:9.2f}")
+        print(
+            f"{r['label']:<10} {r['top_k'] or '-':>3} {r['exact_match']:6.1f} {r['f1']:6.1f} {rel:8.2f} "
+            f"{r['decode_tok_s']:10.1f} {r['prefill_tok_s']:11.1f} {r['peak_rss_mb']:7.0f} "
+            f"{r['active_params_per_token'] / 1e6:12.0f}M {r['active_ffn_fraction']:8.2f} "
+            f"{r['flops_per_token'] / 1e9:9.2f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"questions": len(questions), "squad": str(squad), "source": source, "moe": moe,
-                               "dense": dense, "max_tokens": args.max_tokens, "threads": args.threads,
-                               "seconds": round(time.time() - t0, 1), "speed_run": speed,
-                               "speed_questions": args.speed_questions, "results": results}, indent=1))
+    tmp.write_text(
+        json.dumps(
+            {
+                "questions": len(questions),
+                "squad": str(squad),
+                "source": source,
+                "moe": moe,
+                "dense": dense,
+                "max_tokens": args.max_tokens,
+                "threads": args.threads,
+                "seconds": round(time.time() - t0, 1),
+                "speed_run": speed,
+                "speed_questions": args.speed_questions,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     tmp.replace(out)
     print(f"wrote {out}")
     return 0 if len(ok) == len(results) else 1

@@ -43,7 +43,10 @@ ENGLISH_PAGES = [  # single-column pages, so reading order is not in question
     ("pdf/interface-config-guide-p93.pdf", 0),
     ("pdf/chevron-page.pdf", 0),
 ]
-CJK_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -106,7 +109,7 @@ def chinese_pages(cmrc: Path, dpi: int, n: int = 4) -> list[tuple[str, Image.Ima
     line_h = int(font.size * 1.6)
     pages = []
     for k in range(n):
-        text = "".join(contexts[k * 3:(k + 1) * 3]).replace("\n", "")
+        text = "".join(contexts[k * 3 : (k + 1) * 3]).replace("\n", "")
         page = Image.new("L", (width, height), 255)
         draw = ImageDraw.Draw(page)
         lines, line = [], ""
@@ -134,8 +137,14 @@ def run(pages: list[tuple[str, Image.Image, str]], languages: str, dpi: int, chi
         acc = accuracy(reference, result.text, chinese)
         accs.append(acc)
         confs.append(result.confidence or 0.0)
-        per_page.append({"page": name, "char_accuracy": round(acc, 4), "confidence": round(result.confidence or 0, 1),
-                         "seconds": round(elapsed, 2)})
+        per_page.append(
+            {
+                "page": name,
+                "char_accuracy": round(acc, 4),
+                "confidence": round(result.confidence or 0, 1),
+                "seconds": round(elapsed, 2),
+            }
+        )
     return {
         "languages": languages,
         "pages": len(pages),
@@ -154,8 +163,10 @@ def through_pdf_loader(docs: Path, cmrc: Path, scan_dpi: int) -> dict:
     from ingestion.loaders import load_file
 
     out: dict[str, dict] = {}
-    groups = {"eng_pages": (english_pages(docs, scan_dpi)[0], False),
-              "chi_sim_pages": (chinese_pages(cmrc, scan_dpi), True)}
+    groups = {
+        "eng_pages": (english_pages(docs, scan_dpi)[0], False),
+        "chi_sim_pages": (chinese_pages(cmrc, scan_dpi), True),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for group, (pages, chinese) in groups.items():
             accs, seconds, per_page = [], 0.0, []
@@ -167,17 +178,25 @@ def through_pdf_loader(docs: Path, cmrc: Path, scan_dpi: int) -> dict:
                 elapsed = time.perf_counter() - t
                 seconds += elapsed
                 accs.append(accuracy(reference, text, chinese))
-                per_page.append({"page": name, "char_accuracy": round(accs[-1], 4), "seconds": round(elapsed, 2)})
-            out[group] = {"languages": ocr.DEFAULT_LANGUAGES, "pages": len(pages),
-                          "char_accuracy": round(float(np.mean(accs)), 4),
-                          "char_accuracy_min": round(float(np.min(accs)), 4),
-                          "pages_per_s": round(len(pages) / seconds, 3), "per_page": per_page}
+                per_page.append(
+                    {"page": name, "char_accuracy": round(accs[-1], 4), "seconds": round(elapsed, 2)}
+                )
+            out[group] = {
+                "languages": ocr.DEFAULT_LANGUAGES,
+                "pages": len(pages),
+                "char_accuracy": round(float(np.mean(accs)), 4),
+                "char_accuracy_min": round(float(np.min(accs)), 4),
+                "pages_per_s": round(len(pages) / seconds, 3),
+                "per_page": per_page,
+            }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--docs", type=Path, default=ROOT / "../shared/data/unstructured_example_docs/example-docs")
+    parser.add_argument(
+        "--docs", type=Path, default=ROOT / "../shared/data/unstructured_example_docs/example-docs"
+    )
     parser.add_argument("--cmrc", type=Path, default=ROOT / "../shared/data/cmrc2018_dev/cmrc2018_dev.json")
     parser.add_argument("--dpi", type=int, default=ocr.DEFAULT_DPI)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ocr.json")
@@ -188,19 +207,28 @@ def main() -> None:
     eng, render_s = english_pages(args.docs, args.dpi)
     chi = chinese_pages(args.cmrc, args.dpi)
     results = {
-        "eng_pages": {"eng": run(eng, "eng", args.dpi, False), "eng+chi_sim": run(eng, "eng+chi_sim", args.dpi, False)},
-        "chi_sim_pages": {"chi_sim": run(chi, "chi_sim", args.dpi, True),
-                          "eng+chi_sim": run(chi, "eng+chi_sim", args.dpi, True)},
+        "eng_pages": {
+            "eng": run(eng, "eng", args.dpi, False),
+            "eng+chi_sim": run(eng, "eng+chi_sim", args.dpi, False),
+        },
+        "chi_sim_pages": {
+            "chi_sim": run(chi, "chi_sim", args.dpi, True),
+            "eng+chi_sim": run(chi, "eng+chi_sim", args.dpi, True),
+        },
     }
     pdf_path = through_pdf_loader(args.docs, args.cmrc, 200)
     for group, r in pdf_path.items():
-        print(f"{group:14s} image-only PDF of 200-dpi scans, load_file: char accuracy {r['char_accuracy']:.3f}"
-              f" (min {r['char_accuracy_min']:.3f})  {r['pages_per_s']:.2f} pages/s")
+        print(
+            f"{group:14s} image-only PDF of 200-dpi scans, load_file: char accuracy {r['char_accuracy']:.3f}"
+            f" (min {r['char_accuracy_min']:.3f})  {r['pages_per_s']:.2f} pages/s"
+        )
     for group, runs in results.items():
         for langs, r in runs.items():
-            print(f"{group:14s} -l {langs:12s} char accuracy {r['char_accuracy']:.3f} (min {r['char_accuracy_min']:.3f})"
-                  f"  confidence {r['mean_confidence']:.0f}%  {r['pages_per_s']:.2f} pages/s")
-    version = ocr.subprocess.run(["tesseract", "--version"], capture_output=True, text=True, check=True)  # noqa: S607
+            print(
+                f"{group:14s} -l {langs:12s} char accuracy {r['char_accuracy']:.3f} (min {r['char_accuracy_min']:.3f})"
+                f"  confidence {r['mean_confidence']:.0f}%  {r['pages_per_s']:.2f} pages/s"
+            )
+    version = ocr.subprocess.run(["tesseract", "--version"], capture_output=True, text=True, check=True)
     out = {
         "engine": f"{ocr.ENGINE} {version.stdout.split()[1]}",
         "dpi": args.dpi,

@@ -23,15 +23,37 @@ sys.path.insert(0, str(ROOT))
 
 # Shapes of published MoE checkpoints (their config.json), built here with random weights.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "qwen1.5-moe-a2.7b": ("qwen2_moe", dict(
-        vocab_size=151936, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
-        num_key_value_heads=16, intermediate_size=5632, moe_intermediate_size=1408,
-        shared_expert_intermediate_size=5632, num_experts=60, num_experts_per_tok=4,
-        max_position_embeddings=8192, norm_topk_prob=False)),
-    "olmoe-1b-7b": ("olmoe", dict(
-        vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
-        num_key_value_heads=16, intermediate_size=1024, num_experts=64, num_experts_per_tok=8,
-        max_position_embeddings=4096)),
+    "qwen1.5-moe-a2.7b": (
+        "qwen2_moe",
+        dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            intermediate_size=5632,
+            moe_intermediate_size=1408,
+            shared_expert_intermediate_size=5632,
+            num_experts=60,
+            num_experts_per_tok=4,
+            max_position_embeddings=8192,
+            norm_topk_prob=False,
+        ),
+    ),
+    "olmoe-1b-7b": (
+        "olmoe",
+        dict(
+            vocab_size=50304,
+            hidden_size=2048,
+            num_hidden_layers=16,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            intermediate_size=1024,
+            num_experts=64,
+            num_experts_per_tok=8,
+            max_position_embeddings=4096,
+        ),
+    ),
 }
 
 
@@ -86,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=None, help="JSON path (default bench/results/router_hooks_<device>.json)")
+    ap.add_argument(
+        "--out", default=None, help="JSON path (default bench/results/router_hooks_<device>.json)"
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -142,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or ROOT / "bench" / "results" / f"router_hooks_{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))
-    print(f"{args.preset} on {doc['device']} ({args.dtype}): {info.total_params / 1e9:.2f}B total, "
-          f"{info.active_params_per_token / 1e9:.2f}B active/token, {info.n_moe_layers} MoE layers, "
-          f"top-{info.n_experts_used} of {info.n_experts}")
+    print(
+        f"{args.preset} on {doc['device']} ({args.dtype}): {info.total_params / 1e9:.2f}B total, "
+        f"{info.active_params_per_token / 1e9:.2f}B active/token, {info.n_moe_layers} MoE layers, "
+        f"top-{info.n_experts_used} of {info.n_experts}"
+    )
     print("| router hooks | prefill tok/s | decode tok/s |")
     print("|---|---|---|")
     for label, r in (("off", off), ("on (measured accounting)", on)):

@@ -23,20 +23,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", nargs="+", default=["10000", "100000", "1000000:ivfpq"],
-                        help="chunk counts, each optionally with its own index kind: 1000000:ivfpq")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["10000", "100000", "1000000:ivfpq"],
+        help="chunk counts, each optionally with its own index kind: 1000000:ivfpq",
+    )
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto")
     parser.add_argument("--real-store", type=Path, default=None, help="passed on to bench/search.py")
-    parser.add_argument("--keep", type=Path, default=None, help="passed on to bench/search.py (reuse built stores)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="passed on to bench/search.py (reuse built stores)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scale.json")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
         n, _, kind = size.partition(":")
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            cmd = [sys.executable, str(ROOT / "bench/search.py"), "--sizes", n, "--queries", str(args.queries),
-                   "--index", kind or args.index, "--out", out.name]
+            cmd = [
+                sys.executable,
+                str(ROOT / "bench/search.py"),
+                "--sizes",
+                n,
+                "--queries",
+                str(args.queries),
+                "--index",
+                kind or args.index,
+                "--out",
+                out.name,
+            ]
             if args.real_store:
                 cmd += ["--real-store", str(args.real_store)]
             if args.keep:
@@ -45,15 +61,19 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"bench/search.py failed at {n} chunks:\n{done.stderr[-3000:]}")
             rows.append(json.loads(Path(out.name).read_text())["results"][0])
-    header = f"{'chunks':>9} {'index':>6} {'build s':>8} {'peak RSS MB':>12} {'FAISS MB':>9} {'BM25 MB':>8} " \
-             f"{'search p50':>11} {'p95':>7} {'acl p50':>8} {'bare p50':>9} {'recall@10':>10}"
+    header = (
+        f"{'chunks':>9} {'index':>6} {'build s':>8} {'peak RSS MB':>12} {'FAISS MB':>9} {'BM25 MB':>8} "
+        f"{'search p50':>11} {'p95':>7} {'acl p50':>8} {'bare p50':>9} {'recall@10':>10}"
+    )
     print(header)
     for r in rows:
         recall = (r.get("recall_vs_exact") or {}).get("recall")
-        print(f"{r['chunks']:>9} {r['index_kind']:>6} {r['build_seconds']:>8} {r['max_rss_mb']:>12} "
-              f"{r['faiss_index_mb']:>9} {r['keyword_index_mb']:>8} "
-              f"{r['search_ms_p50']:>11} {r['search_ms_p95']:>7} {r['acl_search_ms_p50']:>8} {r['bare_ms_p50']:>9} "
-              f"{recall if recall is not None else '-':>10}")
+        print(
+            f"{r['chunks']:>9} {r['index_kind']:>6} {r['build_seconds']:>8} {r['max_rss_mb']:>12} "
+            f"{r['faiss_index_mb']:>9} {r['keyword_index_mb']:>8} "
+            f"{r['search_ms_p50']:>11} {r['search_ms_p95']:>7} {r['acl_search_ms_p50']:>8} {r['bare_ms_p50']:>9} "
+            f"{recall if recall is not None else '-':>10}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"results": rows}, indent=2))
 

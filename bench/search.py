@@ -54,7 +54,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def real_chunks(store_dir: Path | None, embedder: Embedder, sentences: list[str]) -> tuple[list[str], np.ndarray]:
+def real_chunks(
+    store_dir: Path | None, embedder: Embedder, sentences: list[str]
+) -> tuple[list[str], np.ndarray]:
     """(texts, vectors) of real chunks: from an ingested store, or a few thousand embedded sentences."""
     if store_dir is not None:
         import sqlite3
@@ -69,8 +71,15 @@ def real_chunks(store_dir: Path | None, embedder: Embedder, sentences: list[str]
     return texts, embedder.encode(texts)
 
 
-def build_store(path: Path, n_chunks: int, embedder: Embedder, texts: list[str], vecs: np.ndarray,
-                sentences: list[str], policy: IndexPolicy) -> tuple[DocumentStore, float]:
+def build_store(
+    path: Path,
+    n_chunks: int,
+    embedder: Embedder,
+    texts: list[str],
+    vecs: np.ndarray,
+    sentences: list[str],
+    policy: IndexPolicy,
+) -> tuple[DocumentStore, float]:
     engine = open_database(f"sqlite:///{path / 'sparq.db'}")
     store = DocumentStore(engine, path / "index", embedder.dim)
     store.index_policy = policy
@@ -90,17 +99,24 @@ def build_store(path: Path, n_chunks: int, embedder: Embedder, texts: list[str],
                 t, v = texts[made], vecs[made]
             else:
                 base = rng.integers(0, len(vecs))
-                v = vecs[base] + 0.25 * rng.normal(size=vecs.shape[1]).astype(np.float32) / np.sqrt(vecs.shape[1])
+                v = vecs[base] + 0.25 * rng.normal(size=vecs.shape[1]).astype(np.float32) / np.sqrt(
+                    vecs.shape[1]
+                )
                 v = v / np.linalg.norm(v)
                 t = " ".join(pyrng.choice(sentences) for _ in range(4))
             chunk_texts.append(t)
             chunk_vecs.append(v)
             made += 1
         chunks = [ChunkRecord(t, search_text(t), i, len(t) // 5) for i, t in enumerate(chunk_texts)]
-        batch.append(DocumentWrite(
-            cid, DocumentMeta(f"/bench/{doc // 1000}/{doc}.txt", f"{doc:064x}", 1, 0.0, "text/plain"),
-            chunks=chunks, vectors=np.stack(chunk_vecs).astype(np.float32), groups=[GROUPS[doc % len(GROUPS)]],
-        ))
+        batch.append(
+            DocumentWrite(
+                cid,
+                DocumentMeta(f"/bench/{doc // 1000}/{doc}.txt", f"{doc:064x}", 1, 0.0, "text/plain"),
+                chunks=chunks,
+                vectors=np.stack(chunk_vecs).astype(np.float32),
+                groups=[GROUPS[doc % len(GROUPS)]],
+            )
+        )
         doc += 1
         if len(batch) >= 500:
             store.write_documents(batch)
@@ -121,7 +137,9 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             where.mkdir(parents=True, exist_ok=True)
             store, build_s = build_store(where, n, embedder, texts, vecs, sentences, policy)
         else:  # a kept store from an earlier --keep run: measure it again without rebuilding
-            store = DocumentStore(open_database(f"sqlite:///{where / 'sparq.db'}"), where / "index", embedder.dim)
+            store = DocumentStore(
+                open_database(f"sqlite:///{where / 'sparq.db'}"), where / "index", embedder.dim
+            )
             store.index_policy = policy
             store.open()
             build_s = built["build_seconds"]
@@ -132,13 +150,17 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
         keyword_build_s = time.perf_counter() - t_kw if built is None else built["keyword_build_seconds"]
         if args.keep and built is None:
             store.keyword.save_snapshot()
-            (where / "built.json").write_text(json.dumps({"build_seconds": build_s,
-                                                          "keyword_build_seconds": keyword_build_s}))
+            (where / "built.json").write_text(
+                json.dumps({"build_seconds": build_s, "keyword_build_seconds": keyword_build_s})
+            )
         if args.build_only:
             store.engine.dispose()
             return {"chunks": n, "index_kind": kind, "build_seconds": round(build_s, 1), "kept": str(where)}
-        print(f"[{n}] BM25 index over {store.keyword.live_rows} chunks in {keyword_build_s:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{n}] BM25 index over {store.keyword.live_rows} chunks in {keyword_build_s:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         searcher = HybridSearcher(store, lambda q: embedder.encode_query(q, threads=1))
         index = store.vectors.faiss_index
         admin = Principal.system()
@@ -155,7 +177,9 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             t0 = time.perf_counter()
             qv = embedder.encode_query(q, threads=1)
             t1 = time.perf_counter()
-            index.search(qv[None, :], k, params=params) if params is not None else index.search(qv[None, :], k)
+            index.search(qv[None, :], k, params=params) if params is not None else index.search(
+                qv[None, :], k
+            )
             t2 = time.perf_counter()
             searcher.search(q, principal=admin, k=k)
             t3 = time.perf_counter()
@@ -179,18 +203,28 @@ def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts, vecs, 
             truth = store.vectors.ids()[exact.search(qvecs, 10)[1]]
             del exact, exact_vectors
             access = searcher._access(admin, None)
-            found = sum(len(set(t.tolist()) & set(searcher._dense(q, searcher.candidates, access)[0][:10]))
-                        for q, t in zip(qvecs, truth, strict=True))
+            found = sum(
+                len(set(t.tolist()) & set(searcher._dense(q, searcher.candidates, access)[0][:10]))
+                for q, t in zip(qvecs, truth, strict=True)
+            )
             recall["searcher_dense_recall"] = round(found / truth.size, 3)
         searcher.close()
         result = {
-            "chunks": n, "index_kind": kind, "build_seconds": round(build_s, 1),
-            "keyword_build_seconds": round(keyword_build_s, 1), "queries": len(queries), "k": k,
-            "bare_ms_p50": round(pct(bare, 50), 2), "bare_ms_p95": round(pct(bare, 95), 2),
-            "embed_ms_p50": round(pct(embed_only, 50), 2), "faiss_ms_p50": round(pct(faiss_only, 50), 2),
+            "chunks": n,
+            "index_kind": kind,
+            "build_seconds": round(build_s, 1),
+            "keyword_build_seconds": round(keyword_build_s, 1),
+            "queries": len(queries),
+            "k": k,
+            "bare_ms_p50": round(pct(bare, 50), 2),
+            "bare_ms_p95": round(pct(bare, 95), 2),
+            "embed_ms_p50": round(pct(embed_only, 50), 2),
+            "faiss_ms_p50": round(pct(faiss_only, 50), 2),
             "faiss_qps": round(1000 / max(np.mean(faiss_only), 1e-9), 1),
-            "search_ms_p50": round(pct(whole, 50), 2), "search_ms_p95": round(pct(whole, 95), 2),
-            "acl_search_ms_p50": round(pct(acl, 50), 2), "acl_search_ms_p95": round(pct(acl, 95), 2),
+            "search_ms_p50": round(pct(whole, 50), 2),
+            "search_ms_p95": round(pct(whole, 95), 2),
+            "acl_search_ms_p50": round(pct(acl, 50), 2),
+            "acl_search_ms_p95": round(pct(acl, 95), 2),
             "ratio_p50": round(pct(whole, 50) / pct(bare, 50), 2),
             "ratio_p95": round(pct(whole, 95) / pct(bare, 95), 2),
             "acl_ratio_p50": round(pct(acl, 50) / pct(bare, 50), 2),
@@ -218,9 +252,15 @@ def main() -> None:
     parser.add_argument("--real-store", type=Path, default=None)
     parser.add_argument("--index", choices=["auto", "flat", "hnsw", "ivfpq"], default="auto")
     parser.add_argument("--ann-threshold", type=int, default=50_000)
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="build each store under DIR/<size>-<index> and reuse it on later runs")
-    parser.add_argument("--build-only", action="store_true", help="with --keep: build the stores, measure nothing")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="build each store under DIR/<size>-<index> and reuse it on later runs",
+    )
+    parser.add_argument(
+        "--build-only", action="store_true", help="with --keep: build the stores, measure nothing"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/search.json")
     args = parser.parse_args()
     embedder = Embedder()
@@ -234,8 +274,13 @@ def main() -> None:
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     report = {
         "what": "whole HybridSearcher.search (hybrid, k=8) vs bare encode_query + FAISS search, interleaved per query",
-        "real_chunks": len(texts), "real_vectors_from": str(args.real_store) if args.real_store else "embedded sentences",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "real_chunks": len(texts),
+        "real_vectors_from": str(args.real_store) if args.real_store else "embedded sentences",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

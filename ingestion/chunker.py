@@ -85,7 +85,9 @@ def _join(pieces: Sequence[str]) -> str:
 class Chunker:
     """Packs a document's sections into chunks of at most `max_tokens` tokens of the embedding model."""
 
-    def __init__(self, count_tokens: TokenCounter, *, max_tokens: int = 200, overlap_tokens: int = 32) -> None:
+    def __init__(
+        self, count_tokens: TokenCounter, *, max_tokens: int = 200, overlap_tokens: int = 32
+    ) -> None:
         if max_tokens < 16:
             raise ValueError("max_tokens must be at least 16")
         if not 0 <= overlap_tokens < max_tokens:
@@ -101,7 +103,9 @@ class Chunker:
             packed = self._pack_table(texts[0]) if is_table else self._pack(texts)
             for text, tokens in packed:
                 page, slide, sheet, heading_path, ocr_confidence = location
-                chunks.append(Chunk(text, len(chunks), tokens, page, slide, sheet, heading_path, ocr_confidence))
+                chunks.append(
+                    Chunk(text, len(chunks), tokens, page, slide, sheet, heading_path, ocr_confidence)
+                )
         return chunks
 
     def _blocks(self, sections: Sequence[Section]) -> list[tuple[tuple, list[str], bool]]:

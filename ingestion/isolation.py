@@ -85,9 +85,12 @@ class LoaderPool:
         # The parser reads hostile files: it gets no credentials (database URL, API keys, bind passwords).
         env = {k: v for k, v in os.environ.items() if not _SECRET_NAME.search(k)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        process = subprocess.Popen(
             [sys.executable, "-m", "ingestion.loader_worker", str(self.memory_mb * 1024 * 1024)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
         )
         worker = _Worker(process)
         if not worker.readable(_START_TIMEOUT_S):
@@ -150,7 +153,9 @@ class LoaderPool:
             if reply is None:
                 process.wait(timeout=10)
                 raise LoaderError(self._death_reason(process.returncode))
-            healthy = reply[0] != "memory"  # after a MemoryError, a fresh process rather than a half-broken one
+            healthy = (
+                reply[0] != "memory"
+            )  # after a MemoryError, a fresh process rather than a half-broken one
         finally:
             if healthy:
                 self._idle.put(worker)

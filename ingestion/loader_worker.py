@@ -52,7 +52,9 @@ def address_space_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _load(path: str, max_bytes: int, time_limit_s: float, ocr_settings: OcrSettings, started: float) -> tuple[str, Any]:
+def _load(
+    path: str, max_bytes: int, time_limit_s: float, ocr_settings: OcrSettings, started: float
+) -> tuple[str, Any]:
     from ingestion import ocr
     from ingestion.loaders import load_file
     from ingestion.loaders.base import LoaderError, UnsupportedFormat

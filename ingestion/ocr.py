@@ -52,7 +52,11 @@ RESERVE_SHARE = 0.1  # of the file's time limit, kept after OCR stops to build a
 RESERVE_MAX_S = 5.0  # ...at most this: the reply of a long scan takes milliseconds
 MAX_PIXELS = 60_000_000  # larger images are scaled down first: more pixels cost memory, not accuracy
 _LANGUAGE = re.compile(r"^[A-Za-z0-9_]+$")
-_PACKAGE = {"eng": "tesseract-ocr-eng", "chi_sim": "tesseract-ocr-chi-sim", "chi_tra": "tesseract-ocr-chi-tra"}
+_PACKAGE = {
+    "eng": "tesseract-ocr-eng",
+    "chi_sim": "tesseract-ocr-chi-sim",
+    "chi_tra": "tesseract-ocr-chi-tra",
+}
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uff00-\uffef]")
 _WORDLIKE = re.compile(r"\w")
 
@@ -166,7 +170,7 @@ def _binary() -> str:
 @lru_cache(maxsize=8)
 def _installed_languages(binary: str) -> frozenset[str]:
     try:
-        done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        done = subprocess.run(
             [binary, "--list-langs"], capture_output=True, timeout=30, check=False, env=_env()
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -222,7 +226,9 @@ class TesseractEngine:
             self._checked = binary
         return self._checked
 
-    def recognize(self, image: Image.Image, *, dpi: int | None = None, timeout_s: float | None = None) -> OcrResult:
+    def recognize(
+        self, image: Image.Image, *, dpi: int | None = None, timeout_s: float | None = None
+    ) -> OcrResult:
         """One page; `timeout_s` (default: the engine's per-page limit) stops Tesseract with OcrTimeout."""
         binary = self.check()
         limit_s = self.timeout_s if timeout_s is None else timeout_s
@@ -237,9 +243,14 @@ class TesseractEngine:
         # beside other threads, and there the orphan still ends with its page (its output pipe is gone).
         preexec = _die_with_parent if _PRCTL is not None and threading.active_count() == 1 else None
         try:
-            done = subprocess.run(  # noqa: S603 - fixed program and arguments, no shell
-                args, input=buf.getvalue(), capture_output=True, timeout=limit_s, check=False,
-                env=_env(), preexec_fn=preexec,  # noqa: PLW1509 - the worker is single-threaded
+            done = subprocess.run(
+                args,
+                input=buf.getvalue(),
+                capture_output=True,
+                timeout=limit_s,
+                check=False,
+                env=_env(),
+                preexec_fn=preexec,
             )
         except subprocess.TimeoutExpired as exc:
             raise OcrTimeout(f"tesseract timed out after {limit_s:g} s") from exc
@@ -247,8 +258,11 @@ class TesseractEngine:
             raise OcrError(f"tesseract could not start: {exc}") from exc
         if done.returncode != 0:
             detail = " ".join(done.stderr.decode("utf-8", "replace").split())[:300]
-            how = f"died of {signal.Signals(-done.returncode).name}" if done.returncode < 0 else (
-                f"exited with code {done.returncode}")
+            how = (
+                f"died of {signal.Signals(-done.returncode).name}"
+                if done.returncode < 0
+                else (f"exited with code {done.returncode}")
+            )
             raise OcrError(f"tesseract {how}" + (f": {detail}" if detail else ""))
         return parse_tsv(done.stdout.decode("utf-8", "replace"))
 
@@ -298,7 +312,10 @@ def parse_tsv(tsv: str) -> OcrResult:
         key = (int(row[1]), int(row[2]), int(row[3]))
         paragraphs.setdefault(key, {}).setdefault(int(row[4]), []).append(text)
         confidences.append(conf)
-    blocks = ["\n".join(_joined(words) for _, words in sorted(lines.items())) for _, lines in sorted(paragraphs.items())]
+    blocks = [
+        "\n".join(_joined(words) for _, words in sorted(lines.items()))
+        for _, lines in sorted(paragraphs.items())
+    ]
     text = "\n\n".join(b for b in blocks if b.strip())
     if not _WORDLIKE.search(text):  # only specks read as punctuation: nothing legible on the page
         return OcrResult("", None, 0)
@@ -350,7 +367,7 @@ def ocr_pages(
                 problems.append(f"page {number}: OCR found no text (blank or illegible)")
         handled = number
     assert limit is not None and numbers is not None
-    unread = list(numbers) if handled is None else list(numbers)[list(numbers).index(handled) + 1:]
+    unread = list(numbers) if handled is None else list(numbers)[list(numbers).index(handled) + 1 :]
     return sections, problems + limit.warning(unread)
 
 

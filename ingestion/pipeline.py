@@ -51,6 +51,8 @@ def _load(item: SourceItem) -> LoadOutcome:
         return item.load()
     except Exception as exc:  # reported by IngestPipeline._complete as this file's failure
         return exc
+
+
 HEADER_CHARS = 200
 
 
@@ -208,8 +210,9 @@ class IngestPipeline:
         root_key = str(root.resolve())
         present = {str(p) for p in listing.files} if sync else None
         keep = [str(p) for p in listing.unreadable_folders]
-        return self._run(items, len(listing), collection, groups, root_key, progress, sync_present=present,
-                         keep_under=keep)
+        return self._run(
+            items, len(listing), collection, groups, root_key, progress, sync_present=present, keep_under=keep
+        )
 
     def ingest_items(
         self,
@@ -226,8 +229,16 @@ class IngestPipeline:
         """Ingest items a source listed (an item's own `groups` override `groups`). With `present`, stored
         documents of the collection under the key prefix `source` that are not in it are removed, except
         those under a prefix in `keep_under` (parts of the source that could not be listed this time)."""
-        return self._run(items, total, collection, groups, source, progress, sync_present=present,
-                         keep_under=list(keep_under))
+        return self._run(
+            items,
+            total,
+            collection,
+            groups,
+            source,
+            progress,
+            sync_present=present,
+            keep_under=list(keep_under),
+        )
 
     def ingest_records(
         self,
@@ -239,7 +250,9 @@ class IngestPipeline:
         progress: ProgressCallback | None = None,
     ) -> IngestSummary:
         """Ingest records that are already text (a benchmark corpus), keyed by their own keys."""
-        return self._run(record_items(iter(records)), total, collection, groups, f"records:{collection}", progress)
+        return self._run(
+            record_items(iter(records)), total, collection, groups, f"records:{collection}", progress
+        )
 
     # --- the run -------------------------------------------------------------------------------------
     def _run(
@@ -309,7 +322,9 @@ class IngestPipeline:
             # in listing order, so duplicates and progress read as in a sequential run.
             parallel = self.loaders.size if self.loaders is not None else 0
             pool = ThreadPoolExecutor(parallel, thread_name_prefix="sparq-load") if parallel > 1 else None
-            window: collections.deque[tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]] = collections.deque()
+            window: collections.deque[tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]] = (
+                collections.deque()
+            )
             seen_sha: set[str] = set()
 
             def finish(entry: tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]) -> _Prepared:
@@ -324,7 +339,11 @@ class IngestPipeline:
                     if stop.is_set():
                         return
                     pre = self._precheck(item, known, ready_shas, seen_sha)
-                    future = pool.submit(_load, pre.item) if pool is not None and isinstance(pre, _ToLoad) else None
+                    future = (
+                        pool.submit(_load, pre.item)
+                        if pool is not None and isinstance(pre, _ToLoad)
+                        else None
+                    )
                     window.append((pre, future))
                     while window and (pool is None or len(window) > 2 * parallel):
                         prepared_q.put(finish(window.popleft()))
@@ -386,7 +405,9 @@ class IngestPipeline:
         for _ in range(REREAD_ROUNDS):
             with self.store.sessions() as session:
                 rows = session.execute(
-                    select(Document.id, Document.path).where(Document.collection_id == cid, Document.status == "pending")
+                    select(Document.id, Document.path).where(
+                        Document.collection_id == cid, Document.status == "pending"
+                    )
                 ).all()
             if not rows:
                 return
@@ -412,10 +433,15 @@ class IngestPipeline:
                 self._pass(again, cid, None, summary, report, requeue)
         with self.store.sessions() as session:
             left = session.scalar(
-                select(func.count(Document.id)).where(Document.collection_id == cid, Document.status == "pending")
+                select(func.count(Document.id)).where(
+                    Document.collection_id == cid, Document.status == "pending"
+                )
             )
         if left:
-            log.warning("%d documents are still pending a re-read; the next ingest of the collection retries them", left)
+            log.warning(
+                "%d documents are still pending a re-read; the next ingest of the collection retries them",
+                left,
+            )
 
     def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue, stop: threading.Event) -> None:
         batch: list[_Prepared] = []
@@ -456,32 +482,61 @@ class IngestPipeline:
             return _Prepared(item, "skipped", error=f"no loader for {item.extension} files")
         if not item.extension and item.key.startswith("/"):
             return _Prepared(item, "skipped", error="file has no extension; format unknown")
-        if (existing and existing.size == item.size and existing.mtime == item.mtime and item.mtime
-                and existing.status not in ("stale", "pending")):
+        if (
+            existing
+            and existing.size == item.size
+            and existing.mtime == item.mtime
+            and item.mtime
+            and existing.status not in ("stale", "pending")
+        ):
             if existing.status == "failed":
                 # Still broken: reported again (the summary is the folder's state), but nothing is written.
-                return _Prepared(item, "still_failed", sha256=existing.sha256, error=existing.error,
-                                 existing_id=existing.id)
-            return _Prepared(item, "unchanged", sha256=existing.sha256, existing_id=existing.id,
-                             existing_groups=existing.groups)
+                return _Prepared(
+                    item,
+                    "still_failed",
+                    sha256=existing.sha256,
+                    error=existing.error,
+                    existing_id=existing.id,
+                )
+            return _Prepared(
+                item,
+                "unchanged",
+                sha256=existing.sha256,
+                existing_id=existing.id,
+                existing_groups=existing.groups,
+            )
         if item.size > self.max_bytes:
             return _Prepared(
-                item, "failed", error=f"file too large: {item.size} bytes (limit {self.max_bytes})",
+                item,
+                "failed",
+                error=f"file too large: {item.size} bytes (limit {self.max_bytes})",
                 existing_id=existing.id if existing else None,
             )
         try:
             sha = item.digest()
         except OSError as exc:
-            return _Prepared(item, "failed", error=f"cannot read file: {exc}",
-                             existing_id=existing.id if existing else None)
+            return _Prepared(
+                item,
+                "failed",
+                error=f"cannot read file: {exc}",
+                existing_id=existing.id if existing else None,
+            )
         if existing and existing.sha256 == sha and existing.status in _SETTLED:
-            return _Prepared(item, "unchanged", sha256=sha, existing_id=existing.id, existing_groups=existing.groups,
-                             mtime_changed=bool(item.mtime))
+            return _Prepared(
+                item,
+                "unchanged",
+                sha256=sha,
+                existing_id=existing.id,
+                existing_groups=existing.groups,
+                mtime_changed=bool(item.mtime),
+            )
         status = "updated" if existing else "new"
         mime = mime_for(Path(item.key)) if item.key.startswith("/") else "text/plain"
         if sha in seen_sha or ready_shas.get(sha, item.key) != item.key:
             seen_sha.add(sha)
-            return _Prepared(item, "duplicate", sha256=sha, mime=mime, existing_id=existing.id if existing else None)
+            return _Prepared(
+                item, "duplicate", sha256=sha, mime=mime, existing_id=existing.id if existing else None
+            )
         return _ToLoad(item, status, sha, mime, existing.id if existing else None)
 
     def _complete(self, pre: _ToLoad, outcome: LoadOutcome, seen_sha: set[str]) -> _Prepared:
@@ -499,20 +554,39 @@ class IngestPipeline:
         except UnsupportedFormat as exc:
             return _Prepared(item, "skipped", error=str(exc))
         except (LoaderError, OSError) as exc:
-            return _Prepared(item, "failed", sha256=sha, mime=mime, error=str(exc),
-                             existing_id=existing_id)
+            return _Prepared(item, "failed", sha256=sha, mime=mime, error=str(exc), existing_id=existing_id)
         except Exception as exc:  # a loader bug must not stop the folder; it is reported, never hidden
             log.exception("unexpected error loading %s", item.key)
-            return _Prepared(item, "failed", sha256=sha, mime=mime, error=f"unexpected {type(exc).__name__}: {exc}",
-                             existing_id=existing_id)
+            return _Prepared(
+                item,
+                "failed",
+                sha256=sha,
+                mime=mime,
+                error=f"unexpected {type(exc).__name__}: {exc}",
+                existing_id=existing_id,
+            )
         if not records:
-            return _Prepared(item, "failed", sha256=sha, mime=mime, error="no text found in the document",
-                             existing_id=existing_id)
+            return _Prepared(
+                item,
+                "failed",
+                sha256=sha,
+                mime=mime,
+                error="no text found in the document",
+                existing_id=existing_id,
+            )
         seen_sha.add(sha)
         # A loader's warnings (e.g. scanned pages OCR could not read) stay on the document, not in a log.
-        return _Prepared(item, status, sha256=sha, mime=loaded.mime or mime, title=loaded.title,
-                         chunks=records, embed_texts=texts, existing_id=existing_id,
-                         error=loaded.metadata.get("warnings"))
+        return _Prepared(
+            item,
+            status,
+            sha256=sha,
+            mime=loaded.mime or mime,
+            title=loaded.title,
+            chunks=records,
+            embed_texts=texts,
+            existing_id=existing_id,
+            error=loaded.metadata.get("warnings"),
+        )
 
     def _chunk(self, loaded: LoadedDocument) -> tuple[list[ChunkRecord], list[str]]:
         records: list[ChunkRecord] = []
@@ -563,7 +637,9 @@ class IngestPipeline:
             elif p.status == "duplicate":
                 writes.append(DocumentWrite(cid, meta, status="duplicate", groups=readers))
             else:
-                writes.append(DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=readers, error=p.error))
+                writes.append(
+                    DocumentWrite(cid, meta, chunks=p.chunks, vectors=vecs, groups=readers, error=p.error)
+                )
         results = iter(self.store.write_documents(writes)) if writes else iter(())
         for p in batch:
             if p.status == "unchanged":
@@ -571,8 +647,12 @@ class IngestPipeline:
                 if p.existing_id is not None and p.mtime_changed:
                     self.store.touch(p.existing_id, p.item.mtime)
                 readers = _item_groups(p.item, groups)
-                if (readers is not None and p.existing_id is not None and p.existing_groups is not None
-                        and set(readers) != p.existing_groups):
+                if (
+                    readers is not None
+                    and p.existing_id is not None
+                    and p.existing_groups is not None
+                    and set(readers) != p.existing_groups
+                ):
                     # Same content, new --groups or new permissions at the source: only who may read it
                     # changes (no re-embedding).
                     self.store.set_document_groups(p.existing_id, readers)
@@ -599,7 +679,9 @@ class IngestPipeline:
             if result.status in ("failed", "stale"):
                 p.error = result.error or p.error
                 summary.files_failed += 1
-                note = " (the last good version is kept and still searched)" if result.status == "stale" else ""
+                note = (
+                    " (the last good version is kept and still searched)" if result.status == "stale" else ""
+                )
                 summary.failures.append(Failure(p.item.key, (p.error or "failed") + note))
                 report(p, "failed")
             elif result.created:
@@ -620,14 +702,17 @@ class IngestPipeline:
         keep_under: list[str],
     ) -> None:
         gone = [
-            (i, p) for i, p in self.store.documents_under(cid, root_key)
+            (i, p)
+            for i, p in self.store.documents_under(cid, root_key)
             if p not in present and not any(is_under(p, k) for k in keep_under)
         ]
         if not gone:
             return
         with self.store.sessions() as session:
             removed_chunks = session.execute(  # an aggregate: always exactly one row, never NULL (coalesce)
-                select(func.coalesce(func.sum(Document.n_chunks), 0)).where(Document.id.in_([i for i, _ in gone]))
+                select(func.coalesce(func.sum(Document.n_chunks), 0)).where(
+                    Document.id.in_([i for i, _ in gone])
+                )
             ).scalar_one()
         self.store.delete_documents([i for i, _ in gone])
         summary.files_removed += len(gone)
@@ -641,9 +726,15 @@ class IngestPipeline:
     def _known_documents(self, cid: int) -> dict[str, _Known]:
         with self.store.sessions() as session:
             rows = session.execute(
-                select(Document.id, Document.path, Document.sha256, Document.size, Document.mtime, Document.status,
-                       Document.error)
-                .where(Document.collection_id == cid)
+                select(
+                    Document.id,
+                    Document.path,
+                    Document.sha256,
+                    Document.size,
+                    Document.mtime,
+                    Document.status,
+                    Document.error,
+                ).where(Document.collection_id == cid)
             ).all()
             group_rows = session.execute(
                 select(DocumentGroup.document_id, DocumentGroup.group)
@@ -654,7 +745,9 @@ class IngestPipeline:
         for doc_id, group in group_rows:
             groups.setdefault(doc_id, set()).add(group)
         return {
-            r.path: _Known(r.id, r.sha256, r.size, r.mtime, r.status, r.error, frozenset(groups.get(r.id, ())))
+            r.path: _Known(
+                r.id, r.sha256, r.size, r.mtime, r.status, r.error, frozenset(groups.get(r.id, ()))
+            )
             for r in rows
         }
 
@@ -680,12 +773,22 @@ class IngestPipeline:
 
     def _update_run_counts(self, summary: IngestSummary) -> None:
         with self.store.sessions() as session, session.begin():
-            session.execute(update(IngestRun).where(IngestRun.id == summary.run_id).values(**self._counts(summary)))
+            session.execute(
+                update(IngestRun).where(IngestRun.id == summary.run_id).values(**self._counts(summary))
+            )
 
     @staticmethod
     def _counts(summary: IngestSummary) -> dict[str, int]:
-        keys = ("files_new", "files_updated", "files_unchanged", "files_failed", "files_skipped",
-                "files_removed", "chunks_added", "chunks_removed")
+        keys = (
+            "files_new",
+            "files_updated",
+            "files_unchanged",
+            "files_failed",
+            "files_skipped",
+            "files_removed",
+            "chunks_added",
+            "chunks_removed",
+        )
         return {k: getattr(summary, k) for k in keys}
 
 

@@ -186,7 +186,9 @@ def skipped_item(entry: Skipped) -> SourceItem:
     def refuse(entry: Skipped = entry) -> LoadedDocument:
         raise OSError(f"{entry.path}: {entry.reason}")
 
-    return SourceItem(str(entry.path), 0, 0.0, refuse, lambda: "", entry.path.suffix.lower(), skip_reason=entry.reason)
+    return SourceItem(
+        str(entry.path), 0, 0.0, refuse, lambda: "", entry.path.suffix.lower(), skip_reason=entry.reason
+    )
 
 
 @dataclass(frozen=True)

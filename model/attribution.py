@@ -55,14 +55,51 @@ _PASSAGE_MENTION = re.compile(
 _QUESTION_WORDS = re.compile(
     r"什么|哪一?[个种位年里些国家天座条所]?|多少|几[个次年号座趟代位种岁名天届]?|谁|怎么样?|如何|为什么|是否|吗|呢"
 )
-_QUESTION_ONLY = frozenset({"many", "much", "long", "often", "far", "old", "calle", "named", "name", "kind", "type",
-                            "sort", "year", "numbe"})
+_QUESTION_ONLY = frozenset(
+    {
+        "many",
+        "much",
+        "long",
+        "often",
+        "far",
+        "old",
+        "calle",
+        "named",
+        "name",
+        "kind",
+        "type",
+        "sort",
+        "year",
+        "numbe",
+    }
+)
 # Number words read as the numbers they name, so "five solo tackles" supports "5 solo tackles" ("one" is left
 # alone: it is a pronoun as often as a number).
-_UNITS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])}
-_TEENS = {w: 10 + i for i, w in enumerate(
-    ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])}
+_UNITS = {
+    w: i
+    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+}
+_TEENS = {
+    w: 10 + i
+    for i, w in enumerate(
+        [
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])
+}
 _NUMBER_WORD = re.compile(
     rf"\b(?:({'|'.join(_TENS)})(?:[- ]({'|'.join(w for w in _UNITS if w != 'zero')}))?"
     rf"|({'|'.join(w for w in [*_UNITS, *_TEENS] if w != 'one')}))\b",
@@ -165,9 +202,9 @@ def question_terms(question: str) -> set[str]:
 def _cite(sentence: str, ref: int) -> str:
     """The sentence with "[ref]" before its closing punctuation (and any trailing space kept after it)."""
     body = sentence.rstrip()
-    tail = sentence[len(body):]
+    tail = sentence[len(body) :]
     stripped = body.rstrip(_SENTENCE_PUNCT)
-    punct = body[len(stripped):]
+    punct = body[len(stripped) :]
     space = "" if stripped and _CJK_RUN.match(stripped[-1]) else " "
     return f"{stripped}{space}[{ref}]{punct}{tail}"
 
@@ -200,8 +237,10 @@ def attribute(
     as they are. `embed` is called at most once, and only when two passages support a sentence about
     equally."""
     if min_support < MIN_SUPPORT:
-        raise ValueError(f"min_support={min_support} is below the bar a model's own citation must clear "
-                         f"({MIN_SUPPORT}); an attributed citation would not survive check_citations")
+        raise ValueError(
+            f"min_support={min_support} is below the bar a model's own citation must clear "
+            f"({MIN_SUPPORT}); an attributed citation would not survive check_citations"
+        )
     texts = list(passages)
     passage_terms = [_passage_terms(p) for p in texts]
     asked_terms = question_terms(question) if question else set()
@@ -217,7 +256,9 @@ def attribute(
 
     units: list[_Unit] = []
     for text in _units(answer):
-        cited = tuple(int(x) for m in _CITATION.finditer(text) for x in re.split(r"\s*[,，;；]\s*", m.group(1)))
+        cited = tuple(
+            int(x) for m in _CITATION.finditer(text) for x in re.split(r"\s*[,，;；]\s*", m.group(1))
+        )
         words = _PASSAGE_MENTION.sub(" ", _CITATION.sub(" ", text))
         claim = content_terms(words)
         if not claim:
@@ -252,8 +293,10 @@ def attribute(
         claims = [_CITATION.sub(" ", u.text).strip() for u in ambiguous]
         vectors = _unit_vectors(embed(claims + [texts[i] for i in needed]))
         if vectors.shape[0] != len(claims) + len(needed):
-            raise ValueError(f"embed returned {vectors.shape[0]} vectors for {len(claims) + len(needed)} texts")
-        passage_vectors = dict(zip(needed, vectors[len(claims):], strict=True))
+            raise ValueError(
+                f"embed returned {vectors.shape[0]} vectors for {len(claims) + len(needed)} texts"
+            )
+        passage_vectors = dict(zip(needed, vectors[len(claims) :], strict=True))
         for row, u in enumerate(ambiguous):
             for i in u.scores:
                 u.scores[i] += EMBEDDING_WEIGHT * float(vectors[row] @ passage_vectors[i])

@@ -48,7 +48,9 @@ def _raise_exception(message: str) -> None:
 class ChatTemplate:
     """A compiled chat template plus the BOS/EOS texts it may reference."""
 
-    def __init__(self, template: str, *, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> None:
+    def __init__(
+        self, template: str, *, bos_token: str, eos_token: str, add_generation_prompt: bool = True
+    ) -> None:
         env = ImmutableSandboxedEnvironment(
             loader=jinja2.BaseLoader(),
             trim_blocks=True,

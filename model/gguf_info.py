@@ -46,7 +46,12 @@ def read_gguf_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, .
         raise ModelError(f"model file is corrupt or truncated ({type(exc).__name__}: {exc}): {path}") from exc
     meta: dict[str, Any] = {}
     for key, fld in reader.fields.items():
-        if key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"):
+        if key in (
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.scores",
+        ):
             meta[key + ".len"] = len(fld.data)
             continue
         try:
@@ -62,7 +67,9 @@ def read_gguf_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, .
     return meta, shapes
 
 
-def info_from_gguf(path: Path, *, backend: str, context_window: int | None, top_k: int | None = None) -> ModelInfo:
+def info_from_gguf(
+    path: Path, *, backend: str, context_window: int | None, top_k: int | None = None
+) -> ModelInfo:
     """ModelInfo from the header; ``top_k`` reflects an expert_used_count override if any."""
     meta, shapes = read_gguf_header(path)
     arch = str(meta.get("general.architecture", "?"))
@@ -70,7 +77,8 @@ def info_from_gguf(path: Path, *, backend: str, context_window: int | None, top_
     arch_label = "mixtral" if arch == "llama" and n_experts > 0 else arch
     if arch_label not in SUPPORTED_ARCHS:
         raise UnsupportedArchitecture(
-            f"GGUF architecture {arch!r} is not supported by sparq (supported: {', '.join(sorted(SUPPORTED_ARCHS))}): {path}"
+            f"GGUF architecture {arch!r} is not supported by sparq "
+            f"(supported: {', '.join(sorted(SUPPORTED_ARCHS))}): {path}"
         )
 
     def g(key: str, default: int = 0) -> int:
@@ -122,7 +130,11 @@ def info_from_gguf(path: Path, *, backend: str, context_window: int | None, top_
         active_params_per_token=int(meta["__n_params__"]),
         tied_embeddings="output.weight" not in shapes,
         path=str(path),
-        extra={"train_context": train_ctx, "file_type": meta.get("general.file_type"), "n_tensors": len(shapes)},
+        extra={
+            "train_context": train_ctx,
+            "file_type": meta.get("general.file_type"),
+            "n_tensors": len(shapes),
+        },
     )
     return _with_active(info)
 

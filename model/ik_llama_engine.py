@@ -116,10 +116,16 @@ class _Ik:
 
         # sizes of 0.1.5's structs, checked with a C compiler against the wheel's llama.h: a wheel whose
         # Python structs disagree would pass garbage by value into the library
-        sizes = (ctypes.sizeof(capi.llama_model_params), ctypes.sizeof(capi.llama_context_params),
-                 ctypes.sizeof(capi.llama_batch), ctypes.sizeof(capi.llama_model_kv_override))
+        sizes = (
+            ctypes.sizeof(capi.llama_model_params),
+            ctypes.sizeof(capi.llama_context_params),
+            ctypes.sizeof(capi.llama_batch),
+            ctypes.sizeof(capi.llama_model_kv_override),
+        )
         if sizes != (168, 216, 72, 264):
-            raise ModelError(f"ik-llama-cpp-python struct sizes {sizes} differ from 0.1.5's; install {IK_PIP}")
+            raise ModelError(
+                f"ik-llama-cpp-python struct sizes {sizes} differ from 0.1.5's; install {IK_PIP}"
+            )
         self.capi = capi
         self.lib = lib
         self.path = path
@@ -195,7 +201,9 @@ class IkGraphCapture:
         self._lib = ik_lib().lib
         self._struct_checked = False
         self.reset()
-        self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(self._cb)
+        self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(
+            self._cb
+        )
 
     def reset(self) -> None:
         """Forget what earlier evaluations recorded, so the next histogram covers one generation only."""
@@ -207,7 +215,9 @@ class IkGraphCapture:
 
     def _check_struct(self, t: int, st: _IkGGMLTensor) -> None:
         if self._lib.ggml_get_name(t) != ctypes.addressof(st) + _NAME_OFFSET:
-            raise ModelError("ggml_tensor layout mismatch: this ik_llama.cpp build is not supported for expert capture")
+            raise ModelError(
+                "ggml_tensor layout mismatch: this ik_llama.cpp build is not supported for expert capture"
+            )
         self._struct_checked = True
 
     def _read(self, t: int, dtype: type) -> np.ndarray:
@@ -219,7 +229,9 @@ class IkGraphCapture:
         nbytes = int(self._lib.ggml_nbytes(t))
         buf = np.empty(nbytes, dtype=np.uint8)
         self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, nbytes)
-        arr: np.ndarray = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
+        arr: np.ndarray = np.lib.stride_tricks.as_strided(
+            buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0)
+        )
         return np.array(arr)  # [n_tokens, ne0]
 
     def _ffn_input_layer(self, t: int) -> int | None:
@@ -284,7 +296,12 @@ class IkGraphCapture:
 
 
 def sample_token(
-    logits: np.ndarray, temperature: float, rng: np.random.Generator, *, top_k: int = 40, top_p: float = 0.95,
+    logits: np.ndarray,
+    temperature: float,
+    rng: np.random.Generator,
+    *,
+    top_k: int = 40,
+    top_p: float = 0.95,
     min_p: float = 0.05,
 ) -> int:
     """Greedy at temperature 0; otherwise top-k 40, top-p 0.95, min-p 0.05 (llama-cpp-python's defaults)."""
@@ -331,7 +348,9 @@ class IkLlamaEngine(LLMEngine):
         self._ik = ik
         lib = ik.lib
         if top_k is not None and (not info.is_moe or not 1 <= top_k <= info.n_experts):
-            raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
+            raise ValueError(
+                f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts"
+            )
         # A NULL callback restores llama.cpp's own logging; typeshed's ctypes.cast omits the None (NULL) it takes.
         lib.llama_log_set(ctypes.cast(None, _LOG_CB_TYPE) if verbose else _quiet_log, None)  # type: ignore[arg-type]
         threads = n_threads or int(os.environ.get("SPARQ_LLM_THREADS", "0")) or max(os.cpu_count() or 1, 1)
@@ -356,7 +375,9 @@ class IkLlamaEngine(LLMEngine):
         self._batch: Any = None
         try:
             want_capture = (capture_experts and info.is_moe) or capture_ffn_input
-            self.capture = IkGraphCapture(info.n_layers, info.n_experts, capture_ffn_input) if want_capture else None
+            self.capture = (
+                IkGraphCapture(info.n_layers, info.n_experts, capture_ffn_input) if want_capture else None
+            )
             cap = _ik_batch_cap(path)
             self.n_batch = max(min(n_batch, info.context_window, cap or n_batch), 1)
             cp = lib.llama_context_default_params()
@@ -374,12 +395,16 @@ class IkLlamaEngine(LLMEngine):
                 cp.cb_eval_user_data = None
             self._ctx = lib.llama_init_from_model(self._model, cp)
             if not self._ctx:
-                raise ModelError(f"ik_llama.cpp could not create a context of {info.context_window} tokens for {path}")
+                raise ModelError(
+                    f"ik_llama.cpp could not create a context of {info.context_window} tokens for {path}"
+                )
             self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
             self._n_vocab = int(lib.llama_n_vocab(self._model))
             template = self._meta("tokenizer.chat_template")
             if not template:
-                raise ModelError(f"{path} has no chat template (tokenizer.chat_template); sparq needs a chat model")
+                raise ModelError(
+                    f"{path} has no chat template (tokenizer.chat_template); sparq needs a chat model"
+                )
             bos = int(lib.llama_token_bos(self._model))
             eos = int(lib.llama_token_eos(self._model))
             bos_text = self._token_text(bos) if bos != -1 else ""
@@ -402,7 +427,11 @@ class IkLlamaEngine(LLMEngine):
                 "run_time_repack": run_time_repack,
                 "flash_attn": flash_attn,
                 "n_batch": self.n_batch,
-                **({"ik_batch_cap": "Q4_1/Q5_1 rows not a multiple of 128: batches capped at 31"} if cap else {}),
+                **(
+                    {"ik_batch_cap": "Q4_1/Q5_1 rows not a multiple of 128: batches capped at 31"}
+                    if cap
+                    else {}
+                ),
             },
         )
         self.reuse_prefix = reuse_prefix
@@ -571,8 +600,12 @@ class IkLlamaEngine(LLMEngine):
             if reused:  # only the tokens after the cached prefix were computed: charge and time those
                 n_new = len(tokens) - reused
                 stats.flops_prefill = forward_flops(self.info, stats.active_params_per_token, reused, n_new)
-                stats.dense_flops_prefill = forward_flops(self.info, float(self.info.total_params), reused, n_new)
-                stats.prefill_tokens_per_second = n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
+                stats.dense_flops_prefill = forward_flops(
+                    self.info, float(self.info.total_params), reused, n_new
+                )
+                stats.prefill_tokens_per_second = (
+                    n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
+                )
         yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
 
     def last_logits(self, text: str) -> np.ndarray:

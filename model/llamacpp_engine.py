@@ -71,7 +71,12 @@ def _ggml() -> ctypes.CDLL:
         if not cands:
             raise ModelError(f"libggml-base not found next to llama_cpp in {libdir}")
         lib = ctypes.CDLL(str(cands[0]))
-        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.ggml_backend_tensor_get.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+        ]
         lib.ggml_backend_tensor_get.restype = None
         lib.ggml_get_name.argtypes = [ctypes.c_void_p]
         lib.ggml_get_name.restype = ctypes.c_void_p
@@ -99,7 +104,9 @@ class GraphCapture:
         self.reset()
         self._lib = _ggml()
         self._struct_checked = False
-        self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(self._cb)
+        self.callback = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool, ctypes.c_void_p)(
+            self._cb
+        )
 
     def reset(self) -> None:
         """Forget what earlier evaluations recorded, so the next histogram covers one generation only."""
@@ -116,7 +123,9 @@ class GraphCapture:
         # our struct layout must agree with the library's: the name field address proves it
         addr = ctypes.addressof(st) + _GGMLTensor.name.offset
         if self._lib.ggml_get_name(t) != addr:
-            raise ModelError("ggml_tensor layout mismatch: this llama_cpp build is not supported for expert capture")
+            raise ModelError(
+                "ggml_tensor layout mismatch: this llama_cpp build is not supported for expert capture"
+            )
         self._struct_checked = True
 
     def _read(self, t: int, dtype: type, ncols_stride: int | None = None) -> np.ndarray:
@@ -128,7 +137,9 @@ class GraphCapture:
         nbytes = int(self._lib.ggml_nbytes(t))
         buf = np.empty(nbytes, dtype=np.uint8)
         self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, nbytes)
-        arr: np.ndarray = np.lib.stride_tricks.as_strided(buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0))
+        arr: np.ndarray = np.lib.stride_tricks.as_strided(
+            buf.view(dtype), shape=(ne1, ne0), strides=(nb1, nb0)
+        )
         return np.array(arr)  # [n_tokens, ne0]
 
     def _cb(self, t: int, ask: bool, _ud: int) -> bool:
@@ -243,11 +254,15 @@ class LlamaCppEngine(LLMEngine):
         try:
             import llama_cpp
         except ImportError as exc:
-            raise ModelError("backend 'llamacpp' needs llama-cpp-python: pip install llama-cpp-python==0.3.36") from exc
+            raise ModelError(
+                "backend 'llamacpp' needs llama-cpp-python: pip install llama-cpp-python==0.3.36"
+            ) from exc
         path = Path(path)
         info = info_from_gguf(path, backend="llamacpp", context_window=n_ctx, top_k=top_k)
         if top_k is not None and (not info.is_moe or not 1 <= top_k <= info.n_experts):
-            raise ValueError(f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts")
+            raise ValueError(
+                f"top_k={top_k} is invalid for {info.architecture} with {info.n_experts} experts"
+            )
         if top_k is not None:
             check_graph_budget(path, info, top_k)
         kv: dict[str, bool | int | float | str] = {}
@@ -255,7 +270,9 @@ class LlamaCppEngine(LLMEngine):
         if top_k is not None:
             kv[f"{gguf_arch}.expert_used_count"] = int(top_k)
         want_capture = (capture_experts and info.is_moe) or capture_ffn_input
-        self.capture = GraphCapture(info.n_layers, info.n_experts, capture_ffn_input) if want_capture else None
+        self.capture = (
+            GraphCapture(info.n_layers, info.n_experts, capture_ffn_input) if want_capture else None
+        )
         threads = n_threads or int(os.environ.get("SPARQ_LLM_THREADS", "0")) or max(os.cpu_count() or 1, 1)
         try:
             with _patched_context_params(self.capture):
@@ -273,13 +290,17 @@ class LlamaCppEngine(LLMEngine):
         except ValueError as exc:
             raise ModelError(f"llama.cpp could not load {path} ({info.architecture}): {exc}") from exc
         n_params = int(self._llm._model.n_params())
-        self.info: ModelInfo = replace(info, extra={**info.extra, "llama_n_params": n_params, "threads": threads})
+        self.info: ModelInfo = replace(
+            info, extra={**info.extra, "llama_n_params": n_params, "threads": threads}
+        )
         self._lock = threading.Lock()
         eos = self._llm.token_eos()
         bos = self._llm.token_bos()
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise ModelError(f"{path} has no chat template (tokenizer.chat_template); sparq needs a chat model")
+            raise ModelError(
+                f"{path} has no chat template (tokenizer.chat_template); sparq needs a chat model"
+            )
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._formatter = Jinja2ChatFormatter(
@@ -309,7 +330,9 @@ class LlamaCppEngine(LLMEngine):
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the templated prompt, with BOS only when the template did not already write it."""
         prompt = self.chat_prompt(messages)
-        add_bos = self._llm._model.add_bos_token() and not (self._bos_text and prompt.startswith(self._bos_text))
+        add_bos = self._llm._model.add_bos_token() and not (
+            self._bos_text and prompt.startswith(self._bos_text)
+        )
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -342,7 +365,9 @@ class LlamaCppEngine(LLMEngine):
                 self.capture.reset()
             llm.reset()
             t0 = time.perf_counter()
-            gen = llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False)
+            gen = llm.generate(
+                tokens, temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False
+            )
             try:
                 out = yield from stream_text(
                     gen,
@@ -360,7 +385,9 @@ class LlamaCppEngine(LLMEngine):
 
     def last_logits(self, text: str) -> np.ndarray:
         """Logits after evaluating raw text (used by the dense-equivalence checks)."""
-        toks = self._llm.tokenize(text.encode("utf-8"), add_bos=self._llm._model.add_bos_token(), special=False)
+        toks = self._llm.tokenize(
+            text.encode("utf-8"), add_bos=self._llm._model.add_bos_token(), special=False
+        )
         with self._lock:
             self._llm.reset()
             self._llm.eval(toks)

@@ -31,19 +31,46 @@ if TYPE_CHECKING:
 
 # ModelInfo fields a caller may pass as options (e.g. from the served model's config.json)
 _ARCH_KEYS = {
-    "architecture", "context_window", "n_layers", "hidden_size", "n_heads", "n_kv_heads", "head_dim",
-    "vocab_size", "n_moe_layers", "n_experts", "n_experts_used", "n_shared_experts", "expert_ffn_size",
-    "shared_ffn_size", "dense_ffn_size", "total_params", "tied_embeddings",
+    "architecture",
+    "context_window",
+    "n_layers",
+    "hidden_size",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "vocab_size",
+    "n_moe_layers",
+    "n_experts",
+    "n_experts_used",
+    "n_shared_experts",
+    "expert_ffn_size",
+    "shared_ffn_size",
+    "dense_ffn_size",
+    "total_params",
+    "tied_embeddings",
 }
 _ALIASES = {"top_k": "n_experts_used", "num_experts_per_tok": "n_experts_used", "num_experts": "n_experts"}
 
 
 def _model_info(model: str, base_url: str, opts: dict[str, Any], server_window: int | None) -> ModelInfo:
     vals: dict[str, Any] = {
-        "architecture": "remote", "context_window": 0, "n_layers": 0, "hidden_size": 0, "n_heads": 1,
-        "n_kv_heads": 1, "head_dim": 0, "vocab_size": 0, "n_moe_layers": 0, "n_experts": 0,
-        "n_experts_used": 0, "n_shared_experts": 0, "expert_ffn_size": 0, "shared_ffn_size": 0,
-        "dense_ffn_size": 0, "total_params": 0, "tied_embeddings": False,
+        "architecture": "remote",
+        "context_window": 0,
+        "n_layers": 0,
+        "hidden_size": 0,
+        "n_heads": 1,
+        "n_kv_heads": 1,
+        "head_dim": 0,
+        "vocab_size": 0,
+        "n_moe_layers": 0,
+        "n_experts": 0,
+        "n_experts_used": 0,
+        "n_shared_experts": 0,
+        "expert_ffn_size": 0,
+        "shared_ffn_size": 0,
+        "dense_ffn_size": 0,
+        "total_params": 0,
+        "tied_embeddings": False,
     }
     for k, v in opts.items():
         key = _ALIASES.get(k, k)
@@ -93,8 +120,9 @@ class OpenAIEngine(LLMEngine):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = float(timeout_s)
         self.model = model
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "sparq-no-key",
-                                    timeout=self.timeout_s, max_retries=0)
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or "sparq-no-key", timeout=self.timeout_s, max_retries=0
+        )
         self._tokenizer = tokenizer
         server_window = None if opts.get("context_window") else self._server_window()
         self.info = _model_info(model, self.base_url, opts, server_window)
@@ -107,11 +135,15 @@ class OpenAIEngine(LLMEngine):
         try:
             models = self.client.models.list()
         except self._openai.APITimeoutError as exc:
-            raise RemoteEngineError(f"LLM server at {self.base_url} did not answer within {self.timeout_s:g} s") from exc
+            raise RemoteEngineError(
+                f"LLM server at {self.base_url} did not answer within {self.timeout_s:g} s"
+            ) from exc
         except self._openai.APIConnectionError as exc:
             raise RemoteEngineError(f"LLM server at {self.base_url} is unreachable: {exc}") from exc
         except self._openai.APIStatusError as exc:
-            raise RemoteEngineError(f"LLM server at {self.base_url} answered {exc.status_code} on /models") from exc
+            raise RemoteEngineError(
+                f"LLM server at {self.base_url} answered {exc.status_code} on /models"
+            ) from exc
         ids = [m.id for m in models.data]
         if self.model not in ids:
             raise ModelNotFound(f"model {self.model!r} is not served at {self.base_url} (served: {ids})")
@@ -135,8 +167,10 @@ class OpenAIEngine(LLMEngine):
         """vLLM exposes POST /tokenize at the server root; absent elsewhere (then None)."""
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         req = urllib.request.Request(
-            root + "/tokenize", data=json.dumps({"model": self.model, "prompt": text}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            root + "/tokenize",
+            data=json.dumps({"model": self.model, "prompt": text}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -152,7 +186,9 @@ class OpenAIEngine(LLMEngine):
     def count_chat_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens of the templated prompt: exact with a local chat template, else a ChatML-style estimate."""
         if self._tokenizer is not None and getattr(self._tokenizer, "chat_template", None):
-            return len(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+            return len(
+                self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            )
         # ChatML-style overhead: ~4 tokens per turn + 3 for the assistant header
         return sum(self.count_tokens(m.get("content", "")) + 4 for m in messages) + 3
 
@@ -171,7 +207,12 @@ class OpenAIEngine(LLMEngine):
         return self._stream(messages, n_prompt, max_tokens, temperature, stop)
 
     def _stream(
-        self, messages: list[dict[str, str]], n_prompt: int, max_tokens: int, temperature: float, stop: list[str] | None
+        self,
+        messages: list[dict[str, str]],
+        n_prompt: int,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str] | None,
     ) -> Iterator[str | Generation]:
         oa = self._openai
         t0 = time.perf_counter()
@@ -182,9 +223,13 @@ class OpenAIEngine(LLMEngine):
         try:
             # sparq's messages are {"role", "content"} dicts: the shape of OpenAI's message TypedDicts.
             resp = self.client.chat.completions.create(
-                model=self.model, messages=cast("list[ChatCompletionMessageParam]", messages),
-                max_tokens=max_tokens, temperature=temperature,
-                stop=stop or None, stream=True, stream_options={"include_usage": True},
+                model=self.model,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=stop or None,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             for chunk in resp:
                 if chunk.usage is not None:
@@ -199,13 +244,17 @@ class OpenAIEngine(LLMEngine):
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except oa.APITimeoutError as exc:
-            raise RemoteEngineError(f"LLM server at {self.base_url} timed out after {self.timeout_s:g} s") from exc
+            raise RemoteEngineError(
+                f"LLM server at {self.base_url} timed out after {self.timeout_s:g} s"
+            ) from exc
         except oa.APIConnectionError as exc:
             raise RemoteEngineError(f"LLM server at {self.base_url} is unreachable: {exc}") from exc
         except oa.NotFoundError as exc:
             raise ModelNotFound(f"model {self.model!r} not found at {self.base_url}: {exc.message}") from exc
         except oa.APIStatusError as exc:
-            raise RemoteEngineError(f"LLM server at {self.base_url} answered HTTP {exc.status_code}: {exc.message}") from exc
+            raise RemoteEngineError(
+                f"LLM server at {self.base_url} answered HTTP {exc.status_code}: {exc.message}"
+            ) from exc
         t_end = time.perf_counter()
         if t_first is None:
             t_first = t_end
@@ -224,7 +273,9 @@ class OpenAIEngine(LLMEngine):
             accounting="modelled",
         )
         stats.tokens_per_second = (
-            (completion_tokens - 1) / stats.decode_seconds if stats.decode_seconds > 0 and completion_tokens > 1 else 0.0
+            (completion_tokens - 1) / stats.decode_seconds
+            if stats.decode_seconds > 0 and completion_tokens > 1
+            else 0.0
         )
         yield Generation(text="".join(parts), stats=stats, finish_reason=finish)
 

@@ -9,7 +9,83 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TINY_VOCAB_WORDS = ["<unk>", "<pad>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "the", "a", "an", "of", "to", "in", "is", "was", "it", "and", "paris", "france", "capital", "city", "river", "tower", "built", "year", "question", "answer", "context", "what", "who", "when", "where", "which", "how", "many", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "red", "blue", "green", "cat", "dog", "house", "tree", "sun", "moon", "star", "water", "fire", "earth", "wind", "king", "queen", "man", "woman", "child", "old", "new", "big", "small", "good", "bad", "first", "last", "north", "south", "east", "west"]
+TINY_VOCAB_WORDS = [
+    "<unk>",
+    "<pad>",
+    "</s>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "is",
+    "was",
+    "it",
+    "and",
+    "paris",
+    "france",
+    "capital",
+    "city",
+    "river",
+    "tower",
+    "built",
+    "year",
+    "question",
+    "answer",
+    "context",
+    "what",
+    "who",
+    "when",
+    "where",
+    "which",
+    "how",
+    "many",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "house",
+    "tree",
+    "sun",
+    "moon",
+    "star",
+    "water",
+    "fire",
+    "earth",
+    "wind",
+    "king",
+    "queen",
+    "man",
+    "woman",
+    "child",
+    "old",
+    "new",
+    "big",
+    "small",
+    "good",
+    "bad",
+    "first",
+    "last",
+    "north",
+    "south",
+    "east",
+    "west",
+]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} </s> {% endfor %}"
@@ -39,8 +115,12 @@ def tiny_config(family: str, *, n_experts: int = 8, top_k: int = 2, vocab_size: 
     )
     if family == "qwen2_moe":
         return tf.Qwen2MoeConfig(
-            **common, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-            num_experts=n_experts, norm_topk_prob=False,
+            **common,
+            intermediate_size=64,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=32,
+            num_experts=n_experts,
+            norm_topk_prob=False,
         )
     if family == "qwen3_moe":
         # transformers' dataclass signature omits head_dim, which the config takes (and the model reads) as an extra.
@@ -57,9 +137,18 @@ def tiny_config(family: str, *, n_experts: int = 8, top_k: int = 2, vocab_size: 
         cls = tf.DeepseekV2Config if family == "deepseek_v2" else tf.DeepseekV3Config
         common["num_key_value_heads"] = 4
         extra: dict[str, Any] = dict(
-            intermediate_size=64, moe_intermediate_size=16, n_routed_experts=n_experts, n_shared_experts=1,
-            first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
-            qk_nope_head_dim=8, v_head_dim=8, n_group=1, topk_group=1,
+            intermediate_size=64,
+            moe_intermediate_size=16,
+            n_routed_experts=n_experts,
+            n_shared_experts=1,
+            first_k_dense_replace=0,
+            kv_lora_rank=16,
+            q_lora_rank=None,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=8,
+            n_group=1,
+            topk_group=1,
         )
         if family == "deepseek_v2":
             extra["topk_method"] = "greedy"
@@ -79,7 +168,10 @@ def tiny_tokenizer() -> Any:
 
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="</s>",
         additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
     )
     fast.chat_template = CHAT_TEMPLATE

@@ -83,7 +83,9 @@ def stream_text(
     return DecodedText(text, n_out, finish, t_first, t_end)
 
 
-def sampled_stats(info: ModelInfo, capture: Any, *, prompt_tokens: int, t0: float, out: DecodedText) -> GenerationStats:
+def sampled_stats(
+    info: ModelInfo, capture: Any, *, prompt_tokens: int, t0: float, out: DecodedText
+) -> GenerationStats:
     """The generation's cost figures, with expert counts from `capture` (a cb_eval histogram) when it has them."""
     hist = capture.histogram() if capture is not None else None
     stats = build_stats(

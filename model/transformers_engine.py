@@ -173,13 +173,16 @@ class RouterRecorder:
             if acc is None:
                 acc = self._counts[il] = torch.zeros(self.n_experts, dtype=torch.int64, device=flat.device)
             # index_add_ needs no host round trip (bincount on CUDA reads the max id back to size its output).
-            acc.index_add_(0, flat, torch.ones((), dtype=torch.int64, device=flat.device).expand(flat.numel()))
+            acc.index_add_(
+                0, flat, torch.ones((), dtype=torch.int64, device=flat.device).expand(flat.numel())
+            )
             self.tokens[il] += ids.shape[0]
 
         return hook
 
     def histogram(self) -> tuple[list[list[int]], list[int]] | None:
-        """Expert-id counts and token counts per router layer (raising what a hook caught); None when none was routed."""
+        """Expert-id counts and token counts per router layer (raising what a hook caught); None when none
+        was routed."""
         if self.errors:
             err = self.errors[0]
             self.errors = []
@@ -255,7 +258,9 @@ class TransformersEngine(LLMEngine):
                 cfg.num_experts_per_tok = int(top_k)
             torch_dtype = getattr(torch, dtype) if dtype else torch.float32
             try:
-                model = transformers.AutoModelForCausalLM.from_pretrained(str(p), config=cfg, dtype=torch_dtype)
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    str(p), config=cfg, dtype=torch_dtype
+                )
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(p))
             except OSError as exc:
                 raise ModelError(f"could not load checkpoint {p}: {exc}") from exc
@@ -276,7 +281,9 @@ class TransformersEngine(LLMEngine):
         self.info: ModelInfo = info_from_model(
             self.model, name=name or "model", path=str(path) if path else None, context_window=context_window
         )
-        self.recorder = RouterRecorder(self.model, self.info.n_experts) if capture_experts and self.info.is_moe else None
+        self.recorder = (
+            RouterRecorder(self.model, self.info.n_experts) if capture_experts and self.info.is_moe else None
+        )
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -327,7 +334,9 @@ class TransformersEngine(LLMEngine):
         self.check_fits(len(ids), max_tokens)
         return self._generate(ids, max_tokens, temperature, stop or [])
 
-    def _generate(self, ids: list[int], max_tokens: int, temperature: float, stop: list[str]) -> Iterator[str | Generation]:
+    def _generate(
+        self, ids: list[int], max_tokens: int, temperature: float, stop: list[str]
+    ) -> Iterator[str | Generation]:
         torch = self._torch
         with self._lock, torch.no_grad():
             if self.recorder is not None:
@@ -365,7 +374,9 @@ class TransformersEngine(LLMEngine):
                     emitted = len(text) - hold
                 if len(new) >= max_tokens:
                     break
-                out = self.model(torch.tensor([[tok]], device=self.device), use_cache=True, **{self._cache_kw: past})
+                out = self.model(
+                    torch.tensor([[tok]], device=self.device), use_cache=True, **{self._cache_kw: past}
+                )
                 past = output_cache(out)
                 logits = out.logits[0, -1]
             t_end = time.perf_counter()
@@ -384,7 +395,9 @@ class TransformersEngine(LLMEngine):
                 histogram_tokens=hist[1] if hist else 0,
                 accounting="measured" if (hist or not self.info.is_moe) else "modelled",
             )
-            stats.tokens_per_second = (len(new) - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+            stats.tokens_per_second = (
+                (len(new) - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+            )
         yield Generation(text=text, stats=stats, finish_reason=finish)
 
     def close(self) -> None:

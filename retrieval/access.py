@@ -119,7 +119,9 @@ def filtered(document: DocumentEntity, filters: SearchFilters | None) -> ColumnE
         conditions.append(d.mime.in_(list(filters.mimes)))
     if filters.extensions:
         conditions.append(
-            or_(*[func.lower(d.path).like("%" + _escape_like(ext), escape="\\") for ext in filters.extensions])
+            or_(
+                *[func.lower(d.path).like("%" + _escape_like(ext), escape="\\") for ext in filters.extensions]
+            )
         )
     if filters.path_prefix:
         pattern = _like_prefix(filters.path_prefix)
@@ -139,7 +141,9 @@ def filtered(document: DocumentEntity, filters: SearchFilters | None) -> ColumnE
 
 def visible_documents(principal: Principal, filters: SearchFilters | None) -> Select[int]:
     """SELECT of the ids of served (ready or stale) documents the principal may read and the filters keep."""
-    return select(Document.id).where(served(Document), readable_by(Document.id, principal), filtered(Document, filters))
+    return select(Document.id).where(
+        served(Document), readable_by(Document.id, principal), filtered(Document, filters)
+    )
 
 
 def unrestricted(principal: Principal, filters: SearchFilters | None) -> bool:

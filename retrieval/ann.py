@@ -80,7 +80,9 @@ def build_index(kind: IndexKind, dim: int, ids: np.ndarray, vectors: np.ndarray)
         inner.own_fields = True
         quantizer.this.disown()  # type: ignore[attr-defined]  # SWIG's `this` proxy: absent from faiss's stubs
         rng = np.random.default_rng(0)
-        sample = vectors if len(vectors) <= 100_000 else vectors[rng.choice(len(vectors), 100_000, replace=False)]
+        sample = (
+            vectors if len(vectors) <= 100_000 else vectors[rng.choice(len(vectors), 100_000, replace=False)]
+        )
         inner.train(sample)
         inner.nprobe = IVF_NPROBE
         inner.make_direct_map()  # lets remove_ids and reconstruct work by id
@@ -102,7 +104,9 @@ def kind_of(index: faiss.Index) -> IndexKind:
     return "flat"
 
 
-def search_parameters(kind: IndexKind, selector: faiss.IDSelector | None, selectivity: float) -> faiss.SearchParameters | None:
+def search_parameters(
+    kind: IndexKind, selector: faiss.IDSelector | None, selectivity: float
+) -> faiss.SearchParameters | None:
     """Parameters for one search; a restrictive selector widens the ANN beam so filtered recall holds up."""
     boost = 1.0 if selectivity >= 0.5 else min(16.0, 0.5 / max(selectivity, 1e-6))
     params: faiss.SearchParameters
@@ -156,4 +160,6 @@ def measure_recall(
         ann_s += t2 - t1
         hits += len(set(ids[truth[0][truth[0] >= 0]].tolist()) & set(got[0][got[0] >= 0].tolist()))
     n = len(queries)
-    return RecallReport(kind_of(index), k, n, hits / max(1, n * k), 1000 * ann_s / max(n, 1), 1000 * exact_s / max(n, 1))
+    return RecallReport(
+        kind_of(index), k, n, hits / max(1, n * k), 1000 * ann_s / max(n, 1), 1000 * exact_s / max(n, 1)
+    )

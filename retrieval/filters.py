@@ -29,7 +29,9 @@ class SearchFilters:
                 value = (value,)
             object.__setattr__(self, name, tuple(value))
         object.__setattr__(
-            self, "extensions", tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in self.extensions if e)
+            self,
+            "extensions",
+            tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in self.extensions if e),
         )
         if self.modified_after and self.modified_before and self.modified_after > self.modified_before:
             raise ValueError("modified_after is later than modified_before")
@@ -38,8 +40,12 @@ class SearchFilters:
     def empty(self) -> bool:
         """True when no filter is set: search then needs no filter condition at all."""
         return not (
-            self.collections or self.mimes or self.extensions or self.path_prefix
-            or self.modified_after or self.modified_before
+            self.collections
+            or self.mimes
+            or self.extensions
+            or self.path_prefix
+            or self.modified_after
+            or self.modified_before
         )
 
     @property

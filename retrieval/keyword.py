@@ -57,7 +57,7 @@ _stemmer_lock = threading.Lock()
 class _Stemmer(Protocol):
     """What sparq uses of a PyStemmer stemmer (the package ships no types)."""
 
-    def stemWords(self, words: list[str]) -> list[str]: ...  # noqa: N802 - PyStemmer's name
+    def stemWords(self, words: list[str]) -> list[str]: ...
 
 
 _stemmers: dict[int, _Stemmer] = {}
@@ -264,9 +264,13 @@ class KeywordIndex:
         for start in range(0, len(chunk_ids), 5_000):
             for chunk_id, text in fetch(chunk_ids[start : start + 5_000]):
                 terms = analyze(text or "")
-                tids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in terms), dtype=np.int64, count=len(terms))
+                tids = np.fromiter(
+                    (vocab.setdefault(t, len(vocab)) for t in terms), dtype=np.int64, count=len(terms)
+                )
                 ids.append(int(chunk_id))
-                docs.append(int(doc_map[chunk_id]))  # the map's view, so the row is live exactly while it holds
+                docs.append(
+                    int(doc_map[chunk_id])
+                )  # the map's view, so the row is live exactly while it holds
                 lengths.append(len(terms))
                 term_ids.append(tids)
         if not ids:
@@ -327,7 +331,12 @@ class KeywordIndex:
         self._row_of[ids] = np.arange(len(ids))
         lengths = state.lengths[live]
         self._state = _State(
-            (segment,), ids, state.row_docs[live], lengths, np.ones(len(ids), dtype=bool), len(ids),
+            (segment,),
+            ids,
+            state.row_docs[live],
+            lengths,
+            np.ones(len(ids), dtype=bool),
+            len(ids),
             float(lengths.mean()) if len(ids) else 0.0,
         )
 
@@ -345,10 +354,16 @@ class KeywordIndex:
             fd, tmp = tempfile.mkstemp(dir=self.snapshot.parent, prefix=".keyword-", suffix=".npz")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(
-                    fh, version=np.array([SNAPSHOT_VERSION]),
+                    fh,
+                    version=np.array([SNAPSHOT_VERSION]),
                     vocab=np.frombuffer("\n".join(self._vocab).encode("utf-8"), dtype=np.uint8),  # id order
-                    chunk_ids=state.chunk_ids, row_docs=state.row_docs, lengths=state.lengths,
-                    term_ids=segment.term_ids, starts=segment.starts, rows=segment.rows, tfs=segment.tfs,
+                    chunk_ids=state.chunk_ids,
+                    row_docs=state.row_docs,
+                    lengths=state.lengths,
+                    term_ids=segment.term_ids,
+                    starts=segment.starts,
+                    rows=segment.rows,
+                    tfs=segment.tfs,
                 )
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -370,14 +385,24 @@ class KeywordIndex:
                 segment = _Segment(raw["term_ids"], raw["starts"], raw["rows"], raw["tfs"])
                 ids, docs, lengths = raw["chunk_ids"], raw["row_docs"], raw["lengths"]
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable keyword index cache %s (rebuilding from the database): %s",
-                        self.snapshot, exc)
+            log.warning(
+                "ignoring unreadable keyword index cache %s (rebuilding from the database): %s",
+                self.snapshot,
+                exc,
+            )
             return
         self._vocab = {t: i for i, t in enumerate(vocab)}
         self._row_of = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
         self._row_of[ids] = np.arange(len(ids))
-        self._state = _State((segment,), ids, docs, lengths, np.ones(len(ids), dtype=bool), len(ids),
-                             float(lengths.mean()) if len(ids) else 0.0)
+        self._state = _State(
+            (segment,),
+            ids,
+            docs,
+            lengths,
+            np.ones(len(ids), dtype=bool),
+            len(ids),
+            float(lengths.mean()) if len(ids) else 0.0,
+        )
 
     # --- searching ------------------------------------------------------------------------------------
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[KeywordHit]:

@@ -92,9 +92,7 @@ class DocumentGroup(Base):
 
     __tablename__ = "document_groups"
 
-    document_id: Mapped[int] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
     group: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
 
 

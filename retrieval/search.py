@@ -71,7 +71,9 @@ class Hit:
 class _Access:
     """The documents a (principal, filters) pair may see, and the matching FAISS selector."""
 
-    visible: ColumnElement[bool] | None  # SQL condition on Document (readable and filtered), None when unrestricted
+    visible: (
+        ColumnElement[bool] | None
+    )  # SQL condition on Document (readable and filtered), None when unrestricted
     selector: faiss.IDSelector | None
     bitmap: np.ndarray | None  # kept alive for the selector
     allowed_chunks: int
@@ -176,7 +178,9 @@ class HybridSearcher:
                     with self.store.sessions() as session:
                         rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
                     known = {int(r[0]): int(r[1]) for r in rows}
-                    vectors.fill_documents(ids, np.array([known.get(int(i), NO_DOCUMENT) for i in ids], dtype=np.int64))
+                    vectors.fill_documents(
+                        ids, np.array([known.get(int(i), NO_DOCUMENT) for i in ids], dtype=np.int64)
+                    )
         self.store.sync_keyword()
 
     def _access(self, principal: Principal, filters: SearchFilters | None) -> _Access:
@@ -303,7 +307,11 @@ class HybridSearcher:
                 ordered = [o for o, f in zip(ordered, fresh, strict=True) if f]
                 vecs, scores = vecs[fresh], scores[fresh]
             chosen = diversify(
-                scores, vecs, k - len(hits), duplicate_threshold=self.duplicate_threshold, mmr_lambda=self.mmr_lambda
+                scores,
+                vecs,
+                k - len(hits),
+                duplicate_threshold=self.duplicate_threshold,
+                mmr_lambda=self.mmr_lambda,
             )
             for j in chosen:
                 chunk_id, fused_score = ordered[j]
@@ -339,8 +347,19 @@ class HybridSearcher:
             return {}
         stmt = (
             select(
-                Chunk.id, Chunk.document_id, Chunk.text, Chunk.page, Chunk.slide, Chunk.sheet, Chunk.heading_path,
-                Chunk.embedding, Document.path, Document.title, Document.mime, Collection.name, Chunk.ocr_confidence,
+                Chunk.id,
+                Chunk.document_id,
+                Chunk.text,
+                Chunk.page,
+                Chunk.slide,
+                Chunk.sheet,
+                Chunk.heading_path,
+                Chunk.embedding,
+                Document.path,
+                Document.title,
+                Document.mime,
+                Collection.name,
+                Chunk.ocr_confidence,
             )
             .join(Document, Document.id == Chunk.document_id)
             .join(Collection, Collection.id == Document.collection_id)
@@ -352,9 +371,18 @@ class HybridSearcher:
             result = session.execute(stmt).all()
             rows = {
                 int(r[0]): {
-                    "document_id": int(r[1]), "text": r[2], "page": r[3], "slide": r[4], "sheet": r[5],
-                    "heading_path": r[6], "vector": np.frombuffer(r[7], dtype=np.float32), "path": r[8],
-                    "title": r[9], "mime": r[10], "collection": r[11], "ocr_confidence": r[12],
+                    "document_id": int(r[1]),
+                    "text": r[2],
+                    "page": r[3],
+                    "slide": r[4],
+                    "sheet": r[5],
+                    "heading_path": r[6],
+                    "vector": np.frombuffer(r[7], dtype=np.float32),
+                    "path": r[8],
+                    "title": r[9],
+                    "mime": r[10],
+                    "collection": r[11],
+                    "ocr_confidence": r[12],
                 }
                 for r in result
             }
@@ -373,8 +401,11 @@ class HybridSearcher:
                 select(Document.id).where(
                     Document.id.in_(doc_ids),
                     select(DocumentGroup.document_id)
-                    .where(DocumentGroup.document_id == Document.id, DocumentGroup.group.in_(sorted(principal.groups)))
-                    .exists()
+                    .where(
+                        DocumentGroup.document_id == Document.id,
+                        DocumentGroup.group.in_(sorted(principal.groups)),
+                    )
+                    .exists(),
                 )
             )
         )
@@ -396,4 +427,8 @@ class HybridSearcher:
             copy = shown.get(row["document_id"])
             if copy is not None:
                 row["document_id"], row["path"], row["title"], row["collection"] = (
-                    copy[0], copy[1], copy[2] or row["title"], copy[3])
+                    copy[0],
+                    copy[1],
+                    copy[2] or row["title"],
+                    copy[3],
+                )

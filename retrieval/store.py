@@ -87,14 +87,17 @@ KEYWORD_CACHE = "keyword.npz"
 # A document whose last good chunks are still there to serve (its own, or its original's).
 LAST_GOOD_STATUSES = ("ready", "stale", "duplicate")
 PENDING_ORIGINAL_GONE = (
-    "the identical file it was stored with changed, failed or was deleted; waiting to be read from its own file"
+    "the identical file it was stored with changed, failed or was deleted; "
+    "waiting to be read from its own file"
 )
 
 
 class DocumentStore:
     """Documents in SQL with their FAISS and keyword indexes: every write goes through here, so they agree."""
 
-    def __init__(self, engine: Engine, index_dir: Path, dim: int, *, embedding_model: str | None = None) -> None:
+    def __init__(
+        self, engine: Engine, index_dir: Path, dim: int, *, embedding_model: str | None = None
+    ) -> None:
         self.engine = engine
         self.embedding_model = embedding_model
         self.sessions = sessionmaker(engine, expire_on_commit=False)
@@ -134,8 +137,10 @@ class DocumentStore:
                     "passages. Set SPARQ_EMBEDDING_MODEL back, or use a new data dir/database and ingest again."
                 )
             if session.scalar(select(Chunk.id).limit(1)) is not None:
-                log.warning("this store predates embedding-model tracking; recording %r as the model of its vectors",
-                            self.embedding_model)
+                log.warning(
+                    "this store predates embedding-model tracking; recording %r as the model of its vectors",
+                    self.embedding_model,
+                )
             if state is None:
                 session.add(IndexState(id=1, generation=0, embedding_model=self.embedding_model))
             else:
@@ -165,7 +170,9 @@ class DocumentStore:
         # A bulk UPDATE returns a CursorResult (Session.execute is typed for any statement: plain Result).
         updated = cast(
             CursorResult[Any],
-            session.execute(update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)),
+            session.execute(
+                update(IndexState).where(IndexState.id == 1).values(generation=IndexState.generation + 1)
+            ),
         ).rowcount
         if not updated:
             session.add(IndexState(id=1, generation=1))
@@ -222,11 +229,14 @@ class DocumentStore:
                 ):
                     loaded = self.vectors.loaded_pointer
                     self._mirrored = loaded.generation if loaded is not None else None
-                    report.notes.append(f"loaded the index another process saved at generation {self._mirrored}")
+                    report.notes.append(
+                        f"loaded the index another process saved at generation {self._mirrored}"
+                    )
             if not self.vectors.documents_known:
                 rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
                 self.vectors.fill_documents(
-                    np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64)
+                    np.array([r[0] for r in rows], dtype=np.int64),
+                    np.array([r[1] for r in rows], dtype=np.int64),
                 )
                 report.notes.append("chunk->document map rebuilt from the database")
             if self._mirrored == generation:
@@ -243,7 +253,9 @@ class DocumentStore:
                     select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
                 ).all()
                 ids = np.array([r[0] for r in embedded], dtype=np.int64)
-                vecs = np.frombuffer(b"".join(r[1] for r in embedded), dtype=np.float32).reshape(len(embedded), self.dim)
+                vecs = np.frombuffer(b"".join(r[1] for r in embedded), dtype=np.float32).reshape(
+                    len(embedded), self.dim
+                )
                 self.vectors.add(ids, vecs, np.array([r[2] for r in embedded], dtype=np.int64))
                 report.added += len(embedded)
             moved = self._relabel_inherited(session)
@@ -252,7 +264,10 @@ class DocumentStore:
             if report.added or report.removed:
                 log.info(
                     "vector index caught up with the database: %d added, %d removed (generation %s -> %d)",
-                    report.added, report.removed, self._mirrored, generation,
+                    report.added,
+                    report.removed,
+                    self._mirrored,
+                    generation,
                 )
             self._mirrored = generation
             return report
@@ -285,12 +300,17 @@ class DocumentStore:
         newer file another process saved, and never with a label the index does not reflect."""
         mirrored = self._mirrored
         if mirrored is None:
-            raise StoreError("the vector index is not known to mirror any database generation; catch up first")
+            raise StoreError(
+                "the vector index is not known to mirror any database generation; catch up first"
+            )
         on_disk = self.vectors.read_pointer()
         # A file newer than the database itself is left over from another database (a reset or a restore).
         if on_disk is not None and mirrored < on_disk.generation <= self.generation():
-            log.info("vector index (generation %d) not saved: another process saved generation %d",
-                     mirrored, on_disk.generation)
+            log.info(
+                "vector index (generation %d) not saved: another process saved generation %d",
+                mirrored,
+                on_disk.generation,
+            )
             return False
         self.vectors.save(mirrored)
         return True
@@ -333,7 +353,11 @@ class DocumentStore:
         wanted = self.index_policy.kind_for(n)
         if wanted != self.vectors.kind:
             # Shrinking back to flat waits until the corpus is well under the threshold (no flapping).
-            if wanted == "flat" and self.index_policy.choice == "auto" and n > self.index_policy.threshold // 2:
+            if (
+                wanted == "flat"
+                and self.index_policy.choice == "auto"
+                and n > self.index_policy.threshold // 2
+            ):
                 return None
             return wanted
         if wanted == "flat":
@@ -354,7 +378,9 @@ class DocumentStore:
         if kind is None or (self._rebuild is not None and self._rebuild.is_alive()):
             return False
         self._raise_rebuild_error()
-        self._rebuild = threading.Thread(target=self._rebuild_in_background, args=(kind,), name="sparq-index-rebuild")
+        self._rebuild = threading.Thread(
+            target=self._rebuild_in_background, args=(kind,), name="sparq-index-rebuild"
+        )
         self._rebuild.start()
         return True
 
@@ -369,7 +395,9 @@ class DocumentStore:
             started = time.perf_counter()
             index = build_index(kind, self.dim, ids, vecs)
             del vecs
-            log.info("built %s index over %d vectors in %.1f s", kind, len(ids), time.perf_counter() - started)
+            log.info(
+                "built %s index over %d vectors in %.1f s", kind, len(ids), time.perf_counter() - started
+            )
             self._install(kind, index, ids, docs)
         except BaseException as exc:  # kept and raised by the next flush/wait, never lost
             log.exception("background index rebuild failed")
@@ -386,7 +414,9 @@ class DocumentStore:
             while filled < n:
                 rows = session.execute(
                     select(Chunk.id, Chunk.document_id, Chunk.embedding)
-                    .where(Chunk.id > last).order_by(Chunk.id).limit(20_000)
+                    .where(Chunk.id > last)
+                    .order_by(Chunk.id)
+                    .limit(20_000)
                 ).all()
                 if not rows:
                     break
@@ -394,14 +424,16 @@ class DocumentStore:
                 take = len(rows)
                 ids[filled : filled + take] = [r[0] for r in rows]
                 docs[filled : filled + take] = [r[1] for r in rows]
-                vecs[filled : filled + take] = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(
-                    take, self.dim
-                )
+                vecs[filled : filled + take] = np.frombuffer(
+                    b"".join(r[2] for r in rows), dtype=np.float32
+                ).reshape(take, self.dim)
                 filled += take
                 last = int(rows[-1][0])
         return ids[:filled], docs[:filled], vecs[:filled]
 
-    def _install(self, kind: IndexKind, index: faiss.Index, snap_ids: np.ndarray, snap_docs: np.ndarray) -> None:
+    def _install(
+        self, kind: IndexKind, index: faiss.Index, snap_ids: np.ndarray, snap_docs: np.ndarray
+    ) -> None:
         """Swap a rebuilt index in, after replaying into it (while it is still private, so searches never
         wait for the replay) the chunks added, removed or moved since its snapshot."""
         with self._write_lock:
@@ -419,7 +451,9 @@ class DocumentStore:
                         ).all()
                         if rows:
                             index.add_with_ids(
-                                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim),
+                                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
+                                    len(rows), self.dim
+                                ),
                                 np.array([r[0] for r in rows], dtype=np.int64),
                             )
                             added_docs.append(np.array([[r[0], r[2]] for r in rows], dtype=np.int64))
@@ -440,10 +474,15 @@ class DocumentStore:
             # The rebuild may finish after this process released the ingest lock and another process wrote
             # and saved: never overwrite a newer index with one that lacks that process's chunks.
             if self._mirrored is None:
-                log.info("rebuilt %s index not saved yet: it is behind the database (the next flush saves it)", kind)
+                log.info(
+                    "rebuilt %s index not saved yet: it is behind the database (the next flush saves it)",
+                    kind,
+                )
                 return
             if not self._save_locked():
-                log.warning("rebuilt %s index not saved: another process saved a newer generation meanwhile", kind)
+                log.warning(
+                    "rebuilt %s index not saved: another process saved a newer generation meanwhile", kind
+                )
 
     def wait_for_rebuild(self) -> bool:
         """Block until a running background rebuild has been swapped in; raises if it failed."""
@@ -521,7 +560,9 @@ class DocumentStore:
             # Committed: now mirror into FAISS. A crash here is repaired by reconcile() on next open.
             self.vectors.remove(np.array(removed_ids, dtype=np.int64))
             if added_ids:
-                self.vectors.add(np.concatenate(added_ids), np.concatenate(added_vecs), np.concatenate(added_docs))
+                self.vectors.add(
+                    np.concatenate(added_ids), np.concatenate(added_vecs), np.concatenate(added_docs)
+                )
         self.start_rebuild()
         return results
 
@@ -673,10 +714,19 @@ class DocumentStore:
                     )
                     heir = session.scalar(select(Document).where(*identical).order_by(Document.id).limit(1))
                     if heir is not None and doc.status in ("ready", "stale"):
-                        moved.append((heir.id, list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id)))))
-                        session.execute(update(Chunk).where(Chunk.document_id == doc_id).values(document_id=heir.id))
+                        moved.append(
+                            (
+                                heir.id,
+                                list(session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id))),
+                            )
+                        )
                         session.execute(
-                            update(Document).where(*identical, Document.id != heir.id).values(duplicate_of=heir.id)
+                            update(Chunk).where(Chunk.document_id == doc_id).values(document_id=heir.id)
+                        )
+                        session.execute(
+                            update(Document)
+                            .where(*identical, Document.id != heir.id)
+                            .values(duplicate_of=heir.id)
                         )
                         if heir.status == "duplicate":  # a stale heir stays stale: its own file is unreadable
                             heir.status, heir.error = "ready", None

@@ -315,7 +315,12 @@ class VectorIndex:
             self.version += 1
 
     def replace(
-        self, index: faiss.Index, kind: IndexKind, documents: np.ndarray | None = None, *, built_size: int | None = None
+        self,
+        index: faiss.Index,
+        kind: IndexKind,
+        documents: np.ndarray | None = None,
+        *,
+        built_size: int | None = None,
     ) -> None:
         """Swap in a rebuilt index; `documents` is its chunk->document map (ids from the index itself;
         NO_DOCUMENT marks an entry kept as a tombstone). `built_size`: entries it was built from."""
@@ -367,7 +372,9 @@ class VectorIndex:
         _, scores, ids = self.search_planned(queries, lambda _kind, _n: (k, params))
         return scores, ids
 
-    def search_planned(self, queries: np.ndarray, plan: SearchPlan) -> tuple[IndexKind, np.ndarray, np.ndarray]:
+    def search_planned(
+        self, queries: np.ndarray, plan: SearchPlan
+    ) -> tuple[IndexKind, np.ndarray, np.ndarray]:
         """Search with k and parameters chosen by `plan` for the index actually searched (a rebuild may swap
         flat for HNSW at any moment, and HNSW refuses flat parameters); returns that index's kind too."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -379,7 +386,9 @@ class VectorIndex:
                 return kind, np.empty((n, 0), dtype=np.float32), np.empty((n, 0), dtype=np.int64)
             k, params = plan(kind, total - self.tombstones)
             k = min(k, total)
-            scores, ids = index.search(queries, k, params=params) if params is not None else index.search(queries, k)
+            scores, ids = (
+                index.search(queries, k, params=params) if params is not None else index.search(queries, k)
+            )
         return kind, scores, ids
 
     @property

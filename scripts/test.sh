@@ -55,6 +55,12 @@ if command -v pg_isready >/dev/null 2>&1; then
   pg_isready -h 127.0.0.1 -p 5432 -q && PG_READY=1
 fi
 
+# The house rules, checked before any test: formatted, linted (line length included), type-checked.
+echo "--- ruff format --check, ruff check, mypy ---"
+.venv/bin/ruff format --check .
+.venv/bin/ruff check .
+.venv/bin/mypy
+
 .venv/bin/python -m pytest -q "$@"
 if [ "$PG_READY" = 1 ]; then
   echo "--- again on PostgreSQL (127.0.0.1:5432/test) ---"

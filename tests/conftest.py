@@ -65,7 +65,7 @@ def small_llm():
 
     try:
         path = smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
+    except Exception as exc:
         pytest.skip(f"SmolLM2 weights not installed: {exc}")
     engine = create_engine("llamacpp", str(path), n_ctx=2048)
     yield engine
@@ -81,7 +81,7 @@ def _postgres_schema_url() -> Iterator[str]:
     try:
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - reported as a skip with the reason
+    except Exception as exc:
         admin.dispose()
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
     sep = "&" if "?" in PG_URL else "?"

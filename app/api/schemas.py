@@ -24,6 +24,8 @@ MAX_ID = 2**63 - 1
 
 
 class ErrorBody(BaseModel):
+    """An error in OpenAI's shape (`message`, `type`, `code`): OpenAI clients report it as their own."""
+
     message: str
     type: str
     code: str | None = None
@@ -36,12 +38,16 @@ class ErrorResponse(BaseModel):
 
 
 class ContentPart(BaseModel):
+    """One part of a multi-part message; only text parts are read, other kinds are kept but ignored."""
+
     model_config = ConfigDict(extra="allow")
     type: str = "text"
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
+    """A chat message as OpenAI clients send it; unknown fields pass, so newer clients are not refused."""
+
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[ContentPart] | None = None
@@ -72,6 +78,8 @@ class ChatRequest(BaseModel):
 
 
 class Citation(BaseModel):
+    """A passage the answer cites, with where it is in the document, so a reader can check the claim."""
+
     ref: int
     document_id: int
     collection: str | None
@@ -84,8 +92,9 @@ class Citation(BaseModel):
     quote: str = Field(description="The cited passage's text (shortened).")
     score: float
     attributed: bool = Field(
-        default=False, description="Cited by sparq (the passage holds the words of a sentence the model left "
-        "uncited), not by the model itself."
+        default=False,
+        description="Cited by sparq (the passage holds the words of a sentence the model left "
+        "uncited), not by the model itself.",
     )
 
 
@@ -104,23 +113,31 @@ class SparqExtra(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens the answer used, in OpenAI's shape (what the model read and wrote)."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
 class AssistantMessage(BaseModel):
+    """The answer itself, as the `message` of an OpenAI choice."""
+
     role: Literal["assistant"] = "assistant"
     content: str
 
 
 class Choice(BaseModel):
+    """The single choice of a response: sparq answers once per request, OpenAI clients expect a list."""
+
     index: int = 0
     message: AssistantMessage
     finish_reason: Literal["stop", "length"] = "stop"
 
 
 class ChatResponse(BaseModel):
+    """A Chat Completions response: OpenAI's fields, which its clients read, plus sparq's sources and cost."""
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -131,6 +148,8 @@ class ChatResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """A model the API can answer with, as OpenAI's model list names it."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -138,11 +157,15 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
+    """The models `/v1/models` lists, so OpenAI clients can pick one."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
 class SearchFiltersBody(BaseModel):
+    """Narrows a search to collections, file types, a folder or a modification window; empty: all."""
+
     collections: list[str] = Field(default_factory=list)
     mimes: list[str] = Field(default_factory=list)
     extensions: list[str] = Field(default_factory=list, description="e.g. ['.pdf', '.docx']")
@@ -152,6 +175,8 @@ class SearchFiltersBody(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    """A search without an answer: the passages found for `query`, for clients that do their own reading."""
+
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(default=8, ge=1, le=100)
     mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
@@ -159,6 +184,8 @@ class SearchRequest(BaseModel):
 
 
 class SearchHit(BaseModel):
+    """One retrieved passage with its document and place in it; only documents the caller may read appear."""
+
     chunk_id: int
     document_id: int
     collection: str
@@ -170,7 +197,8 @@ class SearchHit(BaseModel):
     sheet: str | None
     heading_path: str | None
     ocr_confidence: float | None = Field(
-        default=None, description="Read by OCR from a scan: the engine's mean word confidence (0-100); null for text."
+        default=None,
+        description="Read by OCR from a scan: the engine's mean word confidence (0-100); null for text.",
     )
     mime: str
     score_dense: float | None
@@ -182,11 +210,15 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    """The passages a search found, best first, as an OpenAI-style list."""
+
     object: Literal["list"] = "list"
     data: list[SearchHit]
 
 
 class DocumentRecord(BaseModel):
+    """A document as the API lists it: where it is, its ingest status and who may read it."""
+
     id: int
     collection: str
     path: str
@@ -202,6 +234,8 @@ class DocumentRecord(BaseModel):
 
 
 class CollectionRecord(BaseModel):
+    """A collection with its size, so a client sees what is ingested before it asks."""
+
     name: str
     documents: int
     chunks: int
@@ -209,6 +243,8 @@ class CollectionRecord(BaseModel):
 
 
 class Health(BaseModel):
+    """What `/healthz` reports: the index and model states, `degraded` when the database cannot be reached."""
+
     status: Literal["ok", "degraded"]
     database: bool
     index: dict[str, Any]
@@ -216,18 +252,24 @@ class Health(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
+    """A rating of one of the caller's own answers (by its query id), with an optional comment."""
+
     query_id: int = Field(ge=1, le=MAX_ID)
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=2000)
 
 
 class FeedbackResponse(BaseModel):
+    """The rating as recorded (rating the same answer again changes this one)."""
+
     id: int
     query_id: int
     rating: Literal["up", "down"]
 
 
 class ConversationSummary(BaseModel):
+    """A saved conversation as listed: its title, dates and length, without the messages."""
+
     id: int
     title: str
     created_at: UtcDatetime
@@ -236,6 +278,8 @@ class ConversationSummary(BaseModel):
 
 
 class ConversationDetail(BaseModel):
+    """A saved conversation with every message, its citations and cost, to resume it."""
+
     id: int
     title: str
     created_at: UtcDatetime
@@ -244,6 +288,8 @@ class ConversationDetail(BaseModel):
 
 
 class CostGroup(BaseModel):
+    """The measured cost of the queries that share one key (a user, collection, day or model)."""
+
     key: str
     queries: int
     prompt_tokens: int
@@ -258,6 +304,8 @@ class CostGroup(BaseModel):
 
 
 class BudgetStatus(BaseModel):
+    """A budget that applies to the caller, with its use this period and when that resets."""
+
     scope: Literal["user", "group"]
     subject: str
     metric: Literal["usd", "tokens", "joules"]
@@ -268,6 +316,8 @@ class BudgetStatus(BaseModel):
 
 
 class CostsResponse(BaseModel):
+    """What `/v1/costs` returns: the costs grouped as asked, and the caller's budgets."""
+
     by: Literal["user", "collection", "day", "model"]
     since: UtcDatetime | None
     groups: list[CostGroup]
@@ -275,6 +325,8 @@ class CostsResponse(BaseModel):
 
 
 class FileFailure(BaseModel):
+    """A file an ingest could not read or skipped, with the reason."""
+
     path: str
     error: str
 
@@ -298,4 +350,6 @@ class IngestReport(BaseModel):
 
 
 class CollectionCreate(BaseModel):
+    """A new, empty collection: a name to upload documents into."""
+
     name: str = Field(min_length=1, max_length=200)

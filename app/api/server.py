@@ -108,6 +108,7 @@ class ModelGate:
         self.wait_s = wait_s
 
     def acquire(self) -> None:
+        """Wait up to `wait_s` for a model slot; then a 503 with Retry-After, never an unbounded queue."""
         if not self._slots.acquire(timeout=self.wait_s):
             raise ApiError(
                 503,
@@ -117,6 +118,7 @@ class ModelGate:
             )
 
     def release(self) -> None:
+        """Free the slot taken by `acquire`, so the next waiting caller gets the model."""
         self._slots.release()
 
 
@@ -317,7 +319,7 @@ def create_app(
             status=answer.status,
             query_id=answer.query_id,
             citations=citations,
-            cost=answer.cost.to_dict(),  # type: ignore[arg-type]
+            cost=answer.cost.to_dict(),
             timings_ms=answer.timings_ms,
             model=answer.model,
             engine=llm.info.backend if llm else None,
@@ -635,10 +637,10 @@ def create_app(
             schemas.BudgetStatus(
                 scope=u.budget.scope,
                 subject=u.budget.subject,
-                metric=u.budget.metric,  # type: ignore[arg-type]
+                metric=u.budget.metric,
                 period=u.budget.period,
                 limit=u.budget.limit,
-                used=u.used,  # type: ignore[arg-type]
+                used=u.used,
                 resets_at=u.period_end,
             )
             for u in assistant.budgets.usage(user.principal())

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from app.costs.meter import CostRecord
+
+# How an ask ended with an answer (a refused or failed ask raises instead).
+AnswerStatus = Literal["ok", "no_answer", "no_documents"]
 
 
 @dataclass
 class Citation:
+    """A passage the answer cites, named and located so the reader can open it and check the claim."""
+
     ref: int
     document_id: int
     title: str | None
@@ -25,9 +30,11 @@ class Citation:
 
 @dataclass
 class Answer:
+    """What an ask returns: the text, how it ended, what it was grounded on and cites, and what it cost."""
+
     question: str
     text: str
-    status: str  # ok | no_answer | no_documents
+    status: AnswerStatus
     citations: list[Citation]
     passages: list[dict[str, Any]]
     timings_ms: dict[str, float]
@@ -42,6 +49,7 @@ class Answer:
     unsupported_citations: list[int] = field(default_factory=list)  # cited passages that lack the claim
 
     def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON-ready data (the text as `answer`, the cost as its figures), as the CLI prints it."""
         data = asdict(self)
         data["answer"] = data.pop("text")
         data["cost"] = self.cost.to_dict()

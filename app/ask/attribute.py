@@ -16,7 +16,10 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 class QueryEncoder(Protocol):
-    def encode_query(self, text: str, *, threads: int | None = 1) -> np.ndarray: ...
+    """What attribution embeds sentences with: the store's embedding model (or a test's stand-in)."""
+
+    def encode_query(self, text: str, *, threads: int | None = 1) -> np.ndarray:
+        """One text as a query vector, on at most `threads` threads."""
 
 
 def query_embedding(encoder: Callable[[], QueryEncoder], threads: int) -> Embed:
@@ -32,15 +35,20 @@ def query_embedding(encoder: Callable[[], QueryEncoder], threads: int) -> Embed:
 
 @dataclass(frozen=True)
 class Attributed:
+    """The answer after attribution, and the passages only attribution cited (shown as sparq's citations)."""
+
     checked: CitationCheck  # the text with the new citations, cited = the model's then attribution's
     attributed: list[int]  # the passages only attribution cited
 
 
 class Attributor:
+    """Cites each uncited sentence to the passage that bears it out, keeping the model's own citations."""
+
     def __init__(self, embed: Embed) -> None:
         self._embed = embed
 
     def run(self, checked: CitationCheck, evidence: Sequence[str], *, question: str) -> Attributed:
+        """`checked` with attribution's citations added; a sentence no passage supports stays uncited."""
         found = attribute(checked.text, evidence, question=question, embed=self._embed)
         attributed = [n for n in found.attributed if n not in checked.cited]
         return Attributed(

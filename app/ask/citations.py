@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from app.ask.answer import Citation
 from app.ask.labels import location_of, snippet
@@ -52,7 +52,9 @@ def wants_attribution(checked: CitationCheck) -> bool:
 
 @dataclass(frozen=True)
 class Resolved:
-    status: str  # ok | no_answer
+    """How the answer ends (`ok`, or `no_answer`: the documents do not hold it) and what it cites."""
+
+    status: Literal["ok", "no_answer"]
     text: str
     citations: list[Citation]
 

@@ -27,6 +27,7 @@ class FollowUpRewriter:
         self.max_tokens = max_tokens
 
     def run(self, history: Sequence[dict[str, str]], question: str) -> Rewrite:
+        """The standalone question for `question` after `history` (itself when the model gives nothing)."""
         generation = self._llm().generate(
             rewrite_messages(history, question), max_tokens=self.max_tokens, temperature=0.0
         )

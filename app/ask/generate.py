@@ -11,6 +11,8 @@ from model.prompting import is_citations_only
 
 @dataclass(frozen=True)
 class Generated:
+    """The answer's generation, and any text held back because it was only citations so far."""
+
     generation: Generation
     held: str  # text still held back: non-empty only for a reply that is citations only ("[2][3]")
 

@@ -27,6 +27,7 @@ class AskRecord:
     error: str | None = None
 
     def end(self, status: str, error: str, answer: str | None = None) -> None:
+        """Record how an ask that raised ended, and the text produced before it did."""
         self.status, self.error, self.answer = status, error, answer
 
 
@@ -61,6 +62,7 @@ class QueryLogWriter:
         citations: Sequence[Citation],
         gens: Mapping[str, Generation],
     ) -> int:
+        """Write the ledger row for one ask and return its id (the query id feedback and the API refer to)."""
         llm = self._loaded_llm()
         row = ledger.entry(
             cost,

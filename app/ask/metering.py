@@ -20,6 +20,7 @@ class Metering:
 
 
 def merge_stats(parts: Sequence[GenerationStats]) -> dict[str, float]:
+    """Tokens and FLOPs summed over an ask's generations (rewrite, answer, retry), for its one cost record."""
     return {
         "prompt_tokens": sum(p.prompt_tokens for p in parts),
         "completion_tokens": sum(p.completion_tokens for p in parts),
@@ -47,6 +48,7 @@ class CostMeter:
         self._loaded_llm = loaded_llm  # never loads a model: a refused ask has none to describe
 
     def start(self) -> Metering:
+        """Start metering an ask: its energy and wall time run from here."""
         started = time.perf_counter()
         return Metering(EnergyMeter(self.cpu_watts, self.gpu_watts, self.gpu).start(), started)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.ask import citations
-from app.ask.answer import Answer, Citation
+from app.ask.answer import Answer, AnswerStatus, Citation
 from app.ask.attribute import Attributor
 from app.ask.followup import FollowUpRewriter
 from app.ask.generate import StreamingGenerator
@@ -199,7 +199,7 @@ class AskPipeline:
         self,
         question: str,
         text: str,
-        status: str,
+        status: AnswerStatus,
         cited: list[Citation],
         passages: list[dict[str, Any]],
         trace: Trace,

@@ -19,6 +19,7 @@ class PromptPacker:
         self.max_answer_tokens = max_answer_tokens
 
     def run(self, question: str, hits: Sequence[Any], language: str) -> PackedPrompt:
+        """The prompt for `question` with as many of `hits` as fit, checked against the engine's window."""
         llm = self._llm()
         packed = pack_prompt(
             question,

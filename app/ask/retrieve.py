@@ -17,9 +17,8 @@ from retrieval.filters import SearchFilters
 class Searcher(Protocol):
     """Access-checked search (Assistant.search): the `k` best passages `user` may read."""
 
-    def __call__(
-        self, query: str, *, user: Principal, k: int, filters: SearchFilters | None
-    ) -> list[Any]: ...
+    def __call__(self, query: str, *, user: Principal, k: int, filters: SearchFilters | None) -> list[Any]:
+        """Search as `user`: only what they may read comes back, best first."""
 
 
 class EmbedTimer:
@@ -43,6 +42,7 @@ class EmbedTimer:
         return timed_encode
 
     def reset(self) -> None:
+        """Forget this thread's last embedding time, so a search that did not embed reports none."""
         self._local.embed_ms = None
 
     def last_ms(self) -> float | None:
@@ -52,6 +52,8 @@ class EmbedTimer:
 
 @dataclass(frozen=True)
 class Retrieval:
+    """The passages found for an ask, and how long finding them took."""
+
     hits: list[Any]  # retrieval.search.Hit, best first
     timings_ms: dict[str, float]  # retrieve; embed and search when the searcher embedded the query
 
@@ -67,6 +69,7 @@ class Retriever:
         self._embed_timer = embed_timer
 
     def run(self, query: str, principal: Principal, collections: Sequence[str] | None) -> Retrieval:
+        """The passages `principal` may read for `query` (within `collections`), and the time each part took."""
         filters = SearchFilters(collections=tuple(collections)) if collections else None
         timer = self._embed_timer
         if timer is not None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.assistant import Assistant
 from app.cli.common import comma_list, print_json
+
+if TYPE_CHECKING:
+    from ingestion.pipeline import FileEvent
 
 
 def ingest(
@@ -29,7 +32,7 @@ def ingest(
 
     bar = tqdm(unit="file", desc="ingest", disable=as_json or not sys.stderr.isatty(), file=sys.stderr)
 
-    def progress(event) -> None:
+    def progress(event: FileEvent) -> None:
         if event.total is not None and bar.total != event.total:
             bar.total = event.total
         bar.set_postfix_str(f"{event.status}: {Path(event.path).name[:40]}")

@@ -5,9 +5,10 @@ can read the data dir anyway."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +23,9 @@ from app.sources import (
     parse_option,
     service_for,
 )
+
+if TYPE_CHECKING:
+    from ingestion.pipeline import FileEvent
 
 sources_app = typer.Typer(
     no_args_is_help=True,
@@ -205,12 +209,12 @@ def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
             typer.echo(f"    {_run_line(last)}")
 
 
-def _progress_bar(name: str, quiet: bool):  # -> a progress callback and the bar
+def _progress_bar(name: str, quiet: bool) -> tuple[Callable[[FileEvent], None], Any]:  # the bar: a tqdm
     from tqdm import tqdm
 
     bar = tqdm(unit="file", desc=name, disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
 
-    def progress(event) -> None:  # noqa: ANN001 - ingestion.pipeline.FileEvent
+    def progress(event: FileEvent) -> None:
         if event.total is not None and bar.total != event.total:
             bar.total = event.total
         bar.set_postfix_str(f"{event.status}: {Path(event.path).name[:40]}")

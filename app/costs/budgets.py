@@ -8,9 +8,11 @@ at no cost.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -21,9 +23,12 @@ from app.models import Budget
 from app.users import UserDirectory
 from retrieval.access import Principal
 
-SCOPES = ("user", "group")
-METRICS = ("usd", "tokens", "joules")
-PERIODS = ("day", "month")
+Scope = Literal["user", "group"]
+Metric = Literal["usd", "tokens", "joules"]
+Period = Literal["day", "month"]
+SCOPES: tuple[Scope, ...] = ("user", "group")
+METRICS: tuple[Metric, ...] = ("usd", "tokens", "joules")
+PERIODS: tuple[Period, ...] = ("day", "month")
 UNITS = {"usd": "USD", "tokens": "tokens", "joules": "J"}
 SPENT_FIGURE = {"usd": "cost_usd", "tokens": "tokens", "joules": "energy_joules"}  # the CostRollup figure
 
@@ -37,10 +42,10 @@ class BudgetInfo:
     """One budget as set: whose (scope, subject), on what (metric), per what period, and its limit."""
 
     id: int
-    scope: str
+    scope: Scope
     subject: str
-    metric: str
-    period: str
+    metric: Metric
+    period: Period
     limit: float
 
     def describe(self) -> str:
@@ -98,7 +103,15 @@ def period_bounds(now: datetime, period: str) -> tuple[datetime, datetime]:
 
 
 def _info(row: Budget) -> BudgetInfo:
-    return BudgetInfo(row.id, row.scope, row.subject, row.metric, row.period, row.limit)
+    # The columns are plain text, written only by `Budgets.set`, which admits nothing outside these words.
+    return BudgetInfo(
+        row.id,
+        cast(Scope, row.scope),
+        row.subject,
+        cast(Metric, row.metric),
+        cast(Period, row.period),
+        row.limit,
+    )
 
 
 class Budgets:
@@ -160,7 +173,7 @@ class Budgets:
         with Session(self.engine) as session:
             return [_info(r) for r in session.scalars(select(Budget).order_by(Budget.scope, Budget.subject))]
 
-    def usage(self, principal: Principal) -> list[BudgetUsage]:
+    def usage(self, principal: Principal) -> builtins.list[BudgetUsage]:
         """Every budget that applies to `principal` (their own, and their groups') with its current use."""
         now = self.clock()
         with Session(self.engine) as session:
@@ -183,7 +196,7 @@ class Budgets:
                 )
             return result
 
-    def usage_all(self) -> list[BudgetUsage]:
+    def usage_all(self) -> builtins.list[BudgetUsage]:
         """Every budget with its use this period (the admin's view on the Costs page)."""
         now = self.clock()
         members = self._members()
@@ -196,16 +209,18 @@ class Budgets:
                 out.append(BudgetUsage(_info(r), used, start, end))
             return out
 
-    def _members(self) -> dict[str, list[str]]:
+    def _members(self) -> dict[str, builtins.list[str]]:
         """The user names in each group."""
-        members: dict[str, list[str]] = {}
+        members: dict[str, builtins.list[str]] = {}
         for user in self.users.list():
             for group in user.groups:
                 members.setdefault(group, []).append(user.name)
         return members
 
     @staticmethod
-    def _spent(session: Session, names: list[str], metric: str, start: datetime, end: datetime) -> float:
+    def _spent(
+        session: Session, names: builtins.list[str], metric: str, start: datetime, end: datetime
+    ) -> float:
         return float(getattr(spent(session, names, start, end), SPENT_FIGURE[metric]))
 
     def check(self, principal: Principal) -> None:

@@ -7,12 +7,11 @@ zeroes a missing figure the same way. The sums over many rows are app.costs.repo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, RowMapping, select
 from sqlalchemy.orm import Session
 
 from app.costs.meter import CostRecord
@@ -108,7 +107,7 @@ def write(engine: Engine, row: QueryLog) -> int:
         raise
 
 
-def flat_record(row: Mapping[str, Any]) -> dict[str, Any]:
+def flat_record(row: RowMapping) -> dict[str, Any]:
     """One row (the `FLAT_SOURCE` columns by name) as a flat record: collections joined, labels for no model
     or collection, zero for a missing sum, tokens added, the sparsity saving where FLOPs were counted."""
     flops, dense = row["flops"] or 0.0, row["dense_flops"] or 0.0

@@ -203,7 +203,7 @@ class EnergyMeter:
                 pynvml.nvmlInit()
                 self._nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(0)
             return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(self._nvml_handle))
-        except Exception:  # noqa: BLE001 - no NVML: the GPU share is modelled and labelled so
+        except Exception:
             return None
 
     def _own_cpu(self, process_cpu: float, share: float) -> tuple[float, str]:

@@ -27,7 +27,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import JSON, Connection, Engine, Row, Text, case, cast, func, literal_column, select, true
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Select,
+    SQLColumnExpression,
+    Text,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -43,6 +56,7 @@ from app.costs.ledger import (
 from app.models import QueryLog, query_cost_daily
 
 T = TypeVar("T")
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")  # a query narrowed keeps its own row type
 
 # The figures that add up over queries, by name: the ledger's SUMs and the daily sums' columns.
 SUMMED = [
@@ -113,7 +127,7 @@ def created_period(engine: Engine, freq: str) -> ColumnElement[str]:
 def each_collection(engine: Engine, collections: ColumnElement[Any] | None = None) -> Any:
     """One row per collection named in a ledger row (or in `collections`, the JSON text of a daily sums
     row), joined beside it (an empty list gives none)."""
-    column: ColumnElement[Any] = QueryLog.collections if collections is None else collections
+    column: SQLColumnExpression[Any] = QueryLog.collections if collections is None else collections
     if _dialect(engine) == "sqlite":
         return func.json_each(column).table_valued("value", joins_implicitly=True)
     if collections is not None:
@@ -166,7 +180,7 @@ def generation(engine: Engine) -> Generation:
     return Generation(max_id, int(count))
 
 
-def read_daily_sums(engine: Engine, keys: Sequence[str]) -> tuple[Generation, list[Row[Any]]]:
+def read_daily_sums(engine: Engine, keys: Sequence[str]) -> tuple[Generation, list[tuple[Any, ...]]]:
     """The daily sums summed per `keys` (their key columns), with the generation of the ledger read by the
     same statement, so from the same snapshot: the sums are those of exactly that generation."""
     _dialect(engine)
@@ -257,7 +271,7 @@ def _rollup_daily(engine: Engine, by: str, user: str | None) -> Any:
 
 def _rollup_ledger(engine: Engine, by: str, since: datetime, user: str | None) -> Any:
     """The rollup's query over the ledger rows created at or after `since`."""
-    key: ColumnElement[Any]
+    key: SQLColumnExpression[Any]
     query = select()
     if by == "user":
         key = QueryLog.user_name
@@ -384,7 +398,8 @@ class CostView:
                 select(QueryLog.id).order_by(QueryLog.id.desc()).offset(self.limit - 1).limit(1)
             ).scalar()
 
-    def _window(self, query):  # noqa: ANN001, ANN202 - a Select, narrowed to the analysed queries
+    def _window(self, query: Q) -> Q:
+        """`query` narrowed to the analysed queries (the newest `limit`)."""
         return query if self.min_id is None else query.where(QueryLog.id >= self.min_id)
 
     @property
@@ -448,7 +463,7 @@ class CostView:
                 parts = [old.frame]
                 if gen.max_id > old.max_id:
                     parts.append(self._grain_rows(old.max_id + 1, gen.max_id))
-                if (min_id or 0) > (old.min_id or 0):
+                if min_id is not None and min_id > (old.min_id or 0):
                     gone = self._grain_rows(old.min_id, min_id - 1)
                     gone[SUMMED] = -gone[SUMMED]
                     parts.append(gone)
@@ -516,7 +531,7 @@ class CostView:
         out = out[[dimension, "queries", "cost_usd", "energy_joules", "tokens", "total_ms"]]
         return out.sort_values(["cost_usd", dimension], ascending=[False, True], ignore_index=True)
 
-    def _newest(self, query, n: int):  # noqa: ANN001, ANN202 - a Select
+    def _newest(self, query: Q, n: int) -> Q:
         """Narrowed to the newest `n` analysed queries by an id range (ids grow with each logged query), so
         the primary key serves it whatever the planner's statistics say."""
         query = self._window(query)

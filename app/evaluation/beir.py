@@ -18,6 +18,8 @@ class BeirFormatError(ValueError):
 
 @dataclass(frozen=True)
 class CorpusDoc:
+    """One corpus document of a BEIR set."""
+
     doc_id: str
     text: str
     title: str | None = None
@@ -25,6 +27,8 @@ class CorpusDoc:
 
 @dataclass
 class BeirSet:
+    """A BEIR folder read for evaluation: queries and qrels kept, the corpus streamed from disk when asked."""
+
     root: Path
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
@@ -38,6 +42,7 @@ class BeirSet:
 
 
 def read_corpus(path: Path) -> Iterator[CorpusDoc]:
+    """The corpus one document at a time, so a large corpus never sits in memory whole."""
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
@@ -50,6 +55,7 @@ def read_corpus(path: Path) -> Iterator[CorpusDoc]:
 
 
 def read_queries(path: Path) -> dict[str, str]:
+    """Query id -> text from queries.jsonl; a malformed line names the file and line."""
     queries: dict[str, str] = {}
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -64,6 +70,7 @@ def read_queries(path: Path) -> dict[str, str]:
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Query id -> {document id: grade} from a qrels TSV (header optional)."""
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
@@ -77,6 +84,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def load_beir(root: Path, *, split: str = "test") -> BeirSet:
+    """A BEIR folder with only the queries that have a relevant document, so each query can be scored."""
     root = Path(root)
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (root / name).is_file():

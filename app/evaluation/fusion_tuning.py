@@ -28,6 +28,8 @@ RRF_KS = (10, 20, 40, 60, 100)
 
 @dataclass(frozen=True)
 class FusionChoice:
+    """The fusion weights and RRF constant that scored best on the training split, with that score."""
+
     dense_weight: float
     keyword_weight: float
     rrf_k: int
@@ -47,18 +49,27 @@ def _doc_ranking(chunk_ids: list[int], doc_of: dict[int, str]) -> list[str]:
     return ranked
 
 
-def tune_fusion(root: Path, *, split: str = "train", store_dir: Path | None = None,
-                embedding_model: str | None = None, limit_queries: int | None = None) -> list[FusionChoice]:
+def tune_fusion(
+    root: Path,
+    *,
+    split: str = "train",
+    store_dir: Path | None = None,
+    embedding_model: str | None = None,
+    limit_queries: int | None = None,
+) -> list[FusionChoice]:
     """All grid points with their nDCG@10 on `split`, best first."""
     data = load_beir(Path(root), split=split)
     qids = list(data.qrels)[:limit_queries] if limit_queries else list(data.qrels)
     runs: list[tuple[str, list[int], list[int]]] = []
     doc_of: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="sparq-tune-") as tmp:
-        settings = Settings(data_dir=Path(store_dir) if store_dir else Path(tmp), embedding_model=embedding_model)
+        settings = Settings(
+            data_dir=Path(store_dir) if store_dir else Path(tmp), embedding_model=embedding_model
+        )
         with Assistant(settings) as assistant:
             assistant.ingest_records(
-                (TextRecord(d.doc_id, d.text, d.title) for d in data.corpus()), collection=COLLECTION,
+                (TextRecord(d.doc_id, d.text, d.title) for d in data.corpus()),
+                collection=COLLECTION,
                 total=data.corpus_size,
             )
             for n, qid in enumerate(qids, start=1):

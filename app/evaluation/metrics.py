@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    """nDCG@k with graded relevance: BEIR's headline metric, so results compare with published ones."""
     dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
     ideal = sorted(relevant.values(), reverse=True)[:k]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
@@ -14,6 +15,7 @@ def ndcg_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> f
 
 
 def recall_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
+    """The share of relevant documents found in the first k (0 when the query has none)."""
     wanted = {d for d, g in relevant.items() if g > 0}
     if not wanted:
         return 0.0
@@ -21,6 +23,7 @@ def recall_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int) -> floa
 
 
 def mrr_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    """1 / rank of the first relevant document in the first k, 0 when none: how soon a reader finds one."""
     for i, doc in enumerate(ranked[:k]):
         if relevant.get(doc, 0) > 0:
             return 1.0 / (i + 1)

@@ -20,6 +20,8 @@ from model.prompting import language_of
 
 @dataclass(frozen=True)
 class QAItem:
+    """One SQuAD question with its gold answers and the paragraph that holds them."""
+
     qid: str
     question: str
     answers: list[str]
@@ -27,6 +29,7 @@ class QAItem:
 
 
 def read_squad(path: Path) -> tuple[list[TextRecord], list[QAItem]]:
+    """A SQuAD file as paragraphs to ingest and the questions over them that have an answer."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     records: list[TextRecord] = []
     items: list[QAItem] = []
@@ -154,6 +157,7 @@ def _read_records(path: Path, model_name: str, build: str) -> dict[str, dict[str
 
 
 def summarize(rows: list[dict[str, Any]], *, model: str, total_params: int, k: int) -> dict[str, Any]:
+    """The mean of each per-question figure, labelled with the model, its size and the retrieval depth k."""
     n = len(rows)
 
     def mean(key: str) -> float:

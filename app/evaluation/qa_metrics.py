@@ -17,11 +17,13 @@ CMRC_PUNCT = set("-:_*^/\\~`+=，。：？！“”；’《》·、「」（）
 
 
 def strip_citations(text: str) -> str:
+    """The answer without its [n] citation markers, which no gold answer contains."""
     return _CITATION.sub("", text).strip()
 
 
 # --- SQuAD ------------------------------------------------------------------------------------------
 def squad_normalize(text: str) -> str:
+    """Text as SQuAD's official script normalises it (lower case, no punctuation or articles)."""
     text = text.lower()
     text = "".join(ch for ch in text if ch not in set(string.punctuation))
     text = re.sub(r"\b(a|an|the)\b", " ", text)
@@ -29,6 +31,7 @@ def squad_normalize(text: str) -> str:
 
 
 def squad_f1(prediction: str, gold: str) -> float:
+    """SQuAD's token F1 between a prediction and one gold answer."""
     pred = squad_normalize(prediction).split()
     ref = squad_normalize(gold).split()
     common = Counter(pred) & Counter(ref)
@@ -40,11 +43,13 @@ def squad_f1(prediction: str, gold: str) -> float:
 
 
 def squad_em(prediction: str, gold: str) -> float:
+    """SQuAD's exact match (1.0 or 0.0) after normalisation."""
     return float(squad_normalize(prediction) == squad_normalize(gold))
 
 
 # --- CMRC 2018 --------------------------------------------------------------------------------------
 def cmrc_segments(text: str, rm_punc: bool = True) -> list[str]:
+    """CMRC 2018's segmentation: each CJK character a token, other runs split into words."""
     text = text.lower().strip()
     out: list[str] = []
     buffer = ""
@@ -77,6 +82,7 @@ def _lcs_len(a: list[str], b: list[str]) -> int:
 
 
 def cmrc_f1(prediction: str, gold: str) -> float:
+    """CMRC 2018's F1 over the longest common subsequence of segments, as its official script scores."""
     ans, pred = cmrc_segments(gold), cmrc_segments(prediction)
     lcs = _lcs_len(ans, pred)
     if lcs == 0:
@@ -86,10 +92,12 @@ def cmrc_f1(prediction: str, gold: str) -> float:
 
 
 def cmrc_remove_punct(text: str) -> str:
+    """Text lower-cased without CMRC punctuation, for exact match."""
     return "".join(ch for ch in text.lower().strip() if ch not in CMRC_PUNCT)
 
 
 def cmrc_em(prediction: str, gold: str) -> float:
+    """CMRC 2018's exact match (1.0 or 0.0) after removing punctuation."""
     return float(cmrc_remove_punct(prediction) == cmrc_remove_punct(gold))
 
 

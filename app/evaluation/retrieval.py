@@ -26,6 +26,8 @@ CHUNK_DEPTH = 300  # chunks fetched per query so that at least ~100 distinct doc
 
 @dataclass
 class RetrievalReport:
+    """The retrieval metrics of one run, in the documented JSON keys; `details` says what was measured."""
+
     ndcg_at_10: float
     recall_at_10: float
     recall_at_100: float
@@ -65,6 +67,8 @@ def evaluate_beir(
     settings_overrides: dict | None = None,
     sample_queries: int | None = None,
 ) -> RetrievalReport:
+    """Ingest a BEIR corpus (into a temporary store unless `store_dir`) and score `mode` search on its
+    queries, so a retrieval change is measured on a public benchmark, not guessed."""
     if mode not in ("hybrid", "dense", "keyword"):
         raise ValueError(f"mode must be hybrid, dense or keyword, not {mode!r}")
     data = load_beir(Path(root), split=split)
@@ -82,13 +86,19 @@ def evaluate_beir(
             started = time.perf_counter()
             summary = assistant.ingest_records(
                 (TextRecord(d.doc_id, d.text, d.title) for d in data.corpus()),
-                collection=COLLECTION, total=data.corpus_size,
+                collection=COLLECTION,
+                total=data.corpus_size,
             )
             ingest_s = time.perf_counter() - started
             if summary.files_failed:
-                raise ValueError(f"{summary.files_failed} corpus documents failed to ingest: {summary.failures[:3]}")
-            _say(progress, f"ingested {data.corpus_size} documents ({summary.files_new} new, "
-                           f"{summary.chunks_added} chunks added) in {ingest_s:.1f} s; {len(query_ids)} queries")
+                raise ValueError(
+                    f"{summary.files_failed} corpus documents failed to ingest: {summary.failures[:3]}"
+                )
+            _say(
+                progress,
+                f"ingested {data.corpus_size} documents ({summary.files_new} new, "
+                f"{summary.chunks_added} chunks added) in {ingest_s:.1f} s; {len(query_ids)} queries",
+            )
             ndcg = r10 = r100 = mrr = 0.0
             latencies: list[float] = []
             assistant.search("warm up", k=10, mode=mode)
@@ -111,13 +121,25 @@ def evaluate_beir(
                     _say(progress, f"  {n}/{len(query_ids)} queries, nDCG@10 so far {ndcg / n:.4f}")
             nq = max(1, len(query_ids))
             details = {
-                "queries": len(query_ids), "corpus_documents": data.corpus_size,
-                "chunks": assistant.store.chunk_count(), "ingest_seconds": round(ingest_s, 1),
-                "embedding_model": assistant.embedder.name, "chunk_depth": CHUNK_DEPTH,
-                "index_kind": assistant.store.vectors.kind, "sampled": bool(sample_queries),
-                "dense_weight": settings.dense_weight, "keyword_weight": settings.keyword_weight,
+                "queries": len(query_ids),
+                "corpus_documents": data.corpus_size,
+                "chunks": assistant.store.chunk_count(),
+                "ingest_seconds": round(ingest_s, 1),
+                "embedding_model": assistant.embedder.name,
+                "chunk_depth": CHUNK_DEPTH,
+                "index_kind": assistant.store.vectors.kind,
+                "sampled": bool(sample_queries),
+                "dense_weight": settings.dense_weight,
+                "keyword_weight": settings.keyword_weight,
                 "rrf_k": settings.rrf_k,
             }
         return RetrievalReport(
-            ndcg / nq, r10 / nq, r100 / nq, mrr / nq, percentile(latencies, 50), percentile(latencies, 95), mode, details
+            ndcg / nq,
+            r10 / nq,
+            r100 / nq,
+            mrr / nq,
+            percentile(latencies, 50),
+            percentile(latencies, 95),
+            mode,
+            details,
         )

@@ -12,11 +12,15 @@ target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
+    """Migrate the database of the engine the caller handed over, in one transaction per run."""
     engine = config.attributes.get("engine")
     if engine is None:
         from sqlalchemy import create_engine
 
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic needs an engine (config.attributes['engine']) or a sqlalchemy.url")
+        engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

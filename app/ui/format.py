@@ -6,6 +6,7 @@ from typing import Any
 
 
 def params(n: float) -> str:
+    """A parameter count as people say it (1.2B, 350M), for model summaries."""
     if n >= 1e9:
         return f"{n / 1e9:.1f}B"
     if n >= 1e6:
@@ -14,6 +15,7 @@ def params(n: float) -> str:
 
 
 def usd(x: float) -> str:
+    """Dollars with enough digits that a fraction of a cent still shows."""
     if x == 0:
         return "$0"
     if x < 0.01:
@@ -29,7 +31,9 @@ def cost_line(cost: dict[str, Any]) -> str:
     ]
     total_params = cost.get("total_params") or 0
     if total_params:
-        parts.append(f"{params(cost.get('active_params_per_token') or 0)} of {params(total_params)} params active")
+        parts.append(
+            f"{params(cost.get('active_params_per_token') or 0)} of {params(total_params)} params active"
+        )
     parts.append(f"{cost.get('energy_joules', 0.0):.1f} J {cost.get('energy_source', 'modelled')}")
     total = float(cost.get("total_usd") or 0.0)
     parts.append(usd(total))

@@ -26,6 +26,8 @@ from app.users import UserInfo
 
 @dataclass(frozen=True)
 class PageSpec:
+    """One page of the app: what it is called, where it lives and whether only admins see it."""
+
     title: str
     render: Callable[[], None]
     url_path: str
@@ -55,6 +57,7 @@ def pages_for(user: UserInfo | None) -> list[PageSpec]:
 
 
 def sign_in_page() -> None:
+    """Sign in with single sign-on or a sparq password, as the settings allow."""
     settings = session.get_assistant().settings
     st.title("sparq")
     st.caption("Answers from your company's documents, on your own hardware.")
@@ -97,6 +100,7 @@ def start_source_schedule(_assistant: Assistant) -> SourceSchedule | None:
 
 
 def main() -> None:
+    """The app's entry point: sign-in, then the pages the user's role allows (admin pages hidden)."""
     st.set_page_config(page_title="sparq", page_icon=":material/chat:", layout="wide")
     # First run: creates the admin and says how to sign in, on the server console; starts the source scheduler.
     start_source_schedule(session.get_assistant())
@@ -110,8 +114,10 @@ def main() -> None:
     if user.must_change_password:
         st.warning(session.PASSWORD_CHANGE_FIRST)
     nav = st.navigation(
-        [st.Page(p.render, title=p.title, url_path=p.url_path, icon=p.icon, default=(i == 0))
-         for i, p in enumerate(specs)]
+        [
+            st.Page(p.render, title=p.title, url_path=p.url_path, icon=p.icon, default=(i == 0))
+            for i, p in enumerate(specs)
+        ]
     )
     with st.sidebar:
         st.caption(f"Signed in as **{literal_markdown(user.name)}** ({user.role})")

@@ -50,6 +50,7 @@ def _shared_assistant() -> Assistant:
 
 
 def get_assistant() -> Assistant:
+    """The Assistant pages use: a test's override, else the one shared by every session of this process."""
     return _override if _override is not None else _shared_assistant()
 
 
@@ -121,8 +122,10 @@ FAILURE_WINDOW_S = 300.0
 
 
 def throttle(assistant: Assistant) -> SigninThrottle:
-    return SigninThrottle(assistant.engine, per_name=MAX_FAILURES, per_address=MAX_ADDRESS_FAILURES,
-                          window_s=FAILURE_WINDOW_S)
+    """The shared sign-in throttle, kept in the database so every replica counts the same failures."""
+    return SigninThrottle(
+        assistant.engine, per_name=MAX_FAILURES, per_address=MAX_ADDRESS_FAILURES, window_s=FAILURE_WINDOW_S
+    )
 
 
 class LocalSignInDisabled(RuntimeError):
@@ -148,13 +151,18 @@ def sign_in(name: str, password: str) -> UserInfo | None:
     user = assistant.users.authenticate(key, password)
     if user is None:
         count = guard.failed(address, key)
-        log.warning("failed sign-in from %s (%d in the last %d s from this address)", address, count,
-                    int(guard.window_s))
+        log.warning(
+            "failed sign-in from %s (%d in the last %d s from this address)",
+            address,
+            count,
+            int(guard.window_s),
+        )
         return None
     guard.succeeded(address, key)
     settings = assistant.settings
     st.session_state[TOKEN_KEY] = assistant.users.start_session(
-        user.name, lifetime_s=settings.session_lifetime_hours * 3600)
+        user.name, lifetime_s=settings.session_lifetime_hours * 3600
+    )
     log.info("sign-in: %s from %s", user.name, address)
     return user
 
@@ -191,8 +199,11 @@ def sign_in_with_provider() -> UserInfo | None:
         return None
     st.session_state.pop(SIGNIN_ERROR_KEY, None)
     st.session_state[TOKEN_KEY] = assistant.users.start_session(
-        user.name, lifetime_s=assistant.settings.session_lifetime_hours * 3600)
-    log.info("single sign-on: %s (%s) from %s", user.name, ", ".join(user.groups) or "no groups", client_address())
+        user.name, lifetime_s=assistant.settings.session_lifetime_hours * 3600
+    )
+    log.info(
+        "single sign-on: %s (%s) from %s", user.name, ", ".join(user.groups) or "no groups", client_address()
+    )
     return user
 
 
@@ -249,8 +260,12 @@ def check_password(user: UserInfo, password: str) -> bool:
     guard.check(address, user.name)
     if assistant.users.authenticate(user.name, password) is None:
         count = guard.failed(address, user.name)
-        log.warning("wrong current password for %s from %s (%d recent failures from this address)",
-                    user.name, address, count)
+        log.warning(
+            "wrong current password for %s from %s (%d recent failures from this address)",
+            user.name,
+            address,
+            count,
+        )
         return False
     guard.succeeded(address, user.name)
     return True
@@ -258,8 +273,9 @@ def check_password(user: UserInfo, password: str) -> bool:
 
 def change_password(user: UserInfo, new_password: str) -> UserInfo:
     """Set a new password; every other session of the user ends, this browser's stays signed in."""
-    return get_assistant().users.update(user.name, password=new_password,
-                                        keep_session=st.session_state.get(TOKEN_KEY))
+    return get_assistant().users.update(
+        user.name, password=new_password, keep_session=st.session_state.get(TOKEN_KEY)
+    )
 
 
 def require_user(*, while_password_change_pending: bool = False) -> UserInfo:
@@ -269,10 +285,10 @@ def require_user(*, while_password_change_pending: bool = False) -> UserInfo:
     if user is None:
         st.error("Please sign in.")
         st.stop()
-    if user.must_change_password and not while_password_change_pending:  # type: ignore[union-attr]
+    if user.must_change_password and not while_password_change_pending:
         st.warning(PASSWORD_CHANGE_FIRST)
         st.stop()
-    return user  # type: ignore[return-value]
+    return user
 
 
 def require_admin() -> UserInfo:
@@ -332,10 +348,12 @@ def display_paths(assistant: Assistant, user: UserInfo, document_ids: Iterable[i
         return {}
     with assistant.store.sessions() as session:
         rows = session.execute(
-            select(Document.id, Document.path, Document.collection_id)
-            .where(Document.id.in_(ids), readable_by(Document.id, user.principal()))
+            select(Document.id, Document.path, Document.collection_id).where(
+                Document.id.in_(ids), readable_by(Document.id, user.principal())
+            )
         ).all()
-        return relative_paths(session, assistant.settings.data_dir, [tuple(r) for r in rows])
+        triples = [(r.id, r.path, r.collection_id) for r in rows]
+        return relative_paths(session, assistant.settings.data_dir, triples)
 
 
 # --- uploads -----------------------------------------------------------------------------------------

@@ -36,10 +36,13 @@ STREAMLIT_AUTH_LOGGER = "streamlit.web.server.starlette.starlette_auth_routes"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
-_failures: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("sparq_sso_failures",
-                                                                                       default=None)
+_failures: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "sparq_sso_failures", default=None
+)
 
 
 class _CollectFailures(logging.Handler):
@@ -55,7 +58,7 @@ def _signed_in(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the response sets Streamlit's identity cookie to a value (not the deletion of it)."""
     for name, value in headers:
         if name.lower() == b"set-cookie" and value.startswith(IDENTITY_COOKIE):
-            first = value[len(IDENTITY_COOKIE):].split(b";", 1)[0].strip()
+            first = value[len(IDENTITY_COOKIE) :].split(b";", 1)[0].strip()
             if first not in (b"", b'""') and b"max-age=0" not in value.lower():
                 return True
     return False
@@ -76,8 +79,14 @@ class CallbackGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        """Pass every request through; on the provider's callback, a sign-in that failed becomes a
+        redirect with its reason."""
         if scope.get("type") != "http" or not str(scope.get("path", "")).rstrip("/").endswith(CALLBACK_PATH):
             await self.app(scope, receive, send)
             return
@@ -99,7 +108,9 @@ class CallbackGuard:
                     else:
                         refused = OidcError("failed", "the callback set no sign-in cookie")
                     log.warning("single sign-on refused at the callback (%s): %s", refused.reason, refused)
-                    location = next((v.decode("latin-1") for k, v in headers if k.lower() == b"location"), "/")
+                    location = next(
+                        (v.decode("latin-1") for k, v in headers if k.lower() == b"location"), "/"
+                    )
                     headers = [(k, v) for k, v in headers if k.lower() != b"location"]
                     headers.append((b"location", _with_error(location, refused.reason).encode("latin-1")))
                     message = {**message, "headers": headers}

@@ -411,6 +411,7 @@ class ImapConnector(Connector):
             searches.append(("UID", f"{starts[-1]}:*"))  # with what arrived since the SELECT
         uids: set[int] = set()
         for criteria in searches:
+
             def search(imap: imaplib.IMAP4, c: tuple[str, ...] = criteria) -> tuple[str, list]:
                 return imap.uid("SEARCH", *c)
 

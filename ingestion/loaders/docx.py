@@ -136,7 +136,8 @@ class DocxLoader:
     extensions: tuple[str, ...] = (".docx",)
 
     def load(self, path: Path) -> LoadedDocument:
-        """The document in reading order, each paragraph under its heading path; title from properties or the first heading."""
+        """The document in reading order, each paragraph under its heading path; the title from the
+        properties or the first heading."""
         check_ooxml(path, ".docx")
         document = docx.Document(str(path))
         out = SectionBuilder()

@@ -23,7 +23,9 @@ class ImageLoader:
 
     def load(self, path: Path) -> LoadedDocument:
         """The image's text by OCR, one page per frame; refused when OCR is not installed."""
-        job = ocr.current_job()  # the product's OCR settings and this file's time limit (set by the loader worker)
+        job = (
+            ocr.current_job()
+        )  # the product's OCR settings and this file's time limit (set by the loader worker)
         engine = ocr.TesseractEngine(job.settings.languages)
         try:
             engine.check()

@@ -220,7 +220,9 @@ def _ocr(path: Path, numbers: list[int]) -> tuple[list[Section], list[str]]:
     """Render the given 1-based pages with pypdfium2 and OCR them, one page in memory at a time."""
     import pypdfium2 as pdfium
 
-    job = ocr.current_job()  # the product's OCR settings and this file's time limit (set by the loader worker)
+    job = (
+        ocr.current_job()
+    )  # the product's OCR settings and this file's time limit (set by the loader worker)
     settings = job.settings
     engine = ocr.TesseractEngine(settings.languages)
     engine.check()  # OcrUnavailable before anything is rendered
@@ -252,7 +254,7 @@ def _ocr(path: Path, numbers: list[int]) -> tuple[list[Section], list[str]]:
     return sections, sorted(problems + ocr_problems, key=_page_of)
 
 
-def _scan_dpi(page, page_area: float, default: int) -> int:  # noqa: ANN001 - a pypdfium2 PdfPage
+def _scan_dpi(page, page_area: float, default: int) -> int:
     """The resolution to render a scanned page at: its scan's own, up to `default`.
 
     A 200-dpi scan rendered at 300 dpi only enlarges its noise, and Tesseract then reads specks as

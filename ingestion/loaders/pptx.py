@@ -60,7 +60,9 @@ class PptxLoader:
                 if title_shape is not None and shape.shape_id == title_shape.shape_id:
                     continue
                 if shape.has_text_frame:  # True only on a pptx Shape (an autoshape, text box or placeholder)
-                    out.add(_frame_text(cast(Shape, shape).text_frame), slide=number, heading_path=heading_path)
+                    out.add(
+                        _frame_text(cast(Shape, shape).text_frame), slide=number, heading_path=heading_path
+                    )
                 if getattr(shape, "has_table", False):  # True only on a GraphicFrame holding a table
                     table = cast(GraphicFrame, shape).table
                     out.add(

@@ -40,7 +40,9 @@ class XlsxLoader:
                     if hasattr(ws, "reset_dimensions"):
                         ws.reset_dimensions()
                 rows = _with_formulas(
-                    sheet.iter_rows(values_only=True), formula_sheet.iter_rows(values_only=True), uncomputed,
+                    sheet.iter_rows(values_only=True),
+                    formula_sheet.iter_rows(values_only=True),
+                    uncomputed,
                     sheet.title,
                 )
                 for kind, line in table_rows(rows):
@@ -61,7 +63,9 @@ class XlsxLoader:
 
 
 def _with_formulas(
-    values: Iterator[tuple[object, ...]], formulas: Iterator[tuple[object, ...]], uncomputed: dict[str, int],
+    values: Iterator[tuple[object, ...]],
+    formulas: Iterator[tuple[object, ...]],
+    uncomputed: dict[str, int],
     sheet: str,
 ) -> Iterator[tuple[object, ...]]:
     """Cached values, with each formula that has none shown as "=FORMULA (not computed)" and counted."""

@@ -72,7 +72,9 @@ def install(folder: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(HERE / name, folder / name)
-    subprocess.run([NPM, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600)
+    subprocess.run(
+        [NPM, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600
+    )
     return folder
 
 
@@ -143,13 +145,15 @@ class TamperProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")
+                }
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
@@ -170,7 +174,12 @@ class TamperProxy:
                         data = json.dumps(answer).encode()
                 self.send_response(status)
                 for name, value in out_headers:
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "keep-alive"):
+                    if name.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "keep-alive",
+                    ):
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Connection", "close")
@@ -178,7 +187,7 @@ class TamperProxy:
                 self.wfile.write(data)
                 self.close_connection = True
 
-            do_GET = do_POST = do_HEAD = _forward  # noqa: N815 - http.server's naming
+            do_GET = do_POST = do_HEAD = _forward
 
         port = _free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -210,7 +219,9 @@ class OidcProvider:
         with urllib.request.urlopen(f"{self.issuer}/.well-known/openid-configuration", timeout=10) as r:
             return json.loads(r.read())
 
-    def tokens_for(self, user: str, *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET) -> dict:
+    def tokens_for(
+        self, user: str, *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET
+    ) -> dict:
         """A real authorization-code sign-in (with PKCE) of `user` at the provider, driven over HTTP the way a
         browser would: the provider's own login form, then the code exchanged at its token endpoint."""
         import httpx
@@ -219,9 +230,14 @@ class OidcProvider:
         verifier = secrets.token_urlsafe(48)
         challenge = _b64(hashlib.sha256(verifier.encode()).digest())
         params = {
-            "client_id": client_id, "response_type": "code", "scope": "openid profile email",
-            "redirect_uri": self.redirect_uri, "state": secrets.token_urlsafe(8), "nonce": secrets.token_urlsafe(8),
-            "code_challenge": challenge, "code_challenge_method": "S256",
+            "client_id": client_id,
+            "response_type": "code",
+            "scope": "openid profile email",
+            "redirect_uri": self.redirect_uri,
+            "state": secrets.token_urlsafe(8),
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
         }
         with httpx.Client(timeout=30, follow_redirects=False) as client:
             response = client.get(f"{meta['authorization_endpoint']}?{urlencode(params)}")
@@ -234,23 +250,34 @@ class OidcProvider:
                     continue
                 form = re.search(r'<form[^>]*action="([^"]+)"[^>]*method="post"', response.text)
                 if response.status_code == 200 and form and 'name="login"' in response.text:
-                    response = client.post(html.unescape(form.group(1)),
-                                           data={"prompt": "login", "login": user, "password": "any"})
+                    response = client.post(
+                        html.unescape(form.group(1)),
+                        data={"prompt": "login", "login": user, "password": "any"},
+                    )
                     continue
-                raise AssertionError(f"unexpected answer from the provider: {response.status_code} {response.text[:500]}")
+                raise AssertionError(
+                    f"unexpected answer from the provider: {response.status_code} {response.text[:500]}"
+                )
             query = parse_qs(urlsplit(location).query)
             if "code" not in query:
                 raise AssertionError(f"no code in the redirect: {location}")
-            token = client.post(meta["token_endpoint"], auth=(client_id, client_secret), data={
-                "grant_type": "authorization_code", "code": query["code"][0],
-                "redirect_uri": self.redirect_uri, "code_verifier": verifier,
-            })
+            token = client.post(
+                meta["token_endpoint"],
+                auth=(client_id, client_secret),
+                data={
+                    "grant_type": "authorization_code",
+                    "code": query["code"][0],
+                    "redirect_uri": self.redirect_uri,
+                    "code_verifier": verifier,
+                },
+            )
             token.raise_for_status()
             return dict(token.json())
 
 
-def run_oidc_provider(folder: Path, redirect_uri: str, post_logout_uri: str | None = None,
-                      *, id_token_ttl: int = 3600) -> Iterator[OidcProvider]:
+def run_oidc_provider(
+    folder: Path, redirect_uri: str, post_logout_uri: str | None = None, *, id_token_ttl: int = 3600
+) -> Iterator[OidcProvider]:
     """Start the provider (behind its proxy) in `folder`; yields once discovery answers; stops it afterwards."""
     import pytest
 
@@ -268,20 +295,35 @@ def run_oidc_provider(folder: Path, redirect_uri: str, post_logout_uri: str | No
     accounts_file = folder / "accounts.json"
     accounts_file.write_text(json.dumps(ACCOUNTS))
     client = {
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uris": [redirect_uri],
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [redirect_uri],
         "post_logout_redirect_uris": [post_logout_uri or redirect_uri],
-        "grant_types": ["authorization_code"], "response_types": ["code"],
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
     }
     other = {**client, "client_id": OTHER_CLIENT_ID, "client_secret": OTHER_CLIENT_SECRET}
     config = folder / "provider.json"
-    config.write_text(json.dumps({
-        "issuer": issuer, "port": upstream, "clients": [client, other], "accounts_file": str(accounts_file),
-        "jwks": {"keys": [key.as_dict(private=True)]}, "id_token_ttl": id_token_ttl,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "issuer": issuer,
+                "port": upstream,
+                "clients": [client, other],
+                "accounts_file": str(accounts_file),
+                "jwks": {"keys": [key.as_dict(private=True)]},
+                "id_token_ttl": id_token_ttl,
+            }
+        )
+    )
     log_file = folder / "provider.log"
     log = open(log_file, "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([NODE, str(HERE / "provider.js"), str(config)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "SPARQ_OIDC_NODE_MODULES": str(modules)})
+    proc = subprocess.Popen(
+        [NODE, str(HERE / "provider.js"), str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SPARQ_OIDC_NODE_MODULES": str(modules)},
+    )
     provider = OidcProvider(issuer, accounts_file, proxy, redirect_uri, log_file)
     try:
         deadline = time.monotonic() + 60

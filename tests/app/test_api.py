@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, module_database_url: str, e
 
     try:
         model_path = smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
+    except Exception as exc:
         pytest.skip(f"SmolLM2 weights not installed: {exc}")
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"

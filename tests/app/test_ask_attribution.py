@@ -78,8 +78,12 @@ def _row(assistant, query_id: int) -> QueryLog:
 
 
 def test_uncited_sentence_gets_the_passage_that_holds_it(ready, small_llm):
-    answer = _ask(ready, small_llm, "Meals are reimbursed up to 40 euros per day.",
-                  "How much are meals reimbursed per day?")
+    answer = _ask(
+        ready,
+        small_llm,
+        "Meals are reimbursed up to 40 euros per day.",
+        "How much are meals reimbursed per day?",
+    )
     ref = _ref_of(answer, "40 euros")
     assert answer.status == "ok"
     assert answer.text == f"Meals are reimbursed up to 40 euros per day [{ref}]."

@@ -16,8 +16,12 @@ from retrieval.schema import Chunk, Document
 
 def _snapshot(a: Assistant) -> tuple:
     with a.store.sessions() as s:
-        chunks = s.execute(select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding).order_by(Chunk.id)).all()
-        docs = s.execute(select(Document.id, Document.path, Document.sha256, Document.status).order_by(Document.id)).all()
+        chunks = s.execute(
+            select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.embedding).order_by(Chunk.id)
+        ).all()
+        docs = s.execute(
+            select(Document.id, Document.path, Document.sha256, Document.status).order_by(Document.id)
+        ).all()
     return [tuple(c) for c in chunks], [tuple(d) for d in docs]
 
 
@@ -35,7 +39,9 @@ def test_backup_restore_round_trip(assistant, embedder, example_docs_dir, tmp_pa
     with pytest.raises(BackupError, match="not empty"):
         assistant.backup(tmp_path / "backup")
 
-    target = Assistant(Settings(data_dir=tmp_path / "restored", database_url=f"sqlite:///{tmp_path / 'r.db'}"))
+    target = Assistant(
+        Settings(data_dir=tmp_path / "restored", database_url=f"sqlite:///{tmp_path / 'r.db'}")
+    )
     target._embedder = embedder
     target.restore(tmp_path / "backup")
     assert _snapshot(target) == before
@@ -44,7 +50,9 @@ def test_backup_restore_round_trip(assistant, embedder, example_docs_dir, tmp_pa
     # Keyword search finds restored chunks (the BM25 index follows the restored vector index).
     assert target.search("Stanley", user=None, k=3, mode="keyword")
     q = embedder.encode_query("Stanley Cup")
-    np.testing.assert_array_equal(target.store.vectors.search(q, 3)[1], assistant.store.vectors.search(q, 3)[1])
+    np.testing.assert_array_equal(
+        target.store.vectors.search(q, 3)[1], assistant.store.vectors.search(q, 3)[1]
+    )
 
     # New rows after a restore get fresh ids (sequences moved past the restored ones).
     target.ingest(example_docs_dir / "README.md", collection="c")

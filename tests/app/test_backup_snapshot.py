@@ -15,13 +15,27 @@ from retrieval.schema import Chunk, Collection, Document
 
 
 def _document(collection_id: int, path: str) -> dict:
-    return {"collection_id": collection_id, "path": path, "sha256": path.ljust(64, "0")[:64], "size": 1,
-            "mtime": 0.0, "mime": "text/plain", "status": "ready", "n_chunks": 1}
+    return {
+        "collection_id": collection_id,
+        "path": path,
+        "sha256": path.ljust(64, "0")[:64],
+        "size": 1,
+        "mtime": 0.0,
+        "mime": "text/plain",
+        "status": "ready",
+        "n_chunks": 1,
+    }
 
 
 def _chunk(document_id: int, text: str) -> dict:
-    return {"document_id": document_id, "position": 0, "text": text, "search_text": text, "token_count": 1,
-            "embedding": b"\x00" * 16}
+    return {
+        "document_id": document_id,
+        "position": 0,
+        "text": text,
+        "search_text": text,
+        "token_count": 1,
+        "embedding": b"\x00" * 16,
+    }
 
 
 def _rows(backup: Path, table: str) -> list[dict]:
@@ -34,18 +48,22 @@ def test_dump_does_not_see_rows_committed_while_it_reads(database_url: str, tmp_
     writer = make_engine(database_url)  # another connection pool, as another process would have
     with writer.begin() as conn:
         cid = conn.execute(insert(Collection).values(name="c").returning(Collection.id)).scalar_one()
-        old_doc = conn.execute(insert(Document).values(_document(cid, "old.txt")).returning(Document.id)).scalar_one()
+        old_doc = conn.execute(
+            insert(Document).values(_document(cid, "old.txt")).returning(Document.id)
+        ).scalar_one()
         conn.execute(insert(Chunk).values(_chunk(old_doc, "old")))
 
     committed: list[int] = []
 
-    def commit_between_tables(_conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
+    def commit_between_tables(_conn, _cursor, statement: str, *_args) -> None:
         """Just before the dump reads `chunks` (it read `documents` already), commit a new document with
         its chunk from the other pool."""
         if committed or "FROM chunks" not in statement:
             return
         with writer.begin() as conn:
-            doc = conn.execute(insert(Document).values(_document(cid, "new.txt")).returning(Document.id)).scalar_one()
+            doc = conn.execute(
+                insert(Document).values(_document(cid, "new.txt")).returning(Document.id)
+            ).scalar_one()
             conn.execute(insert(Chunk).values(_chunk(doc, "new")))
         committed.append(doc)
 
@@ -61,7 +79,9 @@ def test_dump_does_not_see_rows_committed_while_it_reads(database_url: str, tmp_
     documents = {r["id"] for r in _rows(tmp_path / "backup", "documents")}
     chunk_docs = [r["document_id"] for r in _rows(tmp_path / "backup", "chunks")]
     assert documents == {old_doc}
-    assert set(chunk_docs) <= documents, f"chunks of documents missing from the backup: {set(chunk_docs) - documents}"
+    assert set(chunk_docs) <= documents, (
+        f"chunks of documents missing from the backup: {set(chunk_docs) - documents}"
+    )
     assert chunk_docs == [old_doc] and manifest["rows"]["chunks"] == 1
     writer.dispose()
     engine.dispose()

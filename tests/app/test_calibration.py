@@ -82,14 +82,21 @@ def test_document_passages_errors_name_the_cause(assistant, two_collections, tmp
 
 
 def test_calibration_chats_are_the_answer_prompt_in_the_passages_language():
-    passages = [(EN[0], "travel.pdf, page 1"), (EN[1], "expenses.docx"), (ZH[0], "差旅.md"), (ZH[1], "报销.md"),
-                (EN[2], "onboarding.md")]
+    passages = [
+        (EN[0], "travel.pdf, page 1"),
+        (EN[1], "expenses.docx"),
+        (ZH[0], "差旅.md"),
+        (ZH[1], "报销.md"),
+        (EN[2], "onboarding.md"),
+    ]
     chats = list(document_calibration_samples(passages, per_prompt=2))
     assert len(chats) == 3  # 2 + 2 + the last one alone
     first = [Passage(1, EN[0], "travel.pdf, page 1"), Passage(2, EN[1], "expenses.docx")]
     assert chats[0] == grounded_messages(CALIBRATION_QUESTION["en"], first, "en")
     assert "[1] (travel.pdf, page 1)" in chats[0][1]["content"]
-    assert chats[1][0]["content"] == system_prompt("zh") and CALIBRATION_QUESTION["zh"] in chats[1][1]["content"]
+    assert (
+        chats[1][0]["content"] == system_prompt("zh") and CALIBRATION_QUESTION["zh"] in chats[1][1]["content"]
+    )
     assert "[1] (onboarding.md)" in chats[2][1]["content"] and "[2]" not in chats[2][1]["content"]
     with pytest.raises(ValueError):
         next(document_calibration_samples(passages, per_prompt=0))
@@ -142,7 +149,9 @@ def test_build_from_documents_end_to_end_on_the_small_source(cli_env, monkeypatc
     manifest = json.loads((path.parent / "manifest.json").read_text())
     assert manifest["calibration"]["source"] == "custom" and manifest["calibration"]["tokens_captured"] == 512
     assert isinstance(manifest["custom_calibration"], str)  # the fingerprint of the sampled text
-    assert not (cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b").exists()  # the default untouched
+    assert not (
+        cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b"
+    ).exists()  # the default untouched
     built = path.stat().st_mtime_ns
     again = runner.invoke(cli, ["model", "build-default", "--from-documents", "--tokens", "512"])
     assert again.exit_code == 0 and path.stat().st_mtime_ns == built  # same documents: reused, not rebuilt
@@ -152,9 +161,13 @@ def test_build_from_documents_end_to_end_on_the_small_source(cli_env, monkeypatc
 
     refit = runner.invoke(cli, ["model", "build-default", "--from-documents", "--tokens", "512", "--refit"])
     assert refit.exit_code == 0, refit.output
-    refit_path = cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b-documents-refit" / "model-q4_k_m.gguf"
+    refit_path = (
+        cli_env / "data" / "models" / "sparq-moe-qwen2.5-coder-0.5b-documents-refit" / "model-q4_k_m.gguf"
+    )
     assert refit_path.is_file() and f"SPARQ_LLM_MODEL={refit_path}" in refit.output
     m = json.loads((refit_path.parent / "manifest.json").read_text())
-    assert m["refit_lambda"] == 0.1 and all("rel_err_router_refit" in layer for layer in m["calibration"]["per_layer"])
+    assert m["refit_lambda"] == 0.1 and all(
+        "rel_err_router_refit" in layer for layer in m["calibration"]["per_layer"]
+    )
     assert m["top_k"] == m["train_top_k"]  # served at the top-k the refit was fitted to
     assert path.stat().st_mtime_ns == built  # the plain documents build is kept

@@ -11,8 +11,16 @@ from typer.testing import CliRunner
 from app.cli import cli
 
 runner = CliRunner()
-SUMMARY_KEYS = {"files_new", "files_updated", "files_unchanged", "files_failed", "chunks_added",
-                "chunks_removed", "seconds", "failures"}
+SUMMARY_KEYS = {
+    "files_new",
+    "files_updated",
+    "files_unchanged",
+    "files_failed",
+    "chunks_added",
+    "chunks_removed",
+    "seconds",
+    "failures",
+}
 
 
 @pytest.fixture
@@ -35,7 +43,9 @@ def test_ingest_list_delete_round_trip(env, example_docs_dir):
         shutil.copy(example_docs_dir / name, folder / name)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
 
-    result = runner.invoke(cli, ["ingest", str(folder), "--collection", "hr", "--groups", "staff,all", "--json"])
+    result = runner.invoke(
+        cli, ["ingest", str(folder), "--collection", "hr", "--groups", "staff,all", "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary) >= SUMMARY_KEYS
@@ -77,8 +87,15 @@ def test_a_wrong_setting_is_one_line_naming_it_not_a_traceback(tmp_path) -> None
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARQ_")}
     env.update(SPARQ_DATA_DIR=str(tmp_path / "data"), SPARQ_SOURCE_POLL_SECONDS="-1")
-    done = subprocess.run([sys.executable, "-c", "from app.cli import main; main()", "collections"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "collections"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == ["error: setting SPARQ_SOURCE_POLL_SECONDS: Input should be greater than 0"]
+    assert done.stderr.strip().splitlines() == [
+        "error: setting SPARQ_SOURCE_POLL_SECONDS: Input should be greater than 0"
+    ]
     assert "Traceback" not in done.stderr

@@ -47,6 +47,7 @@ def test_settings_take_their_engine_names_from_the_registry():
 
     for name in BACKENDS:
         assert Settings(llm_backend=name.upper()).llm_backend == name
-    with pytest.raises(ValidationError, match="unknown LLM backend 'magic'; choose one of llamacpp, ik_llama"):
+    with pytest.raises(
+        ValidationError, match="unknown LLM backend 'magic'; choose one of llamacpp, ik_llama"
+    ):
         Settings(llm_backend="magic")
-

@@ -35,7 +35,9 @@ def _isolated(check: str, *args: object) -> str | None:
 # gil-released is slow-marked: on a clean CI run its burner thread made too little progress within 30 s
 # (passes alone and under load here); a scheduling-dependent check must not gate CI.
 @pytest.mark.parametrize(
-    "work", [pytest.param("_hash_work", marks=pytest.mark.slow), "_python_work"], ids=["gil-released", "gil-held"]
+    "work",
+    [pytest.param("_hash_work", marks=pytest.mark.slow), "_python_work"],
+    ids=["gil-released", "gil-held"],
 )
 def test_meter_charges_its_own_thread_not_a_concurrent_burner(work: str) -> None:
     _isolated("_check_own_thread_only", work)

@@ -43,26 +43,35 @@ def synthetic_rows(n: int, first: int = 0) -> list[dict[str, Any]]:
     rows = []
     for i in range(first, first + n):
         dense = i % 3 != 0
-        rows.append({
-            "created_at": START + timedelta(minutes=7 * i + (i % 5)),
-            "user_name": f"user{i % 17}", "collections": COLLECTIONS[i % len(COLLECTIONS)],
-            "question": f"question {i}", "status": ("ok", "no_answer", "error")[i % 3 if i % 11 == 0 else 0],
-            "model": (None, "moe-a", "dense-b")[i % 3], "backend": "llamacpp",
-            "prompt_tokens": 100 + i % 50, "completion_tokens": 20 + i % 13, "total_ms": 500.0 + i % 997,
-            "timings_ms": {}, "energy_joules": None if i % 19 == 0 else 3.0 + (i % 7) / 10,
-            "energy_source": (None, "modelled", "measured")[min(2, i % 4)],
-            "cost_usd": None if i % 23 == 0 else 1e-6 * (1 + (i * 7919) % 100_003),
-            "cloud_cost_usd": 2e-6 * (1 + i % 41),
-            "flops": 1e9 * (1 + i % 5) if dense else None, "dense_flops": 4e9 if dense else None,
-            "details": {"expert_histogram": HISTOGRAM} if i % 10 == 1 else {},
-        })
+        rows.append(
+            {
+                "created_at": START + timedelta(minutes=7 * i + (i % 5)),
+                "user_name": f"user{i % 17}",
+                "collections": COLLECTIONS[i % len(COLLECTIONS)],
+                "question": f"question {i}",
+                "status": ("ok", "no_answer", "error")[i % 3 if i % 11 == 0 else 0],
+                "model": (None, "moe-a", "dense-b")[i % 3],
+                "backend": "llamacpp",
+                "prompt_tokens": 100 + i % 50,
+                "completion_tokens": 20 + i % 13,
+                "total_ms": 500.0 + i % 997,
+                "timings_ms": {},
+                "energy_joules": None if i % 19 == 0 else 3.0 + (i % 7) / 10,
+                "energy_source": (None, "modelled", "measured")[min(2, i % 4)],
+                "cost_usd": None if i % 23 == 0 else 1e-6 * (1 + (i * 7919) % 100_003),
+                "cloud_cost_usd": 2e-6 * (1 + i % 41),
+                "flops": 1e9 * (1 + i % 5) if dense else None,
+                "dense_flops": 4e9 if dense else None,
+                "details": {"expert_histogram": HISTOGRAM} if i % 10 == 1 else {},
+            }
+        )
     return rows
 
 
 def _insert(engine: Engine, rows: list[dict[str, Any]], batch: int = 20_000) -> None:
     with engine.begin() as conn:
         for k in range(0, len(rows), batch):
-            conn.execute(insert(QueryLog), rows[k:k + batch])
+            conn.execute(insert(QueryLog), rows[k : k + batch])
 
 
 def _python_rollup(engine: Engine, by: str, user: str | None = None) -> dict[str, dict[str, float]]:
@@ -72,10 +81,15 @@ def _python_rollup(engine: Engine, by: str, user: str | None = None) -> dict[str
         for row in session.scalars(select(QueryLog).execution_options(yield_per=1000)):
             if user is not None and row.user_name != user:
                 continue
-            keys = {"user": [row.user_name], "collection": list(row.collections) or ["(all)"],
-                    "day": [row.created_at.astimezone(UTC).date().isoformat()] if row.created_at.tzinfo
-                    else [row.created_at.date().isoformat()],
-                    "model": [row.model or "(none)"], "status": [row.status]}[by]
+            keys = {
+                "user": [row.user_name],
+                "collection": list(row.collections) or ["(all)"],
+                "day": [row.created_at.astimezone(UTC).date().isoformat()]
+                if row.created_at.tzinfo
+                else [row.created_at.date().isoformat()],
+                "model": [row.model or "(none)"],
+                "status": [row.status],
+            }[by]
             for key in keys:
                 g = groups[key]
                 g["queries"] += 1
@@ -128,18 +142,30 @@ DAILY_KEYS = ["day", "user_name", "model", "energy_source", "status", "collectio
 def _assert_daily_equals_the_log(engine: Engine) -> None:
     """query_cost_daily holds exactly the groups of one GROUP BY over every logged row (none emptied and
     left behind), with the same sums."""
-    keys = [reports.created_period(engine, "day"), QueryLog.user_name, func.coalesce(QueryLog.model, "(none)"),
-            func.coalesce(QueryLog.energy_source, ""), QueryLog.status,
-            func.coalesce(cast(QueryLog.collections, Text), "null")]
+    keys = [
+        reports.created_period(engine, "day"),
+        QueryLog.user_name,
+        func.coalesce(QueryLog.model, "(none)"),
+        func.coalesce(QueryLog.energy_source, ""),
+        QueryLog.status,
+        func.coalesce(cast(QueryLog.collections, Text), "null"),
+    ]
     with engine.connect() as conn:
-        log = {tuple(r[:6]): r[6:] for r in conn.execute(
-            select(*keys, *reports.ledger_sums()).group_by(*keys)).all()}
-        daily = {tuple(r[:6]): r[6:] for r in conn.execute(
-            select(*(query_cost_daily.c[k] for k in DAILY_KEYS),
-                   *(query_cost_daily.c[k] for k in SUMMED))).all()}
+        log = {
+            tuple(r[:6]): r[6:]
+            for r in conn.execute(select(*keys, *reports.ledger_sums()).group_by(*keys)).all()
+        }
+        daily = {
+            tuple(r[:6]): r[6:]
+            for r in conn.execute(
+                select(*(query_cost_daily.c[k] for k in DAILY_KEYS), *(query_cost_daily.c[k] for k in SUMMED))
+            ).all()
+        }
     assert set(daily) == set(log)
     for key, sums in log.items():
-        assert [float(v) for v in daily[key]] == pytest.approx([float(v) for v in sums], rel=1e-9, abs=1e-12), key
+        assert [float(v) for v in daily[key]] == pytest.approx(
+            [float(v) for v in sums], rel=1e-9, abs=1e-12
+        ), key
 
 
 def test_daily_sums_follow_every_kind_of_write_to_the_log(small_log: Engine) -> None:
@@ -151,14 +177,23 @@ def test_daily_sums_follow_every_kind_of_write_to_the_log(small_log: Engine) -> 
         session.commit()
     columns = [c for c in QueryLog.__table__.columns if c.name != "id"]
     with small_log.begin() as conn:
-        conn.execute(insert(QueryLog).from_select([c.name for c in columns],
-                                                  select(*columns).where(QueryLog.id <= 50)))
+        conn.execute(
+            insert(QueryLog).from_select([c.name for c in columns], select(*columns).where(QueryLog.id <= 50))
+        )
     _assert_daily_equals_the_log(small_log)
     with small_log.begin() as conn:
         # Moves rows to another user, day, model and collection list; another write sets NULL costs.
-        conn.execute(update(QueryLog).where(QueryLog.id.between(10, 30)).values(
-            user_name="moved", model=None, collections=["legal"], created_at=START + timedelta(days=40),
-            cost_usd=QueryLog.cost_usd * 3))
+        conn.execute(
+            update(QueryLog)
+            .where(QueryLog.id.between(10, 30))
+            .values(
+                user_name="moved",
+                model=None,
+                collections=["legal"],
+                created_at=START + timedelta(days=40),
+                cost_usd=QueryLog.cost_usd * 3,
+            )
+        )
         conn.execute(update(QueryLog).where(QueryLog.id % 7 == 0).values(energy_joules=None, flops=None))
     _assert_daily_equals_the_log(small_log)
     with small_log.begin() as conn:
@@ -219,7 +254,9 @@ def _frames_equal(got: pd.DataFrame, expected: pd.DataFrame, key: str) -> None:
     expected = expected.sort_values(key, ignore_index=True)
     assert got[key].tolist() == expected[key].tolist()
     for col in ("queries", "cost_usd", "energy_joules", "tokens", "total_ms"):
-        np.testing.assert_allclose(got[col].to_numpy(float), expected[col].to_numpy(float), rtol=1e-9, err_msg=col)
+        np.testing.assert_allclose(
+            got[col].to_numpy(float), expected[col].to_numpy(float), rtol=1e-9, err_msg=col
+        )
 
 
 # Every query; most of them (the daily sums less the older rows); a few (the window's rows).
@@ -319,7 +356,11 @@ def big_log(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     copies = select(QueryLog.id.label("copy")).where(QueryLog.id < BIG // 1_000).subquery()
     copy = insert(QueryLog).from_select(
         [c.name for c in columns],
-        select(*columns).join(copies, true()).where(QueryLog.id <= 1_000).order_by(copies.c.copy, QueryLog.id))
+        select(*columns)
+        .join(copies, true())
+        .where(QueryLog.id <= 1_000)
+        .order_by(copies.c.copy, QueryLog.id),
+    )
     with engine.begin() as conn:
         conn.execute(copy)
     if engine.dialect.name == "postgresql":
@@ -367,7 +408,7 @@ def test_costs_page_and_cli_answer_within_a_second_over_200k_queries(big_log) ->
     timings = {}
     cpu = {}  # this process's CPU seconds beside each wall time: what the step costs without the box's load
 
-    def timed(name: str, action) -> None:  # noqa: ANN001 - an AppTest action
+    def timed(name: str, action) -> None:
         # A full collection of the heap the test session has built (the embedder and every module loaded by
         # earlier tests: 0.8 s at 680k objects on a busy box) is not the page's cost: start each step after
         # one, so that a step pays only for the collections its own allocations bring about.
@@ -397,7 +438,9 @@ def test_costs_page_and_cli_answer_within_a_second_over_200k_queries(big_log) ->
     assert result.exit_code == 0, result.output
     rows = {r["key"]: r for r in json.loads(result.stdout)}
     assert rows["(all)"]["queries"] == BIG // 5 + 1 and rows["hr"]["queries"] == 3 * BIG // 5
-    print(f"\nover {BIG:,} queries on {big_log.engine.dialect.name} (machine {slowdown:.1f}x slower than idle): "
-          f"{timings}; CPU s {cpu}")
+    print(
+        f"\nover {BIG:,} queries on {big_log.engine.dialect.name} (machine {slowdown:.1f}x slower than idle): "
+        f"{timings}; CPU s {cpu}"
+    )
     slow = {name: seconds for name, seconds in timings.items() if seconds >= budget}
     assert not slow, f"over {budget:.2f} s ({slowdown:.1f} x 1 s): {slow}"

@@ -54,7 +54,9 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     file.write_text(json.dumps(small))
     settings.max_answer_tokens = 8
     records = tmp_path / "records.jsonl"
-    first = evaluate_qa(file, limit=2, settings=settings, llm=small_llm, embedder=embedder, records_file=records)
+    first = evaluate_qa(
+        file, limit=2, settings=settings, llm=small_llm, embedder=embedder, records_file=records
+    )
     lines = [json.loads(x) for x in records.read_text().splitlines()]
     assert first["n"] == 2 and len(lines) == 2 and len({r["qid"] for r in lines}) == 2
     assert all(r["model"] == small_llm.info.name and r["prompt_tokens"] > 0 for r in lines)
@@ -63,8 +65,15 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     # Pretend the run stopped after the first question: the second is asked again, the first is not.
     records.write_text(json.dumps(lines[0]) + "\n")
     asked: list[str] = []
-    again = evaluate_qa(file, limit=3, settings=settings, llm=small_llm, embedder=embedder, records_file=records,
-                        progress=lambda n, total: asked.append(f"{n}/{total}"))
+    again = evaluate_qa(
+        file,
+        limit=3,
+        settings=settings,
+        llm=small_llm,
+        embedder=embedder,
+        records_file=records,
+        progress=lambda n, total: asked.append(f"{n}/{total}"),
+    )
     assert again["n"] == 3 and asked == ["1/3", "2/3", "3/3"]
     assert len(records.read_text().splitlines()) == 3
     # A records file of another model is refused rather than mixed into this model's figures.
@@ -79,4 +88,9 @@ def test_eval_qa_resumes_from_its_records(tmp_path, settings, embedder, shared_d
     # Rows written before builds were fingerprinted (name only) still resume.
     legacy = {k: v for k, v in lines[0].items() if k != "model_build"}
     records.write_text(json.dumps(legacy) + "\n")
-    assert evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)["n"] == 1
+    assert (
+        evaluate_qa(file, limit=1, settings=settings, llm=small_llm, embedder=embedder, records_file=records)[
+            "n"
+        ]
+        == 1
+    )

@@ -25,9 +25,13 @@ def test_keyword_index_migration_round_trip(database_url, assistant, example_doc
         assert full_text_present()
         with engine.connect() as conn:
             if sqlite:
-                found = conn.execute(text("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'documents'"))
+                found = conn.execute(
+                    text("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'documents'")
+                )
             else:
-                found = conn.execute(text("SELECT count(*) FROM chunks WHERE search_tsv @@ to_tsquery('english', 'documents')"))
+                found = conn.execute(
+                    text("SELECT count(*) FROM chunks WHERE search_tsv @@ to_tsquery('english', 'documents')")
+                )
             assert found.scalar_one() > 0
         upgrade(engine)
         assert not full_text_present()

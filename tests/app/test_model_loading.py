@@ -105,8 +105,14 @@ def test_background_load_reports_progress_then_ready(assistant, slow_factory):
     assert status.state == "loading"
     assert slow_factory.entered.wait(30)
     status = assistant.llm_status
-    assert (status.state, status.message, status.fraction) == ("loading", "layer 3/28: router recall 0.91", 0.4)
-    assert assistant.load_llm_in_background().state == "loading" and slow_factory.calls == 1  # not started twice
+    assert (status.state, status.message, status.fraction) == (
+        "loading",
+        "layer 3/28: router recall 0.91",
+        0.4,
+    )
+    assert (
+        assistant.load_llm_in_background().state == "loading" and slow_factory.calls == 1
+    )  # not started twice
     slow_factory.release.set()
     deadline = time.monotonic() + 30
     while assistant.llm_status.state == "loading" and time.monotonic() < deadline:
@@ -122,7 +128,10 @@ def test_a_failed_load_is_reported_and_retried(assistant, slow_factory):
     while assistant.llm_status.state == "loading" and time.monotonic() < deadline:
         time.sleep(0.05)
     status = assistant.llm_status
-    assert (status.state, status.message) == ("failed", "the default model's source weights are not installed")
+    assert (status.state, status.message) == (
+        "failed",
+        "the default model's source weights are not installed",
+    )
     assert assistant.load_llm_in_background().state == "failed" and slow_factory.calls == 1  # no retry loop
     with pytest.raises(ModelError, match="source weights"):
         _ = assistant.llm  # a question retries, and sees the error itself
@@ -138,9 +147,14 @@ def test_llm_timeout_s_reaches_the_engine_on_both_configuration_paths(monkeypatc
     from app.assistant import Assistant
     from app.config import Settings
 
-    for key, value in {"SPARQ_LLM_BACKEND": "openai", "SPARQ_LLM_MODEL": "served-model", "SPARQ_LLM_BASE_URL": NOWHERE,
-                       "SPARQ_LLM_CONTEXT_WINDOW": "2048", "SPARQ_DATA_DIR": str(tmp_path / "data"),
-                       "SPARQ_LLM_TIMEOUT_S": "7.5"}.items():
+    for key, value in {
+        "SPARQ_LLM_BACKEND": "openai",
+        "SPARQ_LLM_MODEL": "served-model",
+        "SPARQ_LLM_BASE_URL": NOWHERE,
+        "SPARQ_LLM_CONTEXT_WINDOW": "2048",
+        "SPARQ_DATA_DIR": str(tmp_path / "data"),
+        "SPARQ_LLM_TIMEOUT_S": "7.5",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SPARQ_LLM_TIMEOUT", raising=False)
     from_env = model.factory.engine_from_env(context_window=2048)
@@ -157,8 +171,13 @@ def test_engine_from_env_reads_the_other_settings_like_settings_do(monkeypatch, 
     pytest.importorskip("openai")
     from app.config import Settings
 
-    for key, value in {"SPARQ_LLM_BACKEND": "openai", "SPARQ_LLM_MODEL": "served-model", "SPARQ_LLM_BASE_URL": NOWHERE,
-                       "SPARQ_LLM_CONTEXT_WINDOW": "3072", "SPARQ_LLM_TOP_K": "3"}.items():
+    for key, value in {
+        "SPARQ_LLM_BACKEND": "openai",
+        "SPARQ_LLM_MODEL": "served-model",
+        "SPARQ_LLM_BASE_URL": NOWHERE,
+        "SPARQ_LLM_CONTEXT_WINDOW": "3072",
+        "SPARQ_LLM_TOP_K": "3",
+    }.items():
         monkeypatch.setenv(key, value)
     engine = model.factory.engine_from_env()
     settings = Settings()

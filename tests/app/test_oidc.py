@@ -34,8 +34,13 @@ def provider(tmp_path_factory) -> Iterator[OidcProvider]:
 
 @pytest.fixture
 def config(provider: OidcProvider) -> OidcConfig:
-    return OidcConfig(issuer=provider.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                      redirect_url=REDIRECT, admin_groups=(ADMIN_GROUP,))
+    return OidcConfig(
+        issuer=provider.issuer,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        redirect_url=REDIRECT,
+        admin_groups=(ADMIN_GROUP,),
+    )
 
 
 @pytest.fixture
@@ -52,7 +57,9 @@ def _reset_provider(provider: OidcProvider) -> Iterator[None]:
         provider.set_groups(user, groups)
 
 
-def test_sign_in_takes_groups_and_role_from_the_token_and_access_follows(assistant, provider, config, keys, tmp_path):
+def test_sign_in_takes_groups_and_role_from_the_token_and_access_follows(
+    assistant, provider, config, keys, tmp_path
+):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "pay.md").write_text("# Pay\n\nThe orchid bonus pool is three percent of salaries.\n")
@@ -60,7 +67,11 @@ def test_sign_in_takes_groups_and_role_from_the_token_and_access_follows(assista
 
     alice = sign_in(assistant.users, provider.tokens_for("alice")["id_token"], config, keys)
     assert (alice.name, alice.groups, alice.role, alice.source) == ("alice", ["hr"], "employee", "oidc")
-    assert (alice.oidc_issuer, alice.oidc_subject, alice.email) == (provider.issuer, "alice", "alice@example.org")
+    assert (alice.oidc_issuer, alice.oidc_subject, alice.email) == (
+        provider.issuer,
+        "alice",
+        "alice@example.org",
+    )
     assert alice.must_change_password is False and assistant.users.authenticate("alice", "") is None
     assert assistant.search("orchid bonus pool", user="alice")
     bob = sign_in(assistant.users, provider.tokens_for("bob")["id_token"], config, keys)
@@ -88,15 +99,19 @@ def test_without_an_admin_rule_the_stored_role_stays(assistant, provider, config
     assert sign_in(assistant.users, provider.tokens_for("carol")["id_token"], plain, keys).role == "admin"
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("tamper", "signature"),  # groups rewritten under the provider's signature
-    ("audience", "audience"),  # validly signed by the provider's key, for another client
-    ("issuer", "issuer"),
-    ("expired", "expired"),
-    ("unknown_key", "unknown_key"),  # signed with a key the provider does not publish
-])
-def test_altered_and_foreign_tokens_are_refused_and_nobody_is_signed_in(assistant, provider, config, keys,
-                                                                        mode, reason):
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        ("tamper", "signature"),  # groups rewritten under the provider's signature
+        ("audience", "audience"),  # validly signed by the provider's key, for another client
+        ("issuer", "issuer"),
+        ("expired", "expired"),
+        ("unknown_key", "unknown_key"),  # signed with a key the provider does not publish
+    ],
+)
+def test_altered_and_foreign_tokens_are_refused_and_nobody_is_signed_in(
+    assistant, provider, config, keys, mode, reason
+):
     provider.proxy.mode = mode
     token = provider.tokens_for("alice")["id_token"]
     assert provider.proxy.rewritten > 0
@@ -107,7 +122,9 @@ def test_altered_and_foreign_tokens_are_refused_and_nobody_is_signed_in(assistan
 
 
 def test_a_real_token_for_another_client_is_refused(assistant, provider, config, keys):
-    token = provider.tokens_for("alice", client_id=OTHER_CLIENT_ID, client_secret=OTHER_CLIENT_SECRET)["id_token"]
+    token = provider.tokens_for("alice", client_id=OTHER_CLIENT_ID, client_secret=OTHER_CLIENT_SECRET)[
+        "id_token"
+    ]
     with pytest.raises(OidcError) as refused:
         validate_id_token(token, config, keys)
     assert refused.value.reason == "audience"
@@ -121,7 +138,9 @@ def test_a_token_checked_after_its_expiry_is_refused(provider, config, keys):
     assert refused.value.reason == "expired"
 
 
-def test_two_providers_alice_never_merge_and_local_accounts_are_not_taken_over(assistant, provider, config, keys):
+def test_two_providers_alice_never_merge_and_local_accounts_are_not_taken_over(
+    assistant, provider, config, keys
+):
     assistant.users.add("bob", password="local-bob-pw")  # a local account named like the provider's bob
     with pytest.raises(OidcError) as refused:
         sign_in(assistant.users, provider.tokens_for("bob")["id_token"], config, keys)
@@ -130,8 +149,14 @@ def test_two_providers_alice_never_merge_and_local_accounts_are_not_taken_over(a
 
     sign_in(assistant.users, provider.tokens_for("alice")["id_token"], config, keys)
     with pytest.raises(IdentityConflict):  # another issuer's alice
-        assistant.users.sign_in_oidc(issuer="https://other.example.org", subject="alice", name="alice",
-                                     groups=["eng", "hr"], role=None, email=None)
+        assistant.users.sign_in_oidc(
+            issuer="https://other.example.org",
+            subject="alice",
+            name="alice",
+            groups=["eng", "hr"],
+            role=None,
+            email=None,
+        )
     assert assistant.users.get("alice").groups == ["hr"]
     assert assistant.users.get("alice").oidc_issuer == provider.issuer
 
@@ -139,7 +164,9 @@ def test_two_providers_alice_never_merge_and_local_accounts_are_not_taken_over(a
 def test_a_renamed_user_keeps_their_account_by_subject(assistant, provider, config, keys):
     token = provider.tokens_for("alice")["id_token"]
     first = sign_in(assistant.users, token, config, keys)
-    renamed = OidcConfig(**{**config.__dict__, "username_claim": "email"})  # the name claim now says alice@...
+    renamed = OidcConfig(
+        **{**config.__dict__, "username_claim": "email"}
+    )  # the name claim now says alice@...
     again = sign_in(assistant.users, token, renamed, keys)
     assert again.id == first.id and again.name == "alice"
 
@@ -158,8 +185,9 @@ def test_a_disabled_user_is_refused_and_their_api_keys_stop(assistant, provider,
         assistant.search("anything", user="bob")
 
 
-def test_linking_a_directory_user_is_opt_in_and_the_directory_can_then_disable_them(assistant, provider, config,
-                                                                                     keys):
+def test_linking_a_directory_user_is_opt_in_and_the_directory_can_then_disable_them(
+    assistant, provider, config, keys
+):
     assistant.users.add("alice", groups=["hr", "staff"], source="ldap")  # synced from LDAP earlier
     with pytest.raises(OidcError) as refused:
         sign_in(assistant.users, provider.tokens_for("alice")["id_token"], config, keys)
@@ -197,13 +225,23 @@ def test_settings_check_the_provider_configuration(tmp_path):
     with pytest.raises(ValueError, match="SPARQ_OIDC_CLIENT_ID"):
         Settings(data_dir=tmp_path, oidc_issuer="https://id.example.org/realms/acme")
     with pytest.raises(ValueError, match="/oauth2callback"):
-        Settings(data_dir=tmp_path, oidc_issuer="https://id.example.org", oidc_client_id="sparq",
-                 oidc_client_secret="s", oidc_redirect_url="https://sparq.example.org/")
+        Settings(
+            data_dir=tmp_path,
+            oidc_issuer="https://id.example.org",
+            oidc_client_id="sparq",
+            oidc_client_secret="s",
+            oidc_redirect_url="https://sparq.example.org/",
+        )
     with pytest.raises(ValueError, match="SPARQ_LOCAL_LOGIN"):
         Settings(data_dir=tmp_path, local_login=False)
-    settings = Settings(data_dir=tmp_path, oidc_issuer="https://id.example.org", oidc_client_id="sparq",
-                        oidc_client_secret="s3cret-value", oidc_redirect_url="https://sparq.example.org/oauth2callback",
-                        oidc_admin_groups="sparq-admins, it-admins")
+    settings = Settings(
+        data_dir=tmp_path,
+        oidc_issuer="https://id.example.org",
+        oidc_client_id="sparq",
+        oidc_client_secret="s3cret-value",
+        oidc_redirect_url="https://sparq.example.org/oauth2callback",
+        oidc_admin_groups="sparq-admins, it-admins",
+    )
     assert settings.oidc_admin_groups == ["sparq-admins", "it-admins"]
     assert "s3cret-value" not in repr(settings)
     from app.oidc import oidc_config
@@ -214,14 +252,20 @@ def test_settings_check_the_provider_configuration(tmp_path):
 def test_the_cookie_secret_is_made_once_readable_only_by_the_owner(tmp_path):
     from app.oidc import COOKIE_SECRET_FILE, cookie_secret, oidc_config, streamlit_auth_secrets
 
-    settings = Settings(data_dir=tmp_path / "data", oidc_issuer="https://id.example.org/realms/acme",
-                        oidc_client_id="sparq", oidc_client_secret="s3cret-value",
-                        oidc_redirect_url="https://sparq.example.org/oauth2callback")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        oidc_issuer="https://id.example.org/realms/acme",
+        oidc_client_id="sparq",
+        oidc_client_secret="s3cret-value",
+        oidc_redirect_url="https://sparq.example.org/oauth2callback",
+    )
     first = cookie_secret(settings)
     assert len(first) >= 32 and cookie_secret(settings) == first
     assert (settings.data_dir / COOKIE_SECRET_FILE).stat().st_mode & 0o777 == 0o600
     given = Settings(**{**settings.model_dump(), "oidc_cookie_secret": "from-the-secret-store-0123456789"})
     assert cookie_secret(given) == "from-the-secret-store-0123456789"
     auth = streamlit_auth_secrets(oidc_config(settings), first)
-    assert auth["server_metadata_url"] == "https://id.example.org/realms/acme/.well-known/openid-configuration"
+    assert (
+        auth["server_metadata_url"] == "https://id.example.org/realms/acme/.well-known/openid-configuration"
+    )
     assert auth["expose_tokens"] == ["id"] and auth["client_secret"] == "s3cret-value"

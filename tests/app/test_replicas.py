@@ -23,19 +23,42 @@ from retrieval.schema import Chunk, Document, IngestRun
 ROOT = Path(__file__).resolve().parents[2]
 
 NEW_DOCS = [
-    TextRecord("quokka", "The quokka observatory tracks zirconium comets over the Nullarbor plain every winter.", "Quokka"),
-    TextRecord("marimba", "Marimba tuning uses rosewood bars; the luthier sands each bar until the pitch is exact.", "Marimba"),
-    TextRecord("glacier", "Glacier calving at the fjord mouth was filmed by drones fitted with thermal cameras.", "Glacier"),
+    TextRecord(
+        "quokka",
+        "The quokka observatory tracks zirconium comets over the Nullarbor plain every winter.",
+        "Quokka",
+    ),
+    TextRecord(
+        "marimba",
+        "Marimba tuning uses rosewood bars; the luthier sands each bar until the pitch is exact.",
+        "Marimba",
+    ),
+    TextRecord(
+        "glacier",
+        "Glacier calving at the fjord mouth was filmed by drones fitted with thermal cameras.",
+        "Glacier",
+    ),
 ]
 SEED_DOCS = [
-    TextRecord("lighthouse", "The lighthouse keeper logs fog signals and lamp hours in a leather ledger.", "Lighthouse"),
-    TextRecord("victim", "Victorian greenhouse heating relied on cast iron pipes and coal boilers.", "Greenhouse"),
+    TextRecord(
+        "lighthouse",
+        "The lighthouse keeper logs fog signals and lamp hours in a leather ledger.",
+        "Lighthouse",
+    ),
+    TextRecord(
+        "victim", "Victorian greenhouse heating relied on cast iron pipes and coal boilers.", "Greenhouse"
+    ),
 ]
 
 
 def _child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
 
 
 def _assistant(data_dir: Path, database_url: str, embedder) -> Assistant:
@@ -87,8 +110,14 @@ def test_delete_in_a_stale_process_keeps_the_other_process_ingest(tmp_path, data
         victim = s.scalar(select(Document.id).where(Document.path.like("%victim")))
     seed.close()
 
-    deleter = subprocess.Popen([sys.executable, "-c", DELETER, str(data_dir), database_url], env=_child_env(),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deleter = subprocess.Popen(
+        [sys.executable, "-c", DELETER, str(data_dir), database_url],
+        env=_child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = deleter.stdout.readline()
         assert line, deleter.stderr.read()[-3000:]
@@ -116,6 +145,7 @@ def test_delete_in_a_stale_process_keeps_the_other_process_ingest(tmp_path, data
 
 
 # --- replicas: two data dirs on one PostgreSQL ---------------------------------------------------------
+
 
 @pytest.fixture
 def pg_url() -> str:
@@ -152,13 +182,26 @@ INGESTER = textwrap.dedent(
 )
 
 
-def _ingester(tmp_path: Path, data_dir: Path, url: str, collection: str, records: list[TextRecord],
-              ready: Path | None = None, go: Path | None = None, delete: str | None = None) -> subprocess.Popen:
+def _ingester(
+    tmp_path: Path,
+    data_dir: Path,
+    url: str,
+    collection: str,
+    records: list[TextRecord],
+    ready: Path | None = None,
+    go: Path | None = None,
+    delete: str | None = None,
+) -> subprocess.Popen:
     records_file = tmp_path / f"{collection}.json"
     records_file.write_text(json.dumps([r.__dict__ for r in records]))
     args = [str(data_dir), url, collection, str(records_file), str(ready or "-"), str(go or "-")]
-    return subprocess.Popen([sys.executable, "-c", INGESTER, *args, *([delete] if delete else [])],
-                            env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", INGESTER, *args, *([delete] if delete else [])],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_replica_sees_another_replicas_ingest_at_its_next_query(tmp_path, pg_url, embedder):
@@ -183,11 +226,15 @@ def test_replica_sees_another_replicas_ingest_at_its_next_query(tmp_path, pg_url
 
 
 def test_ingests_on_two_replicas_serialise(tmp_path, pg_url, embedder):
-    topics = "harbour cranes, orchard pests, violin varnish, tram signals, bee hives, salt marshes, kiln glazes, " \
-             "radar domes, coral reefs, paper mills, clock towers, lava tubes, seed banks, rope bridges, ice roads"
+    topics = (
+        "harbour cranes, orchard pests, violin varnish, tram signals, bee hives, salt marshes, kiln glazes, "
+        "radar domes, coral reefs, paper mills, clock towers, lava tubes, seed banks, rope bridges, ice roads"
+    )
     halves = [
-        [TextRecord(f"r{i}-{n}", f"Notes on {topic} (report {n} of replica {i}). " * 12, topic)
-         for n, topic in enumerate(topics.split(", ")[i::2][:8])]
+        [
+            TextRecord(f"r{i}-{n}", f"Notes on {topic} (report {n} of replica {i}). " * 12, topic)
+            for n, topic in enumerate(topics.split(", ")[i::2][:8])
+        ]
         for i in range(2)
     ]
     first = _assistant(tmp_path / "replica-0", pg_url, embedder)  # migrate the schema once, up front
@@ -195,7 +242,9 @@ def test_ingests_on_two_replicas_serialise(tmp_path, pg_url, embedder):
     first.close()
     go = tmp_path / "go"
     procs = [
-        _ingester(tmp_path, tmp_path / f"replica-{i}", pg_url, f"c{i}", halves[i], tmp_path / f"ready-{i}", go)
+        _ingester(
+            tmp_path, tmp_path / f"replica-{i}", pg_url, f"c{i}", halves[i], tmp_path / f"ready-{i}", go
+        )
         for i in range(2)
     ]
     try:

@@ -20,7 +20,15 @@ from retrieval.filters import SearchFilters
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SCIFACT = DATA / "beir_scifact"
 CMRC = DATA / "cmrc2018_dev" / "cmrc2018_dev.json"
-EVAL_KEYS = {"ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "latency_ms_p50", "latency_ms_p95", "mode"}
+EVAL_KEYS = {
+    "ndcg_at_10",
+    "recall_at_10",
+    "recall_at_100",
+    "mrr_at_10",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "mode",
+}
 
 needs_scifact = pytest.mark.skipif(not SCIFACT.is_dir(), reason="SciFact not present in ../shared/data")
 
@@ -45,11 +53,15 @@ def mini_beir(tmp_path: Path) -> Path:
             docs.append(doc)
     out = tmp_path / "mini"
     (out / "qrels").mkdir(parents=True)
-    (out / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d.doc_id, "title": d.title or "", "text": d.text}) + "\n" for d in docs))
-    (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in chosen))
+    (out / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d.doc_id, "title": d.title or "", "text": d.text}) + "\n" for d in docs)
+    )
+    (out / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in chosen)
+    )
     (out / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, ds in chosen.items() for d in ds))
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, ds in chosen.items() for d in ds)
+    )
     return out
 
 
@@ -64,8 +76,12 @@ def test_metrics_match_hand_computed_values():
 def test_assistant_search_enforces_users_and_filters(data_dir: Path):
     corpus = list(read_corpus(SCIFACT / "corpus.jsonl"))[:12]
     with Assistant(Settings(data_dir=data_dir)) as a:
-        a.ingest_records([TextRecord(d.doc_id, d.text, d.title) for d in corpus[:6]], collection="bio", groups=["bio"])
-        a.ingest_records([TextRecord(d.doc_id, d.text, d.title) for d in corpus[6:]], collection="med", groups=["med"])
+        a.ingest_records(
+            [TextRecord(d.doc_id, d.text, d.title) for d in corpus[:6]], collection="bio", groups=["bio"]
+        )
+        a.ingest_records(
+            [TextRecord(d.doc_id, d.text, d.title) for d in corpus[6:]], collection="med", groups=["med"]
+        )
         a.users.add("alice", groups=["bio"])
         a.users.add("root", role="admin")
         q = corpus[7].title or corpus[7].text[:80]
@@ -85,7 +101,9 @@ def test_assistant_search_enforces_users_and_filters(data_dir: Path):
 def test_cli_search_json_and_text(data_dir: Path):
     corpus = list(read_corpus(SCIFACT / "corpus.jsonl"))[:5]
     with Assistant(Settings(data_dir=data_dir)) as a:
-        a.ingest_records([TextRecord(d.doc_id, d.text, d.title) for d in corpus], collection="sci", groups=["s"])
+        a.ingest_records(
+            [TextRecord(d.doc_id, d.text, d.title) for d in corpus], collection="sci", groups=["s"]
+        )
     runner = CliRunner()
     res = runner.invoke(cli, ["search", corpus[2].title, "--k", "2", "--json"])
     assert res.exit_code == 0, res.output
@@ -102,16 +120,30 @@ def test_cli_eval_retrieval_prints_exactly_the_documented_keys(mini_beir: Path, 
     runner = CliRunner()
     reports = {}
     for mode in ("hybrid", "keyword", "dense"):
-        res = runner.invoke(cli, ["eval", "retrieval", "--beir", str(mini_beir), "--mode", mode, "--json",
-                                  "--store", str(store)])
+        res = runner.invoke(
+            cli,
+            ["eval", "retrieval", "--beir", str(mini_beir), "--mode", mode, "--json", "--store", str(store)],
+        )
         assert res.exit_code == 0, res.output
         reports[mode] = json.loads(res.stdout)
         assert set(reports[mode]) == EVAL_KEYS and reports[mode]["mode"] == mode
     # 40 documents, every relevant one among them: recall@100 is complete and rankings are good.
     assert reports["hybrid"]["recall_at_100"] == 1.0
     assert reports["hybrid"]["ndcg_at_10"] > 0.6
-    limited = runner.invoke(cli, ["eval", "retrieval", "--beir", str(mini_beir), "--limit-queries", "2", "--json",
-                                  "--store", str(store)])
+    limited = runner.invoke(
+        cli,
+        [
+            "eval",
+            "retrieval",
+            "--beir",
+            str(mini_beir),
+            "--limit-queries",
+            "2",
+            "--json",
+            "--store",
+            str(store),
+        ],
+    )
     assert limited.exit_code == 0 and set(json.loads(limited.stdout)) == EVAL_KEYS
 
 

@@ -892,19 +892,31 @@ def test_a_stalled_source_listing_does_not_hold_the_ingest_lock(assistant, share
 def test_the_web_app_may_add_web_sites_and_mailboxes_only_on_listed_hosts(assistant):
     imap = {"host": "mail.example.com", "user": "bob", "password_env": "SPARQ_SOURCE_MAIL"}
     service = service_for(assistant)
-    with pytest.raises(SourceError, match="SPARQ_SOURCE_HOSTS"):  # unset: no web or IMAP source from a browser
-        service.add("meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True)
+    with pytest.raises(
+        SourceError, match="SPARQ_SOURCE_HOSTS"
+    ):  # unset: no web or IMAP source from a browser
+        service.add(
+            "meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True
+        )
     with pytest.raises(SourceError, match="SPARQ_SOURCE_HOSTS"):
         service.add("mail", "imap", collection="m", options=imap, restricted=True)
 
     assistant.settings.source_hosts = "Intranet.Example.com, mail.example.com"
     service = service_for(assistant)
     with pytest.raises(SourceError, match=r"host 169\.254\.169\.254 is not among.*intranet\.example\.com"):
-        service.add("meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True)
+        service.add(
+            "meta", "web", collection="w", options={"start_url": "http://169.254.169.254/"}, restricted=True
+        )
     with pytest.raises(SourceError, match="host attacker.example is not among"):
-        service.add("evil", "imap", collection="m", options={**imap, "host": "attacker.example"}, restricted=True)
+        service.add(
+            "evil", "imap", collection="m", options={**imap, "host": "attacker.example"}, restricted=True
+        )
     site = service.add(
-        "intranet", "web", collection="w", options={"start_url": "https://intranet.example.com/"}, restricted=True
+        "intranet",
+        "web",
+        collection="w",
+        options={"start_url": "https://intranet.example.com/"},
+        restricted=True,
     )
     mail = service.add("mail", "imap", collection="m", options=imap, restricted=True)
     assert (site.kind, mail.options["host"]) == ("web", "mail.example.com")
@@ -951,5 +963,7 @@ def test_sparq_ingest_of_a_source_folder_into_its_collection_says_which_source_t
     _cli("sources", "add", "hr-share", "--kind", "folder", "--path", str(share), "--collection", "hr")
     out = _cli("ingest", str(share / "it.md"), "--collection", "hr", code=1)  # main() prints it, exit 2
     assert isinstance(out.exception, SourceError)
-    assert "synced by source 'hr-share'" in str(out.exception) and "sparq sources sync hr-share" in str(out.exception)
+    assert "synced by source 'hr-share'" in str(out.exception) and "sparq sources sync hr-share" in str(
+        out.exception
+    )
     assert "new" in _cli("ingest", str(share), "--collection", "other").output

@@ -38,7 +38,9 @@ def _docs(assistant, collection: str):
 def test_unicode_names_are_kept_and_ingested_as_two_documents(assistant):
     report = one_page_pdf("The quarterly report says revenue grew by nine percent.")
     plan = one_page_pdf("The plan for next year is to open an office in Lyon.")
-    summaries, events = ingest_uploads(assistant, [Upload("报告.pdf", report), Upload("计划.pdf", plan)], "财务", ["staff"])
+    summaries, events = ingest_uploads(
+        assistant, [Upload("报告.pdf", report), Upload("计划.pdf", plan)], "财务", ["staff"]
+    )
 
     assert [e.status for e in events] == ["new", "new"], events
     docs = _docs(assistant, "财务")
@@ -51,13 +53,19 @@ def test_unicode_names_are_kept_and_ingested_as_two_documents(assistant):
 
 
 def test_collections_with_the_same_last_part_never_share_a_folder(assistant):
-    ingest_uploads(assistant, [Upload("plan.md", b"# Plan\n\nHR hires two recruiters in 2024.\n")], "HR/2024", [])
-    ingest_uploads(assistant, [Upload("plan.md", b"# Plan\n\nThe company moves offices in 2024.\n")], "2024", [])
+    ingest_uploads(
+        assistant, [Upload("plan.md", b"# Plan\n\nHR hires two recruiters in 2024.\n")], "HR/2024", []
+    )
+    ingest_uploads(
+        assistant, [Upload("plan.md", b"# Plan\n\nThe company moves offices in 2024.\n")], "2024", []
+    )
 
     hr, general = _docs(assistant, "HR/2024"), _docs(assistant, "2024")
     assert len(hr) == 1 and len(general) == 1
     assert hr[0].path != general[0].path
-    assert "recruiters" in Path(hr[0].path).read_text() and "moves offices" in Path(general[0].path).read_text()
+    assert (
+        "recruiters" in Path(hr[0].path).read_text() and "moves offices" in Path(general[0].path).read_text()
+    )
     with assistant.store.sessions() as session:
         ids = dict(session.execute(select(Collection.name, Collection.id)).all())
     uploads = (assistant.settings.data_dir / "uploads").resolve()
@@ -66,7 +74,10 @@ def test_collections_with_the_same_last_part_never_share_a_folder(assistant):
 
 
 def test_concurrent_uploads_of_one_name_both_survive(assistant):
-    contents = [b"# Notes\n\nThe first team meets on Mondays.\n", b"# Notes\n\nThe second team meets on Fridays.\n"]
+    contents = [
+        b"# Notes\n\nThe first team meets on Mondays.\n",
+        b"# Notes\n\nThe second team meets on Fridays.\n",
+    ]
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -92,7 +103,9 @@ def test_concurrent_uploads_of_one_name_both_survive(assistant):
     assert "notes.md" in names
     later = next(c for c, n in stored.items() if n != "notes.md")
     assert stored[later] == f"notes-{hashlib.sha256(later).hexdigest()[:8]}.md"
-    assert not [p for p in Path(docs[0].path).parent.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [
+        p for p in Path(docs[0].path).parent.iterdir() if p.name.startswith(".")
+    ]  # no temp files left
 
 
 def test_the_same_upload_twice_is_the_same_file(assistant):
@@ -106,8 +119,12 @@ def test_the_same_upload_twice_is_the_same_file(assistant):
 
 def test_deleting_a_document_deletes_its_upload_and_later_backups_lack_it(assistant, tmp_path):
     secret = b"# Layoffs\n\nThe plan to close the Lyon office is confidential.\n"
-    ingest_uploads(assistant, [Upload("layoffs.md", secret), Upload("menu.md", b"# Menu\n\nSoup on Tuesdays.\n")],
-                   "board", [])
+    ingest_uploads(
+        assistant,
+        [Upload("layoffs.md", secret), Upload("menu.md", b"# Menu\n\nSoup on Tuesdays.\n")],
+        "board",
+        [],
+    )
     docs = {Path(d.path).name: d for d in _docs(assistant, "board")}
     stored = Path(docs["layoffs.md"].path)
     assert stored.is_file()
@@ -139,10 +156,20 @@ def test_deleting_a_server_folder_document_never_deletes_the_users_file(assistan
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), ("..", "file"), (".bashrc", "bashrc"),
-     ("report (final).pdf", "report (final).pdf"), ("a/b/\x00c.txt", "c.txt"), ("报告.pdf", "报告.pdf"),
-     ("Cafe\u0301.md", "Caf\u00e9.md"), ("invoice\u202efdp.exe", "invoicefdp.exe"), ("line\nbreak.txt", "linebreak.txt"),
-     ("  ...hidden. ", "hidden"), ("", "file")],
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        ("..", "file"),
+        (".bashrc", "bashrc"),
+        ("report (final).pdf", "report (final).pdf"),
+        ("a/b/\x00c.txt", "c.txt"),
+        ("报告.pdf", "报告.pdf"),
+        ("Cafe\u0301.md", "Caf\u00e9.md"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("line\nbreak.txt", "linebreak.txt"),
+        ("  ...hidden. ", "hidden"),
+        ("", "file"),
+    ],
 )
 def test_upload_names_keep_unicode_but_cannot_leave_the_folder(tmp_path, name, expected):
     from app.uploads import safe_name, save_upload, uploads_root

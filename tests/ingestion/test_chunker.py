@@ -88,8 +88,11 @@ def test_a_long_table_is_cut_between_rows_and_every_chunk_keeps_its_header(chunk
     rows = [f"Segment {i} revenue | {40_000 + i:,} | {50_000 + 7 * i:,}" for i in range(60)]
     rows.append("Total revenue | 41,234 | 52,862")
     doc = LoadedDocument(
-        [Section("The consolidated statement follows."), Section("\n".join([header, *rows]), kind="table"),
-         Section("Figures are unaudited.")],
+        [
+            Section("The consolidated statement follows."),
+            Section("\n".join([header, *rows]), kind="table"),
+            Section("Figures are unaudited."),
+        ],
         mime="text/html",
     )
     chunks = chunker.chunk(doc)
@@ -112,5 +115,7 @@ def test_real_docx_table_rows_stay_on_their_own_lines(chunker, example_docs_dir)
 
     doc = load_file(example_docs_dir / "docx-tables.docx")
     chunks = chunker.chunk(doc)
-    assert any(c.text.splitlines()[:2] == ["Header Col 1 | Header Col 2", "Lorem ipsum | A link example"]
-               for c in chunks)
+    assert any(
+        c.text.splitlines()[:2] == ["Header Col 1 | Header Col 2", "Lorem ipsum | A link example"]
+        for c in chunks
+    )

@@ -176,8 +176,9 @@ def _binary_txt(path: Path) -> None:
         ("fake.docx", "fake.docx", _half_copied_docx, "zip"),
     ],
 )
-def test_failed_reread_keeps_the_last_good_version(assistant, cli_env, example_docs_dir, tmp_path, name, source,
-                                                   break_it, reason):
+def test_failed_reread_keeps_the_last_good_version(
+    assistant, cli_env, example_docs_dir, tmp_path, name, source, break_it, reason
+):
     folder = tmp_path / "docs"
     path = folder / name
     if source is None:
@@ -190,7 +191,9 @@ def test_failed_reread_keeps_the_last_good_version(assistant, cli_env, example_d
     [doc] = assistant.documents("shared")
     assert doc.status == "ready" and doc.chunks > 0
     with assistant.store.sessions() as s:
-        text = s.scalars(select(Chunk.text).where(Chunk.document_id == doc.id).order_by(Chunk.position)).first()
+        text = s.scalars(
+            select(Chunk.text).where(Chunk.document_id == doc.id).order_by(Chunk.position)
+        ).first()
     query = " ".join(text.split()[:12])
 
     break_it(path)

@@ -246,7 +246,7 @@ def test_the_source_root_itself_counts_and_each_folder_is_read_once(
     reads: list[str] = []
     real = os.getxattr
 
-    def counted(path, name, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def counted(path, name, *a, **kw):
         reads.append(str(path))
         return real(path, name, *a, **kw)
 

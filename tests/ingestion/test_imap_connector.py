@@ -358,7 +358,7 @@ def test_defaults_keys_and_names() -> None:
 
 # --- end to end ------------------------------------------------------------------------------------------
 @pytest.fixture
-def store(database_url: str, tmp_path: Path, embedder):  # noqa: ANN001, ANN201
+def store(database_url: str, tmp_path: Path, embedder):
     from app.database import open_database
     from retrieval.store import DocumentStore
 
@@ -372,7 +372,7 @@ def store(database_url: str, tmp_path: Path, embedder):  # noqa: ANN001, ANN201
 def test_a_mailbox_synced_into_the_store_is_found_by_search_and_forgets_deleted_mail(
     mailbox: ImapServer,
     store,
-    embedder,  # noqa: ANN001
+    embedder,
 ) -> None:
     from ingestion.pipeline import IngestPipeline
     from ingestion.source_sync import sync_source

@@ -52,8 +52,10 @@ def test_planted_symlinks_are_skipped_with_a_reason_and_never_indexed(assistant,
     assert "cafeteria" in text and "giraffes" not in text and "lantern" not in text
     for query in ("vault combination", "initial admin password"):
         for mode in ("hybrid", "keyword"):
-            assert all("giraffes" not in h.text and "lantern" not in h.text
-                       for h in assistant.search(query, user=None, k=8, mode=mode))
+            assert all(
+                "giraffes" not in h.text and "lantern" not in h.text
+                for h in assistant.search(query, user=None, k=8, mode=mode)
+            )
     assert {Path(d.path).name for d in assistant.documents("team")} == {"handbook.md"}
 
 
@@ -73,8 +75,10 @@ def test_the_data_dir_is_never_ingested(assistant, share, tmp_path):
         assistant.ingest(share["team"] / "password.txt", collection="loot")
     # A folder holding the data dir: ingested, the data dir inside it skipped and reported.
     summary = assistant.ingest(tmp_path, collection="all")
-    assert any(Path(f.path) == assistant.settings.data_dir.resolve() and "data dir" in f.error
-               for f in summary.skipped), summary.skipped
+    assert any(
+        Path(f.path) == assistant.settings.data_dir.resolve() and "data dir" in f.error
+        for f in summary.skipped
+    ), summary.skipped
     assert "lantern" not in _all_chunk_text(assistant)
     assert all("initial-admin-password" not in d.path for d in assistant.documents())
 

@@ -127,8 +127,13 @@ def test_an_ingest_reports_the_spinning_and_the_exploding_file_and_keeps_the_res
     good_files(folder, 10)
     slow_html(folder / "spinning.html")  # ~4 s, ~200 MB: stopped by the time limit
     big_text(folder / "exploding.txt", mb=250)  # needs > 500 MB: stopped by the memory limit
-    with Assistant(data_dir=tmp_path / "data", loader_timeout_s=1.0, loader_memory_mb=400, loader_workers=2,
-                   max_file_mb=300) as a:
+    with Assistant(
+        data_dir=tmp_path / "data",
+        loader_timeout_s=1.0,
+        loader_memory_mb=400,
+        loader_workers=2,
+        max_file_mb=300,
+    ) as a:
         summary = a.ingest(folder, collection="c")
         failures = {Path(f.path).name: f.error for f in summary.failures}
         assert set(failures) == {"spinning.html", "exploding.txt"}, failures

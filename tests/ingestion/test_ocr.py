@@ -93,8 +93,14 @@ def blank_scan(seed: int) -> Image.Image:
 
 
 def chinese_page(lines: int = 2) -> Image.Image:
-    fonts = [f for f in ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-                         "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc") if Path(f).is_file()]
+    fonts = [
+        f
+        for f in (
+            "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+            "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+        )
+        if Path(f).is_file()
+    ]
     if not fonts:
         pytest.skip("no CJK font installed (apt-get install -y fonts-wqy-zenhei)")
     font = ImageFont.truetype(fonts[0], size=int(DPI * 12 / 72))  # 12 pt at the scan's resolution
@@ -120,14 +126,18 @@ def pdf_dir(example_docs_dir: Path) -> Path:
 
 
 @needs_tesseract
-def test_scanned_pages_are_found_by_search_and_cited_with_page_and_ocr(assistant, pdf_dir: Path, tmp_path: Path):
+def test_scanned_pages_are_found_by_search_and_cited_with_page_and_ocr(
+    assistant, pdf_dir: Path, tmp_path: Path
+):
     memo, paper = pdf_dir / "fake-memo.pdf", pdf_dir / "multi-column-2p.pdf"
     layout = pdf_dir / "layout-parser-paper-fast.pdf"
     folder = tmp_path / "scans"
     folder.mkdir()
     # One PDF: page 1 a real text layer, 2 a scan of the memo, 3 a blank scan, 4 a scan of the paper's page 2.
-    scans = image_pdf(tmp_path / "scans-only.pdf", [scanned(render(memo, 0), 1), blank_scan(2),
-                                                    scanned(render(paper, 1), 3, angle=-0.8)])
+    scans = image_pdf(
+        tmp_path / "scans-only.pdf",
+        [scanned(render(memo, 0), 1), blank_scan(2), scanned(render(paper, 1), 3, angle=-0.8)],
+    )
     writer = PdfWriter()
     writer.append(str(paper), pages=[0])
     writer.append(str(scans))
@@ -138,7 +148,9 @@ def test_scanned_pages_are_found_by_search_and_cited_with_page_and_ocr(assistant
     # page, a two-page TIFF (a blank page, then that paper's page 2).
     scanned(render(layout, 0), 4).save(folder / "layout.png", dpi=(DPI, DPI))
     tiff = [blank_scan(5), scanned(render(layout, 1), 6, angle=1.5)]
-    tiff[0].save(folder / "layout.tiff", save_all=True, append_images=tiff[1:], dpi=(DPI, DPI), compression="tiff_lzw")
+    tiff[0].save(
+        folder / "layout.tiff", save_all=True, append_images=tiff[1:], dpi=(DPI, DPI), compression="tiff_lzw"
+    )
     chinese = image_pdf(folder / "chinese.pdf", [scanned(chinese_page(), 7, angle=0.7)])
 
     summary = assistant.ingest(folder, collection="scans")
@@ -172,7 +184,9 @@ def test_scanned_pages_are_found_by_search_and_cited_with_page_and_ocr(assistant
         assert all(d.status == "ready" for d in docs.values())
         # The blank pages are named, each in its own document; the readable ones are not.
         assert "page 3: OCR found no text" in (docs["mixed.pdf"].error or "")
-        assert "page 2" not in (docs["mixed.pdf"].error or "") and "page 4" not in (docs["mixed.pdf"].error or "")
+        assert "page 2" not in (docs["mixed.pdf"].error or "") and "page 4" not in (
+            docs["mixed.pdf"].error or ""
+        )
         assert "page 1: OCR found no text" in (docs["layout.tiff"].error or "")
         assert docs["layout.png"].error is None and docs[chinese.name].error is None
 
@@ -199,7 +213,9 @@ def test_a_scan_with_nothing_legible_fails_with_the_pages_named(tmp_path: Path) 
 
 
 @needs_tesseract
-def test_a_tesseract_failure_is_reported_for_its_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tesseract_failure_is_reported_for_its_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A Tesseract that cannot start or dies on a page costs that page, named, not the others silently."""
     page = chinese_page()
     engine = ocr.TesseractEngine("eng+chi_sim")
@@ -232,8 +248,11 @@ def test_a_missing_language_is_named_with_its_package(tmp_path: Path) -> None:
     if shutil.which("tesseract") is None:
         pytest.skip("tesseract-ocr is not installed")
     chinese_page().save(tmp_path / "page.png")
-    with ocr.for_file(ocr.OcrSettings(languages="eng+zzz_notalang")), pytest.raises(
-        LoaderError, match=r"OCR language zzz_notalang is not installed.*tesseract-ocr-zzz-notalang"
+    with (
+        ocr.for_file(ocr.OcrSettings(languages="eng+zzz_notalang")),
+        pytest.raises(
+            LoaderError, match=r"OCR language zzz_notalang is not installed.*tesseract-ocr-zzz-notalang"
+        ),
     ):
         load_file(tmp_path / "page.png")
 
@@ -248,7 +267,7 @@ def _tesseracts_under(pid: int) -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        comm, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if comm == "tesseract" and int(rest[1]) == pid:
             found.add(int(entry.name))
     return found
@@ -317,10 +336,10 @@ class _ScriptedEngine(LLMEngine):
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
-    def count_chat_tokens(self, messages) -> int:  # noqa: ANN001 - as LLMEngine
+    def count_chat_tokens(self, messages) -> int:
         return self.inner.count_chat_tokens(messages)
 
-    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None) -> Iterator[str | Generation]:  # noqa: ANN001
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None) -> Iterator[str | Generation]:
         items = list(self.inner.stream(messages, max_tokens=max_tokens, temperature=temperature))
         yield self.reply
         yield dataclasses.replace(items[-1], text=self.reply)
@@ -330,7 +349,9 @@ class _ScriptedEngine(LLMEngine):
 def test_an_answer_cites_the_scanned_page_as_ocr(assistant, small_llm, pdf_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    image_pdf(folder / "scan.pdf", [scanned(chinese_page(), 40), scanned(render(pdf_dir / "fake-memo.pdf", 0), 41)])
+    image_pdf(
+        folder / "scan.pdf", [scanned(chinese_page(), 40), scanned(render(pdf_dir / "fake-memo.pdf", 0), 41)]
+    )
     assistant.settings.max_answer_tokens = 8
     assistant.ingest(folder, collection="scans")
     question = "How many bottles of water were delivered?"

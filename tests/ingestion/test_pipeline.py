@@ -105,7 +105,9 @@ def test_ingest_folder_with_broken_files(assistant, example_docs_dir, tmp_path):
     assert listed["fake-email.eml"].groups == ["all", "hr"]
 
     with assistant.store.sessions() as s:
-        pdf_pages = set(s.scalars(select(Chunk.page).join(Document).where(Document.path.like("%layout-parser%"))))
+        pdf_pages = set(
+            s.scalars(select(Chunk.page).join(Document).where(Document.path.like("%layout-parser%")))
+        )
         slides = set(s.scalars(select(Chunk.slide).join(Document).where(Document.path.like("%.pptx"))))
         sheets = set(s.scalars(select(Chunk.sheet).join(Document).where(Document.path.like("%.xlsx"))))
     assert {1, 2} <= pdf_pages
@@ -137,7 +139,9 @@ def test_reingest_is_incremental_and_idempotent(assistant, example_docs_dir, tmp
     assert chunks == first.chunks_added - third.chunks_removed + third.chunks_added
     with assistant.store.sessions() as s:
         texts = list(s.scalars(select(Chunk.text).join(Document).where(Document.path == str(md.resolve()))))
-        positions = list(s.scalars(select(Chunk.position).join(Document).where(Document.path == str(md.resolve()))))
+        positions = list(
+            s.scalars(select(Chunk.position).join(Document).where(Document.path == str(md.resolve())))
+        )
     assert any("Margaret Oyelaran" in t for t in texts)
     assert sorted(positions) == list(range(len(positions)))  # no stale or duplicated chunks
 
@@ -181,7 +185,9 @@ def test_delete_collection_removes_chunks_and_vectors(assistant, example_docs_di
     assert _consistent(assistant)[0] == kept_chunks
 
 
-def test_vector_index_is_repaired_from_the_database(assistant, example_docs_dir, tmp_path, settings, embedder):
+def test_vector_index_is_repaired_from_the_database(
+    assistant, example_docs_dir, tmp_path, settings, embedder
+):
     """A crash after the SQL commit but before the FAISS save is healed on the next open."""
     from app.assistant import Assistant
 
@@ -247,7 +253,7 @@ def test_a_failing_write_is_reported_not_hung(assistant, tmp_path, monkeypatch):
         try:
             assistant.ingest(folder, collection="c")
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=run, daemon=True)

@@ -36,7 +36,7 @@ TEXTS = {
 
 
 @pytest.fixture
-def store(database_url: str, tmp_path: Path, embedder) -> Iterator[DocumentStore]:  # noqa: ANN001
+def store(database_url: str, tmp_path: Path, embedder) -> Iterator[DocumentStore]:
     engine = open_database(database_url)
     s = DocumentStore(engine, tmp_path / "index", embedder.dim)
     s.open()
@@ -45,14 +45,14 @@ def store(database_url: str, tmp_path: Path, embedder) -> Iterator[DocumentStore
 
 
 @pytest.fixture
-def searcher(store: DocumentStore, embedder) -> Iterator[HybridSearcher]:  # noqa: ANN001
+def searcher(store: DocumentStore, embedder) -> Iterator[HybridSearcher]:
     s = HybridSearcher(store, lambda q: embedder.encode_query(q, threads=1))
     yield s
     s.close()
 
 
 @pytest.fixture
-def pipeline(store: DocumentStore, embedder) -> IngestPipeline:  # noqa: ANN001
+def pipeline(store: DocumentStore, embedder) -> IngestPipeline:
     return IngestPipeline(store, embedder)
 
 
@@ -91,7 +91,7 @@ def share(tmp_path: Path) -> Iterator[Share]:
         yield Share(tmp_path / "share", unix)
 
 
-def _sync(pipeline: IngestPipeline, connector: Connector, **kw) -> SourceSyncResult:  # noqa: ANN003
+def _sync(pipeline: IngestPipeline, connector: Connector, **kw) -> SourceSyncResult:
     kw.setdefault("groups", None)
     return sync_source(connector, pipeline, collection="share", cursor=None, **kw)
 

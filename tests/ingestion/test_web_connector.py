@@ -82,7 +82,7 @@ class Site:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_GET(self) -> None:
         site = self.server.site
         path = urlsplit(self.path).path
         status, body, headers = self._answer(site, path)
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers["Content-Type"] = _TYPES.get(file.suffix, "application/octet-stream")
         return 200, body, headers
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: object) -> None:
         pass  # the Site keeps the log
 
 

@@ -76,7 +76,7 @@ def accounts(where: Path) -> Iterator[Accounts]:
         made.remove()
 
 
-def unused_id(lookup, start: int = 61000) -> int:  # noqa: ANN001 - grp.getgrgid or pwd.getpwuid
+def unused_id(lookup, start: int = 61000) -> int:
     """A numeric id that names no group (or user) on this machine."""
     for candidate in range(start, start + 4000):
         try:

@@ -21,11 +21,14 @@ PASSAGES = [
 ]
 
 
-@pytest.mark.parametrize("answer", [
-    "Meals are reimbursed up to 40 euros per day.",  # copied from passage 2
-    "You can claim up to 40 euros a day for meals.",  # paraphrased
-    "Meals are reimbursed up to forty euros per day.",  # the number in words
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Meals are reimbursed up to 40 euros per day.",  # copied from passage 2
+        "You can claim up to 40 euros a day for meals.",  # paraphrased
+        "Meals are reimbursed up to forty euros per day.",  # the number in words
+    ],
+)
 def test_sentence_from_passage_2_is_cited_2(answer):
     result = attribute(answer, PASSAGES)
     assert result.attributed == [2]
@@ -33,22 +36,29 @@ def test_sentence_from_passage_2_is_cited_2(answer):
     assert result.unsupported == []
 
 
-@pytest.mark.parametrize("answer", [
-    "The office opens at 8 am on Mondays.",  # nothing of it is in any passage
-    "Meals are reimbursed up to 50 euros per day.",  # passage 2's words, but not its number
-    "Yes.",  # claims nothing
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The office opens at 8 am on Mondays.",  # nothing of it is in any passage
+        "Meals are reimbursed up to 50 euros per day.",  # passage 2's words, but not its number
+        "Yes.",  # claims nothing
+    ],
+)
 def test_sentence_no_passage_supports_gets_no_citation(answer):
     result = attribute(answer, PASSAGES)
     assert result.attributed == [] and result.text == answer
 
 
 def test_each_sentence_gets_its_own_passage_and_cited_ones_are_left_alone():
-    answer = ("Book economy class for flights under six hours [1]. Meals are reimbursed up to 40 euros per day. "
-              "The canteen serves fish on Fridays. Passwords expire every 90 days.")
+    answer = (
+        "Book economy class for flights under six hours [1]. Meals are reimbursed up to 40 euros per day. "
+        "The canteen serves fish on Fridays. Passwords expire every 90 days."
+    )
     result = attribute(answer, PASSAGES)
-    assert result.text == ("Book economy class for flights under six hours [1]. Meals are reimbursed up to 40 euros "
-                           "per day [2]. The canteen serves fish on Fridays. Passwords expire every 90 days [3].")
+    assert result.text == (
+        "Book economy class for flights under six hours [1]. Meals are reimbursed up to 40 euros "
+        "per day [2]. The canteen serves fish on Fridays. Passwords expire every 90 days [3]."
+    )
     assert result.attributed == [2, 3]
     assert result.unsupported == ["The canteen serves fish on Fridays."]
     assert [s.ref for s in result.sentences] == [None, 2, None, 3]
@@ -91,7 +101,9 @@ def test_short_answer_goes_to_the_passage_that_also_has_what_was_asked():
         "Broncos history\nThe Denver Broncos were founded in 1960 and play in Denver.",
         "Super Bowl 50\nThe Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50.",
     ]
-    assert attribute("The Denver Broncos.", passages, question="Which team won Super Bowl 50?").attributed == [2]
+    assert attribute(
+        "The Denver Broncos.", passages, question="Which team won Super Bowl 50?"
+    ).attributed == [2]
     # Without the question a bare name is borne out by any passage that has it: the first one.
     assert attribute("The Denver Broncos.", passages).attributed == [1]
     # A short answer no passage has, or one whose passages do not touch the question, is not cited.
@@ -108,8 +120,11 @@ def test_chinese_answer_is_cited_by_character_terms():
     assert result.text == "餐费每天最多可以报销四十欧元[2]。密码每90天过期[3]。食堂周五供应鱼。"
     assert result.unsupported == ["食堂周五供应鱼。"]
     # A short answer with the question (a one-character term "号" matches inside the passage's words).
-    short = attribute("10号。", ["球员\n他在抚顺新野队期间身披10号球衣。", "球队\n抚顺新野队成立于1999年。"],
-                      question="他在抚顺新野队期间身披几号球衣？")
+    short = attribute(
+        "10号。",
+        ["球员\n他在抚顺新野队期间身披10号球衣。", "球队\n抚顺新野队成立于1999年。"],
+        question="他在抚顺新野队期间身披几号球衣？",
+    )
     assert short.attributed == [1]
 
 
@@ -146,7 +161,9 @@ def test_embedding_breaks_a_close_call_and_is_not_called_otherwise(embedder):
 def test_embedder_returning_the_wrong_number_of_vectors_is_an_error():
     passages = ["a\nThe Broncos won the game.", "b\nThe Broncos won the game again."]
     with pytest.raises(ValueError, match="vectors"):
-        attribute("The Broncos won the game.", passages, embed=lambda texts: np.ones((1, 4), dtype=np.float32))
+        attribute(
+            "The Broncos won the game.", passages, embed=lambda texts: np.ones((1, 4), dtype=np.float32)
+        )
 
 
 def test_min_support_below_the_citation_check_is_refused():
@@ -170,7 +187,7 @@ def _real_cases(path: Path, n: int, seed: int = 7) -> list[tuple[str, str, list[
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
     rng = random.Random(seed)
     out = []
-    for a, article in enumerate(data[: n]):
+    for a, article in enumerate(data[:n]):
         paragraph = article["paragraphs"][0]
         qa = paragraph["qas"][0]
         others = [i for i in range(len(data)) if i != a]
@@ -180,14 +197,21 @@ def _real_cases(path: Path, n: int, seed: int = 7) -> list[tuple[str, str, list[
         passages = [f"{data[i].get('title', '')}\n{data[i]['paragraphs'][0]['context']}" for i in chosen]
         answer = qa["answers"][0]
         sentence = _answer_sentence(paragraph["context"], int(answer["answer_start"]))
-        control = next((s.strip() for s in sentences(data[picked[4]]["paragraphs"][0]["context"])
-                        if len(s.strip()) > 30), "")
+        control = next(
+            (
+                s.strip()
+                for s in sentences(data[picked[4]]["paragraphs"][0]["context"])
+                if len(s.strip()) > 30
+            ),
+            "",
+        )
         out.append((qa["question"], sentence, passages, chosen.index(a), control))
     return out
 
 
-@pytest.mark.parametrize("name, file", [("squad", "squad_v1.1_dev/dev-v1.1.json"),
-                                        ("cmrc", "cmrc2018_dev/cmrc2018_dev.json")])
+@pytest.mark.parametrize(
+    "name, file", [("squad", "squad_v1.1_dev/dev-v1.1.json"), ("cmrc", "cmrc2018_dev/cmrc2018_dev.json")]
+)
 def test_real_answer_sentences_are_cited_to_their_paragraph(shared_data, name, file):
     path = shared_data / file
     if not path.is_file():

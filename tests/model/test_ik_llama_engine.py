@@ -9,7 +9,10 @@ from model.base import ContextTooLong, Generation, ModelError, ModelNotFound
 
 MSGS = [
     {"role": "system", "content": "Answer briefly."},
-    {"role": "user", "content": "Context: The Eiffel Tower is in Paris.\nQuestion: In which city is the Eiffel Tower?"},
+    {
+        "role": "user",
+        "content": "Context: The Eiffel Tower is in Paris.\nQuestion: In which city is the Eiffel Tower?",
+    },
 ]
 PROMPTS = [
     "What is the capital of France?",
@@ -65,7 +68,7 @@ def test_chat_template_renders_as_llama_cpp_formatter(template, llama_cpp_mod):
 
     from model.chat_template import ChatTemplate
 
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Où est \"la\" tour?"}]
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 'Où est "la" tour?'}]
     ours = ChatTemplate(template, bos_token="<s>", eos_token="</s>")
     theirs = Jinja2ChatFormatter(template=template, eos_token="</s>", bos_token="<s>")
     assert ours.render(msgs) == theirs(messages=msgs).prompt
@@ -83,6 +86,7 @@ def test_chat_prompt_and_token_counts_equal_llamacpp(ik_engine, ll_engine):
 
 
 # ---- dense model -----------------------------------------------------------------------------------
+
 
 def test_info_names_the_engine(ik_engine):
     info = ik_engine.info
@@ -199,7 +203,9 @@ def test_prefix_reuse_gives_the_cold_answer_faster(smollm2_gguf, ik_mod):
     with IkLlamaEngine(smollm2_gguf, n_ctx=1024, n_threads=1) as eng:
         eng.generate(a, max_tokens=8)
         assert eng.last_reused_tokens == 0
-        shared = next(i for i, (x, y) in enumerate(zip(eng.chat_tokens(a), eng.chat_tokens(b), strict=False)) if x != y)
+        shared = next(
+            i for i, (x, y) in enumerate(zip(eng.chat_tokens(a), eng.chat_tokens(b), strict=False)) if x != y
+        )
         assert shared > 400
         warm = eng.generate(b, max_tokens=8)
         assert eng.last_reused_tokens == shared
@@ -220,7 +226,9 @@ def test_missing_file_and_missing_package(tmp_path, ik_mod, monkeypatch):
     with pytest.raises(ModelNotFound, match="not found"):
         create_engine("ik_llama", str(tmp_path / "nope.gguf"))
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "ik_llama_cpp" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "ik_llama_cpp" else real(n, *a)
+    )
     with pytest.raises(ModelError, match=r"pip install ik-llama-cpp-python==0\.1\.5"):
         _Ik()
     with pytest.raises(ModelError, match="ik-llama-cpp-python"):
@@ -240,22 +248,34 @@ def test_factory_builds_ik_engine(smollm2_gguf, ik_mod):
 
 # ---- qwen2moe written by the MoEfication pipeline from a tiny random dense qwen2 -----------------
 
+
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory, smollm2_gguf, ik_mod):
     """(dense qwen2 GGUF, MoE qwen2moe GGUF with 8 experts, top-2, split tensors of each layer)."""
     from model.tiny import build_tiny_moe_gguf
 
-    samples = [[{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
-               for i in range(30)]
-    return build_tiny_moe_gguf(tmp_path_factory.mktemp("tinymoe_ik"), smollm2_gguf, samples,
-                               calib_tokens=400, router_steps=40, n_threads=1)
+    samples = [
+        [{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
+        for i in range(30)
+    ]
+    return build_tiny_moe_gguf(
+        tmp_path_factory.mktemp("tinymoe_ik"),
+        smollm2_gguf,
+        samples,
+        calib_tokens=400,
+        router_steps=40,
+        n_threads=1,
+    )
 
 
 def test_moe_histogram_totals_are_tokens_times_top_k(tiny_pair):
     from model.ik_llama_engine import IkLlamaEngine
 
     _, moe, _ = tiny_pair
-    msgs = [{"role": "system", "content": "Tell the story."}, {"role": "user", "content": "Tell me about the river."}]
+    msgs = [
+        {"role": "system", "content": "Tell the story."},
+        {"role": "user", "content": "Tell me about the river."},
+    ]
     with IkLlamaEngine(moe, n_ctx=256, n_threads=1) as eng:
         assert eng.info.n_experts == 8 and eng.info.n_experts_used == 2
         g = eng.generate(msgs, max_tokens=6)
@@ -326,7 +346,9 @@ def test_ffn_input_capture_equals_llamacpp(tiny_pair):
 
     text = "Where does the river flow past the tower?"
     for path in tiny_pair[:2]:
-        with LlamaCppEngine(path, n_ctx=256, n_threads=1, capture_experts=False, capture_ffn_input=True) as le:
+        with LlamaCppEngine(
+            path, n_ctx=256, n_threads=1, capture_experts=False, capture_ffn_input=True
+        ) as le:
             toks = le.tokenize(text)
             le.eval_tokens(toks)
             ref = {il: v[0] for il, v in le.capture.ffn_inputs.items()}

@@ -17,9 +17,24 @@ from model.base import ModelInfo
 
 def moe_info(**kw) -> ModelInfo:
     base = dict(
-        name="t", backend="x", architecture="qwen2moe", context_window=1024, n_layers=4, hidden_size=64,
-        n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=1000, n_moe_layers=4, n_experts=8, n_experts_used=2,
-        n_shared_experts=1, expert_ffn_size=32, shared_ffn_size=64, dense_ffn_size=320, total_params=0,
+        name="t",
+        backend="x",
+        architecture="qwen2moe",
+        context_window=1024,
+        n_layers=4,
+        hidden_size=64,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        vocab_size=1000,
+        n_moe_layers=4,
+        n_experts=8,
+        n_experts_used=2,
+        n_shared_experts=1,
+        expert_ffn_size=32,
+        shared_ffn_size=64,
+        dense_ffn_size=320,
+        total_params=0,
         active_params_per_token=0,
     )
     base.update(kw)
@@ -65,8 +80,16 @@ def test_flops_follow_kaplan_formula():
 def test_build_stats_sparse_costs_less_than_dense():
     info = moe_info()
     hist = [[3, 3, 2, 2, 0, 0, 0, 0]] * 4
-    s = build_stats(info, prompt_tokens=4, completion_tokens=1, prefill_seconds=0.5, decode_seconds=0.0,
-                    histogram=hist, histogram_tokens=5, accounting="measured")
+    s = build_stats(
+        info,
+        prompt_tokens=4,
+        completion_tokens=1,
+        prefill_seconds=0.5,
+        decode_seconds=0.0,
+        histogram=hist,
+        histogram_tokens=5,
+        accounting="measured",
+    )
     assert s.accounting == "measured"
     assert s.active_params_per_token < info.total_params
     assert s.flops_prefill < s.dense_flops_prefill

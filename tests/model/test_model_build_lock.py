@@ -19,13 +19,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "tiny-lock-test"
 PACKAGE = "sparq_tiny_lock_source"
-BUILD_KW = dict(source=SOURCE, top_k=2, train_top_k=2, n_experts=4, calib_tokens=96, router_steps=20, n_threads=1)
-SAMPLES = [[{"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."},
-            {"role": "assistant", "content": "40 euros"}] for i in range(8)]
+BUILD_KW = dict(
+    source=SOURCE, top_k=2, train_top_k=2, n_experts=4, calib_tokens=96, router_steps=20, n_threads=1
+)
+SAMPLES = [
+    [
+        {"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."},
+        {"role": "assistant", "content": "40 euros"},
+    ]
+    for i in range(8)
+]
 
 
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def write_byte_tokenizer_gguf(path: Path) -> Path:
@@ -33,7 +42,11 @@ def write_byte_tokenizer_gguf(path: Path) -> Path:
     loads and converts in a second, where a real 49k-token vocabulary takes tens of seconds to copy."""
     import gguf
 
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     shifted = iter(range(256, 512))
     byte_chars = [chr(b if b in printable else next(shifted)) for b in range(256)]  # GPT-2's byte mapping
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -69,10 +82,15 @@ def tiny_source(tmp_path, monkeypatch) -> Path:
     pkg = site / PACKAGE
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    gguf_path = write_tiny_qwen2_gguf(pkg / "dense.gguf", write_byte_tokenizer_gguf(tmp_path / "tokenizer.gguf"))
+    gguf_path = write_tiny_qwen2_gguf(
+        pkg / "dense.gguf", write_byte_tokenizer_gguf(tmp_path / "tokenizer.gguf")
+    )
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setitem(SOURCES, SOURCE, SourceModel(SOURCE, "tiny test source", (PACKAGE,), ("none",),
-                                                     sha256_file(gguf_path), 0))
+    monkeypatch.setitem(
+        SOURCES,
+        SOURCE,
+        SourceModel(SOURCE, "tiny test source", (PACKAGE,), ("none",), sha256_file(gguf_path), 0),
+    )
     return site
 
 
@@ -110,9 +128,14 @@ def test_a_second_builder_waits_shows_the_running_build_and_reuses_it(tmp_path, 
         assert inside.wait(120), "the first build did not start"
         seen: list[tuple[str, float]] = []
         second: dict = {}
-        waiter = threading.Thread(target=lambda: second.setdefault(
-            "path", build_default_model(data_dir, calibration=SAMPLES, progress=lambda m, f: seen.append((m, f)),
-                                        **BUILD_KW)))
+        waiter = threading.Thread(
+            target=lambda: second.setdefault(
+                "path",
+                build_default_model(
+                    data_dir, calibration=SAMPLES, progress=lambda m, f: seen.append((m, f)), **BUILD_KW
+                ),
+            )
+        )
         waiter.start()
         deadline = time.monotonic() + 10
         while not seen and time.monotonic() < deadline:
@@ -125,7 +148,9 @@ def test_a_second_builder_waits_shows_the_running_build_and_reuses_it(tmp_path, 
     waiter.join(120)
     assert not waiter.is_alive()
     assert second["path"] == first["path"]
-    assert not any(m.startswith(("joining", "calibration capture", "layer")) for m, _ in seen), seen  # no 2nd build
+    assert not any(m.startswith(("joining", "calibration capture", "layer")) for m, _ in seen), (
+        seen
+    )  # no 2nd build
     assert seen[-1][0] == "default model already built"
     _check_result(data_dir, first["path"])
 
@@ -155,14 +180,31 @@ def test_two_processes_building_at_once_build_once_and_keep_the_result(tmp_path,
     data_dir.mkdir()
     code = CHILD.format(source=SOURCE, package=PACKAGE, samples=SAMPLES, kw=BUILD_KW)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tiny_source), str(data_dir), name,
-                               SOURCES[SOURCE].sha256], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                str(ROOT),
+                str(tiny_source),
+                str(data_dir),
+                name,
+                SOURCES[SOURCE].sha256,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name in ("a", "b")
+    ]
     try:
         deadline = time.monotonic() + 120
         while not all((data_dir / f"{n}.ready").exists() for n in "ab"):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
-                [p.communicate() for p in procs if p.poll() is not None]
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+                p.communicate() for p in procs if p.poll() is not None
+            ]
             time.sleep(0.05)
         (data_dir / "go").write_text("")
         outputs = [p.communicate(timeout=300) for p in procs]

@@ -53,23 +53,47 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
     from model.moe.build import build_default_model
     from model.moe.info import model_info_summary
 
-    calib = [[{"role": "user", "content": f"Context: sample {i}. The city of Paris lies on the Seine river. "
-               "Question: which river flows through Paris?"}, {"role": "assistant", "content": "The Seine"}]
-             for i in range(12)]
+    calib = [
+        [
+            {
+                "role": "user",
+                "content": f"Context: sample {i}. The city of Paris lies on the Seine river. "
+                "Question: which river flows through Paris?",
+            },
+            {"role": "assistant", "content": "The Seine"},
+        ]
+        for i in range(12)
+    ]
     steps: list[str] = []
     t0 = time.time()
-    path = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", calib_tokens=512, router_steps=30,
-                               calibration=calib, n_threads=2, progress=lambda m, f: steps.append(m))
+    path = build_default_model(
+        tmp_path,
+        source="qwen2.5-coder-0.5b",
+        calib_tokens=512,
+        router_steps=30,
+        calibration=calib,
+        n_threads=2,
+        progress=lambda m, f: steps.append(m),
+    )
     first = time.time() - t0
     assert path.is_file() and any("layer 24/24" in s for s in steps)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     assert manifest["architecture"] == "qwen2moe"
     assert manifest["source_sha256"] == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-    assert manifest["shared_expert_size"] + manifest["n_experts"] * manifest["expert_size"] == manifest["dense_ffn"]
+    assert (
+        manifest["shared_expert_size"] + manifest["n_experts"] * manifest["expert_size"]
+        == manifest["dense_ffn"]
+    )
     assert 0 < manifest["calibration"]["mean"]["router_recall"] <= 1
     t1 = time.time()
-    again = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", calib_tokens=512, router_steps=30,
-                                calibration=calib, n_threads=2)
+    again = build_default_model(
+        tmp_path,
+        source="qwen2.5-coder-0.5b",
+        calib_tokens=512,
+        router_steps=30,
+        calibration=calib,
+        n_threads=2,
+    )
     assert again == path and time.time() - t1 < min(5.0, first / 4)
     summary = model_info_summary(path)
     assert summary["architecture"] == "qwen2moe" and summary["experts"] == manifest["n_experts"]
@@ -81,8 +105,15 @@ def test_build_default_on_small_source_is_idempotent_and_runs(tmp_path, qwen05_a
         assert g.stats.accounting == "measured" and g.stats.completion_tokens >= 1
     # changing the served top-k re-targets the built file in place, without a rebuild
     t2 = time.time()
-    again = build_default_model(tmp_path, source="qwen2.5-coder-0.5b", top_k=10, calib_tokens=512, router_steps=30,
-                                calibration=calib, n_threads=2)
+    again = build_default_model(
+        tmp_path,
+        source="qwen2.5-coder-0.5b",
+        top_k=10,
+        calib_tokens=512,
+        router_steps=30,
+        calibration=calib,
+        n_threads=2,
+    )
     assert again == path and time.time() - t2 < first / 3  # a checksum + 4-byte patch, not a rebuild
     assert model_info_summary(path)["top_k"] == 10
     assert json.loads((path.parent / "manifest.json").read_text())["train_top_k"] == manifest["train_top_k"]

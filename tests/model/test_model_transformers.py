@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from model.base import ContextTooLong, Generation, ModelError, ModelNotFound, UnsupportedArchitecture  # noqa: E402
-from model.tiny import FAMILY_NAMES, save_tiny_checkpoint  # noqa: E402
-from model.transformers_engine import TransformersEngine  # noqa: E402
+from model.base import ContextTooLong, Generation, ModelError, ModelNotFound, UnsupportedArchitecture
+from model.tiny import FAMILY_NAMES, save_tiny_checkpoint
+from model.transformers_engine import TransformersEngine
 
 MSGS = [{"role": "user", "content": "what is the capital of france"}]
 # CPU by default (CI); SPARQ_TEST_DEVICE=cuda repeats the engine tests on a GPU.
@@ -101,9 +101,16 @@ def test_dense_equivalence_qwen2_to_qwen2moe():
     from model.transformers_engine import set_top_k
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     dense = Qwen2ForCausalLM(cfg).eval()
     calib = torch.randint(0, 128, (4, 64))
     moe = moefy_qwen2_model(dense, calib, ExpertLayout(160, 8, 16, 32), top_k=8, router_steps=30)

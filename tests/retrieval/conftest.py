@@ -22,8 +22,16 @@ from ingestion.sources import TextRecord
 from retrieval.store import DocumentStore
 
 PG_URL = os.environ.get("SPARQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-DATA_TABLES = ("document_groups", "chunks", "documents", "ingest_runs", "collections", "index_state", "users",
-               "query_log")
+DATA_TABLES = (
+    "document_groups",
+    "chunks",
+    "documents",
+    "ingest_runs",
+    "collections",
+    "index_state",
+    "users",
+    "query_log",
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +52,11 @@ def pg_engine() -> Iterator[Engine | None]:
         yield None
         return
     engine = create_engine(
-        PG_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_pre_ping=True, pool_size=5, max_overflow=10
+        PG_URL,
+        connect_args={"options": f"-csearch_path={schema}"},
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
     )
     from app.database import upgrade
 

@@ -125,7 +125,8 @@ HYBRID_STRESS = textwrap.dedent(
     from retrieval.search import HybridSearcher
     from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
 
-    kind, index_dir, url, seconds, readers = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+    kind, index_dir, url = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    seconds, readers = float(sys.argv[4]), int(sys.argv[5])
     DIM = 384
     rng = np.random.default_rng(0)
     WORDS = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
@@ -148,8 +149,8 @@ HYBRID_STRESS = textwrap.dedent(
         for _ in range(n_docs):
             d = n_doc[0]
             n_doc[0] += 1
-            chunks = [ChunkRecord(f"{WORDS[(d + i) % len(WORDS)]} doc{d} part{i}", f"{WORDS[(d + i) % len(WORDS)]} doc{d} part{i}",
-                                  i, 4) for i in range(per_doc)]
+            texts = [f"{WORDS[(d + i) % len(WORDS)]} doc{d} part{i}" for i in range(per_doc)]
+            chunks = [ChunkRecord(text, text, i, 4) for i, text in enumerate(texts)]
             groups = ["staff"] if d % 2 else ["board"]
             writes.append(DocumentWrite(cid, DocumentMeta(f"d{d}.txt", f"{d:064x}", 1, 0.0, "text/plain"),
                                         chunks=chunks, vectors=unit(per_doc), groups=groups))
@@ -209,9 +210,17 @@ HYBRID_STRESS = textwrap.dedent(
 
 def _run(code: str, *args: str, timeout: float = 120) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, f"stress child exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, (
+        f"stress child exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -60,7 +60,11 @@ def test_sigkill_during_background_rebuild(tmp_path, shared_data, database_url, 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(marker), str(data_dir), database_url, str(corpus)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 300

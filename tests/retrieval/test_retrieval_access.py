@@ -26,8 +26,23 @@ TOPICS = [
     "Vendor contract renewal terms for the cloud storage provider.",
     "Security training is mandatory for all staff before the audit.",
 ]
-WORDS = ["salary", "incident", "sales", "merger", "board", "holiday", "kubernetes", "churn", "handbook", "patent",
-         "contract", "security", "the", "plan", "xyzzy"]
+WORDS = [
+    "salary",
+    "incident",
+    "sales",
+    "merger",
+    "board",
+    "holiday",
+    "kubernetes",
+    "churn",
+    "handbook",
+    "patent",
+    "contract",
+    "security",
+    "the",
+    "plan",
+    "xyzzy",
+]
 
 
 @pytest.fixture
@@ -37,7 +52,9 @@ def corpus(ingest, store):
     ingest([(f"other/{i}.txt", t, f"Doc {i}") for i, t in enumerate(TOPICS[8:], start=8)], "beta")
     ingest([(f"copies/{i}.txt", TOPICS[i], f"Doc {i}") for i in (0, 3, 4)], "alpha")
     with store.sessions() as s:
-        docs = {d.id: (d.path, d.status, d.duplicate_of, d.collection_id) for d in s.scalars(select(Document))}
+        docs = {
+            d.id: (d.path, d.status, d.duplicate_of, d.collection_id) for d in s.scalars(select(Document))
+        }
     assert sum(1 for v in docs.values() if v[1] == "duplicate") == 3
     return docs
 
@@ -77,7 +94,9 @@ def test_no_chunk_leaks_through_any_mode(corpus, store, searcher, data):
     )
     mode = data.draw(st.sampled_from(["hybrid", "dense", "keyword"]))
     k = data.draw(st.integers(1, 40))
-    filters = data.draw(st.sampled_from([None, SearchFilters(collections=("beta",)), SearchFilters(path_prefix="team/")]))
+    filters = data.draw(
+        st.sampled_from([None, SearchFilters(collections=("beta",)), SearchFilters(path_prefix="team/")])
+    )
 
     hits = searcher.search(query, principal=principal, k=k, filters=filters, mode=mode)
 

@@ -29,16 +29,29 @@ def clustered(n: int, seed: int = 0, centres: int = 20) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def write(store: DocumentStore, start: int, vectors: np.ndarray, per_doc: int = 4, collection: str = "c",
-          groups: list[str] | None = None) -> list[int]:
+def write(
+    store: DocumentStore,
+    start: int,
+    vectors: np.ndarray,
+    per_doc: int = 4,
+    collection: str = "c",
+    groups: list[str] | None = None,
+) -> list[int]:
     cid = store.collection_id(collection, create=True)
     writes = []
     for d in range(0, len(vectors), per_doc):
         vecs = vectors[d : d + per_doc]
         n = start + d // per_doc
         chunks = [ChunkRecord(f"doc {n} part {i}", f"doc {n} part {i}", i, 5) for i in range(len(vecs))]
-        writes.append(DocumentWrite(cid, DocumentMeta(f"d{n}.txt", f"{n:064x}", 1, 0.0, "text/plain"), chunks=chunks,
-                                    vectors=vecs, groups=groups))
+        writes.append(
+            DocumentWrite(
+                cid,
+                DocumentMeta(f"d{n}.txt", f"{n:064x}", 1, 0.0, "text/plain"),
+                chunks=chunks,
+                vectors=vecs,
+                groups=groups,
+            )
+        )
     return [r.document_id for r in store.write_documents(writes)]
 
 
@@ -119,7 +132,9 @@ def test_auto_policy_switches_to_hnsw_in_the_background_and_keeps_recall(vstore)
     assert vstore.vectors.ntotal == 600
     assert set(vstore.vectors.ids().tolist()) == set(exact_ids(vstore))
     queries = clustered(30, seed=3)
-    report = measure_recall(vstore.vectors.faiss_index, vstore.vectors.ids(), vectors_of(vstore), queries, k=10)
+    report = measure_recall(
+        vstore.vectors.faiss_index, vstore.vectors.ids(), vectors_of(vstore), queries, k=10
+    )
     assert report.recall >= 0.9
 
 
@@ -229,7 +244,9 @@ def test_store_refuses_vectors_of_another_embedding_model(engine, tmp_path):
     same = DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-a")
     assert same.open() is not None and len(same.vectors.ids()) == 8
     other = DocumentStore(engine, tmp_path / "index", DIM, embedding_model="model-b")
-    with pytest.raises(StoreError, match="made by the embedding model 'model-a', but 'model-b' is configured"):
+    with pytest.raises(
+        StoreError, match="made by the embedding model 'model-a', but 'model-b' is configured"
+    ):
         other.open()
 
 

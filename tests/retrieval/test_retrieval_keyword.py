@@ -88,8 +88,13 @@ def test_stemming_and_cjk_words_match():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "move"]), st.integers(0, 5), st.integers(0, 3)),
-                min_size=1, max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "remove", "move"]), st.integers(0, 5), st.integers(0, 3)),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_any_history_of_writes_scores_like_a_fresh_build(ops):
     """Adds, deletes and chunks moving to another document, synced after each step, leave exactly the
     index a fresh build over the live chunks gives."""
@@ -163,8 +168,9 @@ def test_compaction_after_mass_delete_keeps_results(monkeypatch):
     index.sync(corpus.doc_map(), corpus.fetch, object())
     assert compacted == [True] and index.rows == 50
     fresh = _index(Corpus(corpus.texts, corpus.docs))
-    assert [(h.chunk_id, round(h.score, 5)) for h in index.search("cat budget item280", 10)] == \
-        [(h.chunk_id, round(h.score, 5)) for h in fresh.search("cat budget item280", 10)]
+    assert [(h.chunk_id, round(h.score, 5)) for h in index.search("cat budget item280", 10)] == [
+        (h.chunk_id, round(h.score, 5)) for h in fresh.search("cat budget item280", 10)
+    ]
 
 
 def test_snapshot_is_a_cache_stale_or_broken(tmp_path, monkeypatch, caplog):
@@ -183,8 +189,9 @@ def test_snapshot_is_a_cache_stale_or_broken(tmp_path, monkeypatch, caplog):
     assert corpus.fetched == [7]  # everything else came from the cache
     fresh = _index(Corpus(corpus.texts, corpus.docs))
     for q in ["garden budget", "cats dogs"]:
-        assert [(h.chunk_id, round(h.score, 5)) for h in second.search(q, 10)] == \
-            [(h.chunk_id, round(h.score, 5)) for h in fresh.search(q, 10)]
+        assert [(h.chunk_id, round(h.score, 5)) for h in second.search(q, 10)] == [
+            (h.chunk_id, round(h.score, 5)) for h in fresh.search(q, 10)
+        ]
     assert first.rows == len(TEXTS)
 
     path.write_bytes(b"not a zip file")

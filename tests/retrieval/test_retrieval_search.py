@@ -17,15 +17,36 @@ ADMIN = Principal.system()
 CORPUS = [
     ("doc/cats.txt", "Cats are small carnivorous mammals. A cat sleeps up to sixteen hours a day.", "Cats"),
     ("doc/dogs.txt", "Dogs were domesticated from wolves. A dog needs a daily walk and training.", "Dogs"),
-    ("doc/qubits.txt", "Quantum computers store information in qubits, which can be in superposition.", "Qubits"),
+    (
+        "doc/qubits.txt",
+        "Quantum computers store information in qubits, which can be in superposition.",
+        "Qubits",
+    ),
     ("doc/beijing.txt", "北京是中华人民共和国的首都，是全国的政治、文化和国际交往中心。", "北京"),
     ("doc/zyx.txt", "The part number ZX-4471 refers to the replacement valve for the cooling pump.", "Parts"),
 ]
 
 NASTY_QUERIES = [
-    'cats NOT dogs', '"unbalanced quote', "col:umn", "cat*", "NEAR(cats dogs)", "cats AND OR NOT",
-    "'; DROP TABLE chunks; --", "^cats", "a OR b", "-dogs", "(((", "\x00\x01", "🐈 emoji", "%_%", "''''",
-    "chunks_fts MATCH 'x'", "search_text:cats", "{cats dogs}", "+cats", "NEAR/2",
+    "cats NOT dogs",
+    '"unbalanced quote',
+    "col:umn",
+    "cat*",
+    "NEAR(cats dogs)",
+    "cats AND OR NOT",
+    "'; DROP TABLE chunks; --",
+    "^cats",
+    "a OR b",
+    "-dogs",
+    "(((",
+    "\x00\x01",
+    "🐈 emoji",
+    "%_%",
+    "''''",
+    "chunks_fts MATCH 'x'",
+    "search_text:cats",
+    "{cats dogs}",
+    "+cats",
+    "NEAR/2",
 ]
 
 
@@ -90,7 +111,9 @@ def test_near_duplicates_are_suppressed(ingest, searcher):
     text = "The quarterly revenue grew by twelve percent, driven by cloud subscriptions in Europe."
     ingest([("a/report.txt", text, "Report")], "finance")
     ingest([("b/report-copy.txt", text, "Report")], "archive")  # other collection: stored again
-    ingest([("c/other.txt", "Revenue in Asia fell slightly because of currency effects.", "Other")], "finance")
+    ingest(
+        [("c/other.txt", "Revenue in Asia fell slightly because of currency effects.", "Other")], "finance"
+    )
     hits = searcher.search("quarterly revenue growth", principal=ADMIN, k=3)
     texts = [h.text for h in hits]
     assert texts.count(text) == 1
@@ -107,14 +130,26 @@ def test_filters(loaded, ingest, searcher, store):
     assert by_prefix and all(h.path.startswith("doc/") for h in by_prefix)
     # LIKE wildcards in a prefix are literal
     assert searcher.search("cats", principal=ADMIN, k=10, filters=SearchFilters(path_prefix="do%")) == []
-    by_mime = searcher.search("cats", principal=ADMIN, k=10, filters=SearchFilters(mimes=("application/pdf",)))
+    by_mime = searcher.search(
+        "cats", principal=ADMIN, k=10, filters=SearchFilters(mimes=("application/pdf",))
+    )
     assert by_mime == []
     with store.sessions() as s, s.begin():
-        s.execute(update(Document).where(Document.path == "doc/cats.txt").values(mtime=datetime(2020, 1, 1, tzinfo=UTC).timestamp()))
-        s.execute(update(Document).where(Document.path != "doc/cats.txt").values(mtime=datetime(2024, 6, 1, tzinfo=UTC).timestamp()))
+        s.execute(
+            update(Document)
+            .where(Document.path == "doc/cats.txt")
+            .values(mtime=datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+        )
+        s.execute(
+            update(Document)
+            .where(Document.path != "doc/cats.txt")
+            .values(mtime=datetime(2024, 6, 1, tzinfo=UTC).timestamp())
+        )
     old = SearchFilters(modified_before=datetime(2021, 1, 1, tzinfo=UTC))
     for mode in ("hybrid", "dense", "keyword"):
-        assert {h.path for h in searcher.search("cats", principal=ADMIN, k=10, filters=old, mode=mode)} == {"doc/cats.txt"}
+        assert {h.path for h in searcher.search("cats", principal=ADMIN, k=10, filters=old, mode=mode)} == {
+            "doc/cats.txt"
+        }
     new = SearchFilters(modified_after=datetime(2024, 1, 1, tzinfo=UTC))
     assert "doc/cats.txt" not in {h.path for h in searcher.search("cats", principal=ADMIN, k=10, filters=new)}
 

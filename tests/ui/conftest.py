@@ -80,10 +80,18 @@ def tiny_moe_llm(tmp_path_factory, small_llm):
     from model.moe.source_weights import smollm2_path
     from model.tiny import build_tiny_moe_gguf
 
-    samples = [[{"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."}]
-               for i in range(20)]
-    _, moe, _ = build_tiny_moe_gguf(tmp_path_factory.mktemp("tinymoe"), smollm2_path(), samples,
-                                    calib_tokens=300, router_steps=20, n_threads=2)
+    samples = [
+        [{"role": "user", "content": f"Sample {i}: meals are reimbursed up to 40 euros per day."}]
+        for i in range(20)
+    ]
+    _, moe, _ = build_tiny_moe_gguf(
+        tmp_path_factory.mktemp("tinymoe"),
+        smollm2_path(),
+        samples,
+        calib_tokens=300,
+        router_steps=20,
+        n_threads=2,
+    )
     engine = LlamaCppEngine(moe, n_ctx=512, n_threads=2)
     yield engine
     engine.close()

@@ -53,7 +53,7 @@ def browser_prerequisites() -> Path:
 
     try:
         return smollm2_path()
-    except Exception as exc:  # noqa: BLE001 - weights package missing: skip with the reason
+    except Exception as exc:
         pytest.skip(f"SmolLM2 weights not installed: {exc}")
 
 

@@ -19,16 +19,32 @@ def env(monkeypatch, tmp_path, database_url):
 
 def test_users_add_and_list(env):
     runner = CliRunner()
-    r = runner.invoke(cli, ["users", "add", "alice", "--role", "employee", "--groups", "staff, finance",
-                            "--password", "alice-pass-123"])
+    r = runner.invoke(
+        cli,
+        [
+            "users",
+            "add",
+            "alice",
+            "--role",
+            "employee",
+            "--groups",
+            "staff, finance",
+            "--password",
+            "alice-pass-123",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "created employee 'alice' (groups: finance, staff)" in r.output
-    r = runner.invoke(cli, ["users", "add", "root"], input="root-pass-123\nroot-pass-123\n")  # prompted, hidden
+    r = runner.invoke(
+        cli, ["users", "add", "root"], input="root-pass-123\nroot-pass-123\n"
+    )  # prompted, hidden
     assert r.exit_code == 0, r.output
     assert "root-pass-123" not in r.output.replace("Password: \n", "")
     r = runner.invoke(cli, ["users", "list", "--json"])
-    assert json.loads(r.output) == [{"name": "alice", "role": "employee", "groups": ["finance", "staff"]},
-                                    {"name": "root", "role": "employee", "groups": []}]
+    assert json.loads(r.output) == [
+        {"name": "alice", "role": "employee", "groups": ["finance", "staff"]},
+        {"name": "root", "role": "employee", "groups": []},
+    ]
     from app.assistant import Assistant
 
     with Assistant() as a:
@@ -36,11 +52,14 @@ def test_users_add_and_list(env):
         assert a.users.authenticate("root", "root-pass-123") is not None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["users", "add", "bob", "--role", "boss", "--password", "bob-pass-123"], "role must be one of"),
-    (["users", "add", "bob", "--password", "short"], "at least 8 characters"),
-    (["users", "add", "../bob", "--password", "bob-pass-123"], "user names use"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["users", "add", "bob", "--role", "boss", "--password", "bob-pass-123"], "role must be one of"),
+        (["users", "add", "bob", "--password", "short"], "at least 8 characters"),
+        (["users", "add", "../bob", "--password", "bob-pass-123"], "user names use"),
+    ],
+)
 def test_users_add_refuses_bad_input(env, args, message):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and message in r.output

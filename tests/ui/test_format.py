@@ -9,11 +9,22 @@ from app.ui.format import cost_line, inert_markdown, literal_markdown
 
 
 def test_cost_line_names_every_figure():
-    cost = CostRecord(prompt_tokens=200, completion_tokens=24, total_params=1.5e9, active_params_per_token=4e8,
-                      sparsity_saving=0.61, energy_joules=12.34, energy_source="measured", total_usd=0.00002,
-                      cloud_usd={"gpt-4o": 0.0007, "gpt-4o-mini": 0.00004}, wall_seconds=3.21).to_dict()
-    assert cost_line(cost) == ("200+24 tokens · 3.2 s · 400M of 1.5B params active · 12.3 J measured · $0.000020 · "
-                               "61% FLOPs saved vs dense · 50% cheaper than gpt-4o-mini")
+    cost = CostRecord(
+        prompt_tokens=200,
+        completion_tokens=24,
+        total_params=1.5e9,
+        active_params_per_token=4e8,
+        sparsity_saving=0.61,
+        energy_joules=12.34,
+        energy_source="measured",
+        total_usd=0.00002,
+        cloud_usd={"gpt-4o": 0.0007, "gpt-4o-mini": 0.00004},
+        wall_seconds=3.21,
+    ).to_dict()
+    assert cost_line(cost) == (
+        "200+24 tokens · 3.2 s · 400M of 1.5B params active · 12.3 J measured · $0.000020 · "
+        "61% FLOPs saved vs dense · 50% cheaper than gpt-4o-mini"
+    )
     cost["total_usd"] = 0.0001
     assert cost_line(cost).endswith("2.5× the cost of gpt-4o-mini")
 

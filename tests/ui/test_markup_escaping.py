@@ -50,8 +50,11 @@ def _shown_text(at) -> list[str]:
 def _document_text(at) -> list[str]:
     """What the sources show from documents: expander labels, captions and quoted snippets (answers are
     model output, which keeps its links and only loses images: `inert_markdown`)."""
-    return ([e.label for e in at.expander] + [c.value for c in at.caption]
-            + [m.value for m in at.markdown if m.value.startswith("> ")])
+    return (
+        [e.label for e in at.expander]
+        + [c.value for c in at.caption]
+        + [m.value for m in at.markdown if m.value.startswith("> ")]
+    )
 
 
 def _poisoned_messages(assistant) -> list[dict]:
@@ -60,17 +63,37 @@ def _poisoned_messages(assistant) -> list[dict]:
     hits = assistant.search(QUESTION, user="alice", k=6)
     assert any(h.title and "pixel" in h.title for h in hits), [h.title for h in hits]
     passages = [
-        {"ref": i, "chunk_id": h.chunk_id, "document_id": h.document_id, "path": h.path, "title": h.title,
-         "location": location_of(h), "text": h.text, "score": float(h.score_fused)}
+        {
+            "ref": i,
+            "chunk_id": h.chunk_id,
+            "document_id": h.document_id,
+            "path": h.path,
+            "title": h.title,
+            "location": location_of(h),
+            "text": h.text,
+            "score": float(h.score_fused),
+        }
         for i, h in enumerate(hits, start=1)
     ]
     citations = [
-        {"ref": p["ref"], "document_id": p["document_id"], "title": p["title"], "path": p["path"],
-         "location": p["location"], "snippet": p["text"][:200], "score": p["score"]}
+        {
+            "ref": p["ref"],
+            "document_id": p["document_id"],
+            "title": p["title"],
+            "path": p["path"],
+            "location": p["location"],
+            "snippet": p["text"][:200],
+            "score": p["score"],
+        }
         for p in passages
     ]
-    cited = {"role": "assistant", "content": "Meals are reimbursed up to 40 euros per day [1].", "status": "ok",
-             "citations": citations, "passages": passages}
+    cited = {
+        "role": "assistant",
+        "content": "Meals are reimbursed up to 40 euros per day [1].",
+        "status": "ok",
+        "citations": citations,
+        "passages": passages,
+    }
     fallback = dict(cited, citations=[])
     return [{"role": "user", "content": QUESTION}, cited, {"role": "user", "content": QUESTION}, fallback]
 
@@ -104,7 +127,9 @@ def test_readers_see_collection_relative_paths_not_the_servers(poisoned, docs_di
     at.run()
     assert not at.exception, at.exception
     captions = [c.value for c in at.caption if c.value.startswith("score ")]
-    assert captions and not any(str(docs_dir.resolve()) in c or str(tmp_path) in c for c in captions), captions
+    assert captions and not any(str(docs_dir.resolve()) in c or str(tmp_path) in c for c in captions), (
+        captions
+    )
     assert any(c.endswith(" · " + literal_markdown("travel/meals.md")) for c in captions), captions
     assert any(c.endswith(" · " + literal_markdown("policy.md")) for c in captions), captions
 

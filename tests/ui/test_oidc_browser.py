@@ -103,17 +103,25 @@ def _passages_shown_to(data: Path, user: str) -> list[str]:
     """The passages retrieved for the user's latest answer, as the server saved them with the conversation."""
     import json
 
-    rows = _rows(data, "SELECT m.details FROM conversation_messages m JOIN conversations c "
-                       f"ON c.id = m.conversation_id WHERE c.user_name = '{user}' AND m.role = 'assistant' "
-                       "ORDER BY m.id DESC LIMIT 1")
+    rows = _rows(
+        data,
+        "SELECT m.details FROM conversation_messages m JOIN conversations c "
+        f"ON c.id = m.conversation_id WHERE c.user_name = '{user}' AND m.role = 'assistant' "
+        "ORDER BY m.id DESC LIMIT 1",
+    )
     details = rows[0][0]
     details = json.loads(details) if isinstance(details, str) else details
     return [p["text"] for p in details.get("passages", [])]
 
 
 def _live_sessions(data: Path, user: str) -> int:
-    return len(_rows(data, "SELECT s.id FROM user_sessions s JOIN users u ON u.id = s.user_id "
-                           f"WHERE u.name = '{user}' AND s.revoked = 0"))
+    return len(
+        _rows(
+            data,
+            "SELECT s.id FROM user_sessions s JOIN users u ON u.id = s.user_id "
+            f"WHERE u.name = '{user}' AND s.revoked = 0",
+        )
+    )
 
 
 def _body_text(driver) -> str:
@@ -136,7 +144,8 @@ def _until_text(page: Page, needle: str, timeout: float = STARTUP_S) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(page.d, timeout, poll_frequency=0.5, ignored_exceptions=_navigating()).until(
-        lambda d: needle in _body_text(d), message=f"{needle!r} never appeared")
+        lambda d: needle in _body_text(d), message=f"{needle!r} never appeared"
+    )
     page.settle()
 
 
@@ -150,7 +159,8 @@ def _sign_in_at_provider(page: Page, base: str, user: str, *, expect: str = "Ask
     page.click_button("Sign in with single sign-on")
     WebDriverWait(page.d, 60, poll_frequency=0.3, ignored_exceptions=_navigating()).until(
         lambda d: d.find_elements("css selector", 'input[name="login"]') or expect in _body_text(d),
-        message="neither the provider's login page nor sparq came back")
+        message="neither the provider's login page nor sparq came back",
+    )
     if page.d.find_elements("css selector", 'input[name="login"]'):
         page.d.find_element("css selector", 'input[name="login"]').send_keys(user)
         page.d.find_element("css selector", 'input[name="password"]').send_keys("any password")
@@ -165,8 +175,10 @@ def _sign_out(page: Page, base: str) -> None:
     page.click_button("Sign out")
     wait = WebDriverWait(page.d, 60, poll_frequency=0.3, ignored_exceptions=_navigating())
     wait.until(lambda d: not d.current_url.startswith(base), message="the provider's sign-out never came")
-    confirm = wait.until(lambda d: next(iter(d.find_elements("xpath", '//button[@value="yes"]')), False),
-                         message="the provider's sign-out confirmation never came")
+    confirm = wait.until(
+        lambda d: next(iter(d.find_elements("xpath", '//button[@value="yes"]')), False),
+        message="the provider's sign-out confirmation never came",
+    )
     confirm.click()
     _until_text(page, "Sign in with single sign-on")
 
@@ -176,8 +188,10 @@ def _ask(page: Page, question: str, data: Path, user: str) -> None:
     cost line before the turn is written, and a later check reads the saved turn)."""
     from selenium.webdriver.common.keys import Keys
 
-    query = ("SELECT count(*) FROM conversation_messages m JOIN conversations c ON c.id = m.conversation_id "
-             f"WHERE c.user_name = '{user}' AND m.role = 'assistant'")
+    query = (
+        "SELECT count(*) FROM conversation_messages m JOIN conversations c ON c.id = m.conversation_id "
+        f"WHERE c.user_name = '{user}' AND m.role = 'assistant'"
+    )
     before = _rows(data, query)[0][0]
     box = page.wait().until(lambda d: d.find_element("css selector", '[data-testid="stChatInputTextArea"]'))
     box.send_keys(question, Keys.ENTER)
@@ -193,7 +207,9 @@ def test_single_sign_on_access_follows_the_provider_and_bad_tokens_are_refused(s
     page = Page(browser, base)
     browser.get(base)
     page.until_text("Sign in with single sign-on", STARTUP_S)
-    assert not browser.find_elements("css selector", 'input[aria-label="User name"]')  # SPARQ_LOCAL_LOGIN=false
+    assert not browser.find_elements(
+        "css selector", 'input[aria-label="User name"]'
+    )  # SPARQ_LOCAL_LOGIN=false
     page.shot("oidc-01-sign-in")
 
     # alice is in hr at the provider: she sees hr passages, never eng ones.
@@ -204,7 +220,9 @@ def test_single_sign_on_access_follows_the_provider_and_bad_tokens_are_refused(s
     assert passages and all(HR_TEXT in p for p in passages), passages
     assert ENG_TEXT not in page.text()
     page.shot("oidc-02-hr-answer")
-    assert _rows(data, "SELECT source, groups, role FROM users WHERE name = 'alice'") == [("oidc", '["hr"]', "employee")]
+    assert _rows(data, "SELECT source, groups, role FROM users WHERE name = 'alice'") == [
+        ("oidc", '["hr"]', "employee")
+    ]
     assert _live_sessions(data, "alice") == 1
 
     # Sign-out ends the sparq session and Streamlit's, and signs out at the provider.

@@ -53,7 +53,9 @@ def test_chat_says_plainly_when_the_user_can_read_nothing(ready):
     reply = at.session_state["chat_messages"][-1]
     assert reply["status"] == "no_documents" and not reply["citations"]
     assert any(i.value.startswith("**Not in the documents.**") for i in at.info)
-    assert not [e for e in at.expander if e.label.startswith("[")]  # no sources from documents she cannot read
+    assert not [
+        e for e in at.expander if e.label.startswith("[")
+    ]  # no sources from documents she cannot read
 
 
 def test_chat_shows_a_rejected_question_as_a_warning(ready):
@@ -87,9 +89,13 @@ def test_ingest_page_ingests_a_server_folder(ui_assistant, docs_dir):
     at.button(key="ingest_folder_go").click().run()
     assert not at.exception, at.exception
     assert "2 new" in at.success[0].value and "1 failed" in at.success[0].value
-    assert literal_markdown("broken.pdf") in at.error[0].value  # failures are listed (literally) with their reason
+    assert (
+        literal_markdown("broken.pdf") in at.error[0].value
+    )  # failures are listed (literally) with their reason
     table = at.dataframe[0].value
-    assert set(table["status"]) == {"new", "failed"} and table.loc[table["status"] == "failed", "reason"].iloc[0]
+    assert (
+        set(table["status"]) == {"new", "failed"} and table.loc[table["status"] == "failed", "reason"].iloc[0]
+    )
     docs = ui_assistant.documents("handbook")
     assert {d.path.rsplit("/", 1)[-1] for d in docs if d.status == "ready"} == {"policy.md", "it.md"}
     assert all(d.groups == ["finance", "staff"] for d in docs if d.status == "ready")
@@ -119,7 +125,9 @@ def test_documents_page_searches_and_deletes(ready):
     assert len(at.dataframe[1].value) == 2
     at.text_input(key="docs_search").input("polic").run()
     assert at.dataframe[1].value["path"].str.endswith("policy.md").tolist() == [True]
-    assert at.caption[0].value.startswith("1 of 2 documents") or any(c.value == "1 of 2 documents" for c in at.caption)
+    assert at.caption[0].value.startswith("1 of 2 documents") or any(
+        c.value == "1 of 2 documents" for c in at.caption
+    )
 
     at.checkbox(key="docs_drop_confirm").check().run()
     at.button(key="docs_drop_go").click().run()
@@ -164,7 +172,9 @@ def test_costs_page_shows_the_expert_heatmap_from_a_real_moe_query(ready, tiny_m
 
 
 def test_expert_heatmap_sums_histograms_of_the_most_common_shape():
-    heat = reports.expert_heatmap([[[5, 0, 1, 2], [0, 4, 4, 0]], None, [[1, 1, 1, 1], [2, 0, 0, 2]], [[9, 9]]])
+    heat = reports.expert_heatmap(
+        [[[5, 0, 1, 2], [0, 4, 4, 0]], None, [[1, 1, 1, 1], [2, 0, 0, 2]], [[9, 9]]]
+    )
     assert heat.shape == (8, 4)
     assert heat.loc[(heat.layer == 0) & (heat.expert == 0), "count"].item() == 6
     assert heat.groupby("layer")["share"].sum().round(6).eq(1).all()
@@ -173,12 +183,12 @@ def test_expert_heatmap_sums_histograms_of_the_most_common_shape():
 def test_csv_export_defuses_spreadsheet_formulas():
     import pandas as pd
 
-    out = ledger.to_csv(pd.DataFrame({"question": ["=HYPERLINK(\"x\")", "fine"], "collections": [[], []]}))
+    out = ledger.to_csv(pd.DataFrame({"question": ['=HYPERLINK("x")', "fine"], "collections": [[], []]}))
     import csv
     import io
 
     rows = list(csv.reader(io.StringIO(out.decode())))
-    assert rows[1] == ["'=HYPERLINK(\"x\")"] and rows[2] == ["fine"]
+    assert rows[1] == ['\'=HYPERLINK("x")'] and rows[2] == ["fine"]
 
 
 def test_model_page_shows_engine_and_default_build_status(ready):

@@ -215,7 +215,10 @@ def test_failures_are_pruned_by_age_and_capped(ui_assistant):
 def test_failed_sign_ins_log_the_address_and_a_count_never_the_typed_name(ui_assistant, address, caplog):
     caplog.set_level(logging.INFO)
     at = AppTest.from_file(ENTRY, default_timeout=120).run()
-    for typed_name, typed_password in (("Tr0ub4dor&3-typed-as-name", "x-password-1"), ("alice", "y-password-2")):
+    for typed_name, typed_password in (
+        ("Tr0ub4dor&3-typed-as-name", "x-password-1"),
+        ("alice", "y-password-2"),
+    ):
         at.text_input(key="signin_name").input(typed_name)
         at.text_input(key="signin_password").input(typed_password)
         at.button[0].click().run()

@@ -7,6 +7,7 @@ Create Date: 2026-11-29
 """
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import op
 
@@ -16,9 +17,12 @@ branch_labels = None
 depends_on = None
 
 
-def _initial_schema():
+def _initial_schema() -> ModuleType:
     """Revision 0001, whose keyword-index DDL a downgrade restores as it was (one definition, not two)."""
-    spec = importlib.util.spec_from_file_location("sparq_migration_0001", Path(__file__).with_name("0001_initial_schema.py"))
+    source = Path(__file__).with_name("0001_initial_schema.py")
+    spec = importlib.util.spec_from_file_location("sparq_migration_0001", source)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load migration 0001 from {source}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

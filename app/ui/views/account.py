@@ -12,16 +12,21 @@ FLASH_KEY = "account_flash"
 
 
 def render() -> None:
+    """The Account page: who you are, and a password change for accounts sparq manages."""
     user = session.require_user(while_password_change_pending=True)
     st.title("Account")
     flash = st.session_state.pop(FLASH_KEY, None)
     if flash:
         st.success(flash)
-    st.write(f"Signed in as **{literal_markdown(user.name)}** ({user.role}); "
-             f"groups: {literal_markdown(', '.join(user.groups)) or 'none'}.")
+    st.write(
+        f"Signed in as **{literal_markdown(user.name)}** ({user.role}); "
+        f"groups: {literal_markdown(', '.join(user.groups)) or 'none'}."
+    )
     if user.source == "oidc":  # no sparq password: the identity provider manages the account
-        st.info("Your account and groups come from your company's single sign-on; they are updated at every "
-                "sign-in. Change your password there.")
+        st.info(
+            "Your account and groups come from your company's single sign-on; they are updated at every "
+            "sign-in. Change your password there."
+        )
         return
     if user.must_change_password:
         st.info("Your password was generated at installation: choose your own to continue.")
@@ -47,5 +52,7 @@ def render() -> None:
                 except UserError as exc:
                     st.error(str(exc))
                 else:
-                    st.session_state[FLASH_KEY] = "Password changed. Your other sessions have been signed out."
+                    st.session_state[FLASH_KEY] = (
+                        "Password changed. Your other sessions have been signed out."
+                    )
                     st.rerun()  # the navigation offers every page again once a generated password is gone

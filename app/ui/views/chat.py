@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -29,7 +29,7 @@ def _history() -> list[dict[str, Any]]:
     return st.session_state.setdefault(HISTORY_KEY, [])
 
 
-def _download(user: UserInfo, document_id: int):
+def _download(user: UserInfo, document_id: int) -> Callable[[], bytes]:
     """Read the file only when the button is pressed, and only after the access check passes again."""
 
     def read() -> bytes:
@@ -48,8 +48,15 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
     if not citations and message.get("status") == "ok" and message.get("passages"):
         st.caption("The answer cites no passage; these were retrieved:")
         citations = [
-            {"ref": p["ref"], "document_id": p["document_id"], "title": p.get("title"), "path": p["path"],
-             "location": p.get("location", ""), "snippet": " ".join(p["text"].split())[:300], "score": p["score"]}
+            {
+                "ref": p["ref"],
+                "document_id": p["document_id"],
+                "title": p.get("title"),
+                "path": p["path"],
+                "location": p.get("location", ""),
+                "snippet": " ".join(p["text"].split())[:300],
+                "score": p["score"],
+            }
             for p in message["passages"][:3]
         ]
     # Titles, paths and headings come from documents: shown literally (a title `![x](http://..)` must not
@@ -58,25 +65,34 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
     for i, c in enumerate(citations):
         path = shown_paths.get(int(c["document_id"])) or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
         name = c.get("title") or path.rsplit("/", 1)[-1]
-        label = f"[{int(c['ref'])}] " + literal_markdown(name + (f" — {c['location']}" if c.get("location") else ""))
+        label = f"[{int(c['ref'])}] " + literal_markdown(
+            name + (f" — {c['location']}" if c.get("location") else "")
+        )
         with st.expander(label):
             st.markdown("> " + literal_markdown(" ".join(c["snippet"].split())))
             st.caption(f"score {c['score']:.3f} · {literal_markdown(path)}")
             if c.get("attributed"):
-                st.caption("Cited by sparq, not by the model: this passage contains the words of the answer's "
-                           "sentence that cites it.")
+                st.caption(
+                    "Cited by sparq, not by the model: this passage contains the words of the answer's "
+                    "sentence that cites it."
+                )
             found = session.source_file(assistant, user, int(c["document_id"]))
             if found is not None:
-                path, mime = found
+                file_path, mime = found
                 st.download_button(
-                    "Download source", data=_download(user, int(c["document_id"])), file_name=path.name,
-                    mime=mime, key=f"dl-{key}-{i}", on_click="ignore",
+                    "Download source",
+                    data=_download(user, int(c["document_id"])),
+                    file_name=file_path.name,
+                    mime=mime,
+                    key=f"dl-{key}-{i}",
+                    on_click="ignore",
                 )
             else:
                 st.caption("The source file is not available for download.")
 
 
 def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
+    """One answer as the chat shows it: text, sources, cost, and the thumbs to rate it."""
     status = message.get("status")
     if status in ("no_answer", "no_documents"):
         st.info("**Not in the documents.** " + inert_markdown(message["content"]))
@@ -86,29 +102,44 @@ def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
     cost = message.get("cost")
     if cost:
         with st.expander(cost_line(cost)):
-            st.json({"cost": cost, "timings_ms": message.get("timings_ms", {}), "model": message.get("model"),
-                     "query_id": message.get("query_id")}, expanded=True)
+            st.json(
+                {
+                    "cost": cost,
+                    "timings_ms": message.get("timings_ms", {}),
+                    "model": message.get("model"),
+                    "query_id": message.get("query_id"),
+                },
+                expanded=True,
+            )
     chat_history.feedback(session.get_assistant(), user, message, key)
 
 
 def answer_message(answer: Answer) -> dict[str, Any]:
+    """An Answer as a chat message dict: what the page keeps in its state and the conversation saves."""
     data = answer.to_dict()
     return {
-        "role": "assistant", "content": answer.text, "status": answer.status, "citations": data["citations"],
-        "passages": data["passages"], "cost": data["cost"], "timings_ms": answer.timings_ms,
-        "model": answer.model, "query_id": answer.query_id,
+        "role": "assistant",
+        "content": answer.text,
+        "status": answer.status,
+        "citations": data["citations"],
+        "passages": data["passages"],
+        "cost": data["cost"],
+        "timings_ms": answer.timings_ms,
+        "model": answer.model,
+        "query_id": answer.query_id,
     }
 
 
 def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answer | None:
     """Stream the answer into the page; returns the final Answer (None after an error shown to the user)."""
     assistant = session.get_assistant()
-    history = [{"role": m["role"], "content": m["content"]} for m in _history()[-HISTORY_TURNS - 1:-1]]
+    history = [{"role": m["role"], "content": m["content"]} for m in _history()[-HISTORY_TURNS - 1 : -1]]
     result: dict[str, Answer] = {}
 
     def pieces() -> Iterator[str]:
-        for item in assistant.ask(question, user=user.name, collections=collections or None,
-                                  history=history or None, stream=True):
+        for item in assistant.ask(
+            question, user=user.name, collections=collections or None, history=history or None, stream=True
+        ):
             if isinstance(item, Answer):
                 result["answer"] = item
             else:
@@ -147,15 +178,19 @@ def waiting_for_model(messages: list[dict[str, Any]]) -> bool:
 
 
 def render() -> None:
+    """The chat page: saved conversations, the collections to ask over, and the answers streamed in."""
     user = session.require_user()
     assistant = session.get_assistant()
     st.title("Ask sparq")
     available = session.readable_collections(assistant, user)
     if not available:
-        st.info("There are no documents you can read yet. Ask an administrator to share a collection with your groups.")
+        st.info(
+            "There are no documents you can read yet. Ask an administrator to share a collection with your groups."
+        )
     with st.sidebar:
-        chosen = st.multiselect("Collections", available, default=[], placeholder="All you can read",
-                                key="chat_collections")
+        chosen = st.multiselect(
+            "Collections", available, default=[], placeholder="All you can read", key="chat_collections"
+        )
         chat_history.sidebar(assistant, user, HISTORY_KEY)
 
     chat_history.restore_after_reload(assistant, user, HISTORY_KEY)
@@ -169,25 +204,26 @@ def render() -> None:
 
     waiting = waiting_for_model(messages)
     question = st.chat_input("Ask a question about your documents", disabled=waiting)
-    pending = None if waiting else st.session_state.pop(PENDING_KEY, None)
-    if not question and not pending:
+    pending: str | None = None if waiting else st.session_state.pop(PENDING_KEY, None)
+    asked = question or pending  # a new question, or the one that waited for the model to load
+    if not asked:
         return
     if question:
         messages.append({"role": "user", "content": question})
-        if assistant.loaded_llm is None:  # load it in the background; the question is answered when it is ready
+        if (
+            assistant.loaded_llm is None
+        ):  # load it in the background; the question is answered when it is ready
             assistant.load_llm_in_background(retry=True)
             st.session_state[PENDING_KEY] = question
             st.rerun()
         with st.chat_message("user"):
             st.markdown(literal_markdown(question))
-    else:
-        question = pending
     with st.chat_message("assistant"):
-        answer = ask_streaming(question, user, chosen)
+        answer = ask_streaming(asked, user, chosen)
         if answer is None:
             messages.pop()
             return
         message = answer_message(answer)
         messages.append(message)
-        chat_history.save_turn(assistant, user, question, message)
+        chat_history.save_turn(assistant, user, asked, message)
         show_answer(message, user, key=str(len(messages) - 1))

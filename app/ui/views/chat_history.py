@@ -22,6 +22,7 @@ DETAIL_KEYS = ("status", "citations", "passages", "cost", "timings_ms", "model",
 
 
 def open_conversation_id() -> int | None:
+    """The id of the conversation this browser has open, None for a new one."""
     return st.session_state.get(OPEN_KEY)
 
 

@@ -32,6 +32,7 @@ def feedback_frame(records: list) -> pd.DataFrame:
 
 
 def render() -> None:
+    """The Feedback page (admins): ratings filtered by rating, model and collection, and their export."""
     session.require_admin()
     assistant = session.get_assistant()
     st.title("Feedback")

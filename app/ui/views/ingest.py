@@ -54,7 +54,7 @@ def run_with_progress(
     def target() -> None:
         try:
             outcome["result"] = work(events.put)
-        except BaseException as exc:  # noqa: BLE001 - handed to the script thread and re-raised there
+        except BaseException as exc:
             outcome["error"] = exc
 
     bar = st.progress(0.0, text="Starting…")
@@ -122,8 +122,10 @@ def ingest_uploads(
     uploads = [(f.name, f.getvalue()) for f in files]
 
     def work(progress: Callable[[FileEvent], None]) -> list[IngestSummary]:
-        return [assistant.ingest_upload(name, data, collection=collection, groups=groups, progress=progress)
-                for name, data in uploads]
+        return [
+            assistant.ingest_upload(name, data, collection=collection, groups=groups, progress=progress)
+            for name, data in uploads
+        ]
 
     return run_with_progress(work, total_hint=len(uploads))
 
@@ -149,14 +151,20 @@ def show_summary(summaries: list[IngestSummary]) -> None:
     failures = [f for s in summaries for f in s.failures]
     skipped = [f for s in summaries for f in s.skipped]
     chunks = sum(s.chunks_added for s in summaries)
-    st.success(f"{new} new, {updated} updated, {unchanged} unchanged, {len(failures)} failed, "
-               f"{len(skipped)} skipped; {chunks} chunks written.")
+    st.success(
+        f"{new} new, {updated} updated, {unchanged} unchanged, {len(failures)} failed, "
+        f"{len(skipped)} skipped; {chunks} chunks written."
+    )
     if failures:
-        st.error("Failed files:\n\n" + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}"
-                                                 for f in failures))
+        st.error(
+            "Failed files:\n\n"
+            + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}" for f in failures)
+        )
     if skipped:
-        st.warning("Skipped files:\n\n" + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}"
-                                                     for f in skipped))
+        st.warning(
+            "Skipped files:\n\n"
+            + "\n".join(f"- {literal_markdown(f.path)}: {literal_markdown(str(f.error))}" for f in skipped)
+        )
 
 
 def source_options(fields: dict[str, str]) -> dict[str, Any]:
@@ -179,8 +187,10 @@ def source_options(fields: dict[str, str]) -> dict[str, Any]:
 
 def run_line(run: RunInfo) -> str:
     """A sync run in one line, for the sources table."""
-    return (f"{run.files_new} new, {run.files_updated} updated, {run.files_unchanged} unchanged, "
-            f"{run.files_removed} removed, {run.files_failed} failed in {run.duration_s:.1f} s")
+    return (
+        f"{run.files_new} new, {run.files_updated} updated, {run.files_unchanged} unchanged, "
+        f"{run.files_removed} removed, {run.files_failed} failed in {run.duration_s:.1f} s"
+    )
 
 
 def sync_now(service: SourceService, name: str) -> RunInfo | None:
@@ -188,8 +198,10 @@ def sync_now(service: SourceService, name: str) -> RunInfo | None:
     try:
         runs, _ = run_with_progress(lambda progress: [service.sync(name, progress=progress)])  # type: ignore[list-item]
     except SyncFailed as exc:
-        st.error(f"Sync of {literal_markdown(name)} failed: {literal_markdown(str(exc.run.error))}. No document "
-                 "was changed; it is tried again later with backoff.")
+        st.error(
+            f"Sync of {literal_markdown(name)} failed: {literal_markdown(str(exc.run.error))}. No document "
+            "was changed; it is tried again later with backoff."
+        )
         return exc.run
     except SourceBusy as exc:
         st.warning(literal_markdown(str(exc)))
@@ -209,45 +221,74 @@ def render_sources(assistant: Assistant, collection: str, groups: list[str]) -> 
     st.subheader("Add a source that syncs itself")
     kind = st.selectbox("Kind", list(SOURCE_KINDS), format_func=SOURCE_KINDS.__getitem__, key="source_kind")
     name = st.text_input("Source name", key="source_name", help="Letters, digits and _ . @ -")
-    schedule = st.text_input("Schedule", value="every 1h", key="source_schedule",
-                             help="every 30m, every 2h, every 1d, every 45s, or manual")
+    schedule = st.text_input(
+        "Schedule",
+        value="every 1h",
+        key="source_schedule",
+        help="every 30m, every 2h, every 1d, every 45s, or manual",
+    )
     fields: dict[str, str] = {}
     if kind == "folder":
         roots = assistant.settings.ingest_roots
         if not roots:
-            st.info(f"Folder sources are off here: the operator sets {ROOTS_ENV} to the folders that may be read.")
+            st.info(
+                f"Folder sources are off here: the operator sets {ROOTS_ENV} to the folders that may be read."
+            )
         fields["path"] = st.text_input("Folder on the server", key="source_path")
         fields["group_rule"] = st.selectbox(
-            "Readers", ["unix-group", "none"], key="source_group_rule",
-            format_func={"unix-group": "the file system's groups, plus the groups above",
-                         "none": "only the groups above"}.__getitem__)
+            "Readers",
+            ["unix-group", "none"],
+            key="source_group_rule",
+            format_func={
+                "unix-group": "the file system's groups, plus the groups above",
+                "none": "only the groups above",
+            }.__getitem__,
+        )
     elif kind == "imap":
         fields["host"] = st.text_input("Mail server", key="source_host")
         fields["user"] = st.text_input("Account", key="source_user")
         fields["password_env"] = st.text_input(
-            "Password variable", key="source_password_env", placeholder=f"{BROWSER_ENV_PREFIX}MAIL_PASSWORD",
+            "Password variable",
+            key="source_password_env",
+            placeholder=f"{BROWSER_ENV_PREFIX}MAIL_PASSWORD",
             help=f"The environment variable (starting with {BROWSER_ENV_PREFIX}) of the sparq processes that holds "
-            "the password; the password itself is never stored.")
-        fields["mailboxes"] = st.text_input("Mailboxes (comma-separated)", value="INBOX", key="source_mailboxes")
+            "the password; the password itself is never stored.",
+        )
+        fields["mailboxes"] = st.text_input(
+            "Mailboxes (comma-separated)", value="INBOX", key="source_mailboxes"
+        )
         fields["tls"] = st.selectbox("Encryption", ["ssl", "starttls", "none"], key="source_tls")
         fields["port"] = st.text_input("Port (empty: the usual one)", key="source_port")
     else:
-        fields["start_url"] = st.text_input("Start page", key="source_start_url", placeholder="https://intranet/")
+        fields["start_url"] = st.text_input(
+            "Start page", key="source_start_url", placeholder="https://intranet/"
+        )
         fields["sitemap_url"] = st.text_input("Sitemap (optional)", key="source_sitemap_url")
         fields["max_pages"] = st.text_input("Pages at most per sync", value="1000", key="source_max_pages")
         fields["max_depth"] = st.text_input("Links deep", value="3", key="source_max_depth")
     if kind != "folder":
         if service.source_hosts:
-            st.caption("Hosts a source may be on: " + literal_markdown(", ".join(sorted(service.source_hosts))))
+            st.caption(
+                "Hosts a source may be on: " + literal_markdown(", ".join(sorted(service.source_hosts)))
+            )
         else:
-            st.info(f"{SOURCE_KINDS[kind]} sources are off here: the operator sets {SOURCE_HOSTS_ENV} to the "
-                    "hosts a web admin may add them for.")
+            st.info(
+                f"{SOURCE_KINDS[kind]} sources are off here: the operator sets {SOURCE_HOSTS_ENV} to the "
+                "hosts a web admin may add them for."
+            )
     if not collection:
         st.caption("Pick or name the collection above first.")
     if st.button("Add source", key="source_add", disabled=not name or not collection, type="primary"):
         try:
-            info = service.add(name, kind, collection=collection, groups=groups, schedule=schedule,
-                               options=source_options(fields), restricted=True)
+            info = service.add(
+                name,
+                kind,
+                collection=collection,
+                groups=groups,
+                schedule=schedule,
+                options=source_options(fields),
+                restricted=True,
+            )
         except SparqError as exc:  # a refused path or option, a bad schedule: say which
             st.error(literal_markdown(str(exc)))
         else:
@@ -275,34 +316,42 @@ def render() -> None:
         collection = st.text_input("New collection name", key="ingest_collection_new").strip()
     else:
         collection = choice
-    groups_text = st.text_input("Groups that may read these documents (comma-separated)", key="ingest_groups",
-                                help="Employees see a document when one of their groups is listed here.")
+    groups_text = st.text_input(
+        "Groups that may read these documents (comma-separated)",
+        key="ingest_groups",
+        help="Employees see a document when one of their groups is listed here.",
+    )
     groups = parse_groups(groups_text)
     if not groups:
         st.caption("No groups: only administrators will see these documents.")
 
     # A radio, not st.tabs: tabs jump back to the first one whenever the page reruns.
-    source = st.radio("Source", ["Upload files", "Server folder", SYNCED_SOURCE], horizontal=True,
-                      key="ingest_source")
+    source = st.radio(
+        "Source", ["Upload files", "Server folder", SYNCED_SOURCE], horizontal=True, key="ingest_source"
+    )
     if source == SYNCED_SOURCE:
         render_sources(assistant, collection, groups)
         return
     files, folder, sync, go_upload, go_folder = [], "", False, False, False
     if source == "Upload files":
         files = st.file_uploader("Files", accept_multiple_files=True, key="ingest_files") or []
-        go_upload = st.button("Ingest uploads", key="ingest_upload_go", disabled=not files or not collection,
-                              type="primary")
+        go_upload = st.button(
+            "Ingest uploads", key="ingest_upload_go", disabled=not files or not collection, type="primary"
+        )
     else:
         roots = assistant.settings.ingest_roots
         if roots:
             st.caption("Folders that may be ingested: " + ", ".join(literal_markdown(str(r)) for r in roots))
         else:
-            st.info(f"Server-folder ingest is off: the operator sets {ROOTS_ENV} to the folders that may be "
-                    "ingested. Upload the files instead.")
+            st.info(
+                f"Server-folder ingest is off: the operator sets {ROOTS_ENV} to the folders that may be "
+                "ingested. Upload the files instead."
+            )
         folder = st.text_input("Folder or file on the server", key="ingest_folder")
         sync = st.checkbox("Remove documents whose files are gone (sync)", key="ingest_sync")
-        go_folder = st.button("Ingest folder", key="ingest_folder_go", disabled=not folder or not collection,
-                              type="primary")
+        go_folder = st.button(
+            "Ingest folder", key="ingest_folder_go", disabled=not folder or not collection, type="primary"
+        )
 
     try:
         if go_upload and files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -31,7 +32,7 @@ def engine_facts(info: Any) -> dict[str, Any]:
     }
 
 
-def default_model_status(data_dir) -> tuple[str, dict[str, Any] | None]:
+def default_model_status(data_dir: Path) -> tuple[str, dict[str, Any] | None]:
     """('built', summary) or ('not built', None), from the default model's manifest; never builds it."""
     from model.moe.info import describe_model
 
@@ -50,10 +51,13 @@ def model_progress() -> None:
         st.rerun(scope="app")
     fraction = min(max(load.fraction or 0.0, 0.0), 1.0)
     st.progress(fraction, text=f"Preparing the answer model ({fraction:.0%}): {load.message}")
-    st.caption("This happens once. Questions are answered when it is ready; every other page works meanwhile.")
+    st.caption(
+        "This happens once. Questions are answered when it is ready; every other page works meanwhile."
+    )
 
 
 def render() -> None:
+    """The Model page (admins): the answer model and its load state, and whether the default MoE is built."""
     session.require_admin()
     assistant = session.get_assistant()
     s = assistant.settings
@@ -62,8 +66,10 @@ def render() -> None:
     st.subheader("Answer model")
     loaded = assistant.loaded_llm  # never triggers a load (or a default-model build)
     if loaded is None:
-        st.info(f"Not loaded yet (it loads on the first question). Configured: backend `{s.llm_backend}`, "
-                f"model `{s.llm_model or 'embedded default MoE'}`.")
+        st.info(
+            f"Not loaded yet (it loads on the first question). Configured: backend `{s.llm_backend}`, "
+            f"model `{s.llm_model or 'embedded default MoE'}`."
+        )
         load = assistant.llm_status
         if load.state == "loading":
             model_progress()
@@ -75,7 +81,9 @@ def render() -> None:
                 st.rerun()
     if loaded is not None:
         facts = engine_facts(loaded.info)
-        st.table(pd.DataFrame({"Fact": list(facts), "Value": [str(v) for v in facts.values()]}).set_index("Fact"))
+        st.table(
+            pd.DataFrame({"Fact": list(facts), "Value": [str(v) for v in facts.values()]}).set_index("Fact")
+        )
 
     st.subheader("Default model build")
     status, summary = default_model_status(s.data_dir)

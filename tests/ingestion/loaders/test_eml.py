@@ -25,7 +25,9 @@ def test_headers_and_plain_body(load_example) -> None:
 
 def test_attachments_read_and_listed(load_example) -> None:
     doc = load_example("eml/fake-email-attachment.eml")
-    assert [s.text for s in doc.sections if s.heading_path == ("fake-attachment.txt",)] == ["Hey this is a fake attachment!"]
+    assert [s.text for s in doc.sections if s.heading_path == ("fake-attachment.txt",)] == [
+        "Hey this is a fake attachment!"
+    ]
     assert doc.sections[-1].text == "Attachments: fake-attachment.txt"
     assert doc.metadata["attachments"] == "fake-attachment.txt"
 

@@ -356,8 +356,11 @@ class SourceService:
                     f"the operator set for sources (e.g. {BROWSER_ENV_PREFIX}MAIL_PASSWORD); add other sources "
                     "with `sparq sources add` on the server"
                 )
-            if checked.get("password_file") is not None:
-                checked["password_file"] = allowed("password_file", require_roots=True)
+            # Server files named from a browser (a password file, a CA bundle) lie inside the ingest roots:
+            # otherwise an admin's browser could make the server open any file it can read.
+            for option in ("password_file", "ca_file"):
+                if checked.get(option) is not None:
+                    checked[option] = allowed(option, require_roots=True)
             self._check_hosts(kind, checked)
             checked[BROWSER_MARK] = BROWSER_MARK_VALUE
         return checked

@@ -32,7 +32,13 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
 _START_TIMEOUT_S = 60.0
 _SPAWN = object()
-_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL|CREDENTIAL", re.IGNORECASE)
+# What a parser process may see of the environment: the system's basics (locale, paths, temp dirs, thread
+# limits, Tesseract's data). Everything else stays out, since any variable may hold a credential whatever its
+# name (a source's password_env is chosen by the admin).
+_WORKER_ENV = re.compile(
+    r"PATH|HOME|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|TEMP|TMP|LD_LIBRARY_PATH|TESSDATA_PREFIX"
+    r"|OMP_[A-Z_]+|OPENBLAS_[A-Z_]+|MKL_[A-Z_]+|MALLOC_[A-Z_]+"
+)
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,8 +88,9 @@ class LoaderPool:
 
     # --- workers ----------------------------------------------------------------------------------------
     def _spawn(self) -> _Worker:
-        # The parser reads hostile files: it gets no credentials (database URL, API keys, bind passwords).
-        env = {k: v for k, v in os.environ.items() if not _SECRET_NAME.search(k)}
+        # The parser reads hostile files: it gets no credentials (database URL, API keys, bind passwords,
+        # mailbox passwords in variables of any name): only the variables it needs to run.
+        env = {k: v for k, v in os.environ.items() if _WORKER_ENV.fullmatch(k)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
             [sys.executable, "-m", "ingestion.loader_worker", str(self.memory_mb * 1024 * 1024)],

@@ -103,6 +103,8 @@ class FileEvent:
 
 
 ProgressCallback = Callable[[FileEvent], None]
+# A source's way to hand over one stored document again by its key (see IngestPipeline.ingest_items).
+Reread = Callable[[str], SourceItem | None]
 
 
 @dataclass
@@ -225,10 +227,13 @@ class IngestPipeline:
         groups: list[str] | None = None,
         total: int | None = None,
         progress: ProgressCallback | None = None,
+        reread: Reread | None = None,
     ) -> IngestSummary:
         """Ingest items a source listed (an item's own `groups` override `groups`). With `present`, stored
         documents of the collection under the key prefix `source` that are not in it are removed, except
-        those under a prefix in `keep_under` (parts of the source that could not be listed this time)."""
+        those under a prefix in `keep_under` (parts of the source that could not be listed this time).
+        `reread(key)`: the item for a stored document the listing did not offer but whose content must be
+        read again (a duplicate whose original changed); None when the source cannot give it."""
         return self._run(
             items,
             total,
@@ -238,6 +243,7 @@ class IngestPipeline:
             progress,
             sync_present=present,
             keep_under=list(keep_under),
+            reread=reread,
         )
 
     def ingest_records(
@@ -266,6 +272,7 @@ class IngestPipeline:
         *,
         sync_present: set[str] | None = None,
         keep_under: list[str] | None = None,
+        reread: Reread | None = None,
     ) -> IngestSummary:
         started = time.perf_counter()
         cid = self.store.collection_id(collection, create=True)
@@ -290,7 +297,7 @@ class IngestPipeline:
             self._pass(items, cid, groups, summary, report, requeue)
             if sync_present is not None:
                 self._sync(summary, cid, source, sync_present, progress, total or 0, keep_under or [])
-            self._reread_pending(cid, summary, report, requeue)
+            self._reread_pending(cid, summary, report, requeue, reread)
             self.store.flush()
         except BaseException as exc:
             error = exc
@@ -396,11 +403,17 @@ class IngestPipeline:
             raise errors[0]
 
     def _reread_pending(
-        self, cid: int, summary: IngestSummary, report: Callable[..., None], requeue: dict[str, SourceItem]
+        self,
+        cid: int,
+        summary: IngestSummary,
+        report: Callable[..., None],
+        requeue: dict[str, SourceItem],
+        reread: Reread | None,
     ) -> None:
         """Read the collection's "pending" documents (duplicates whose original changed, failed or was
-        deleted) from their own files, keeping their own groups, so that none of them is left reading
-        content that is no longer its own, nor left unsearchable."""
+        deleted) from their own files (or, for a source's remote documents, from the source through
+        `reread`), keeping their own groups, so that none of them is left reading content that is no
+        longer its own, nor left unsearchable."""
         loader = self.load_file
         for _ in range(REREAD_ROUNDS):
             with self.store.sessions() as session:
@@ -412,23 +425,33 @@ class IngestPipeline:
             if not rows:
                 return
             again: list[SourceItem] = []
-            records: dict[int, str] = {}
+            unreadable: dict[int, Failure] = {}
             for doc_id, path in rows:
                 if path in requeue:
                     again.append(requeue[path])
                 elif Path(path).is_absolute():
                     again.extend(file_items([Path(path)], loader))
+                elif reread is None:
+                    unreadable[doc_id] = Failure(path, RECORD_NOT_REREADABLE)
                 else:
-                    records[doc_id] = path
-            if records:
+                    try:
+                        item = reread(path)
+                    except OSError as exc:  # that one document only; the source said why
+                        unreadable[doc_id] = Failure(path, f"could not be read again from its source: {exc}")
+                        continue
+                    if item is None:
+                        unreadable[doc_id] = Failure(path, RECORD_NOT_REREADABLE)
+                    else:
+                        again.append(item)
+            for doc_id, failure in unreadable.items():
                 with self.store.sessions() as session, session.begin():
                     session.execute(
                         update(Document)
-                        .where(Document.id.in_(list(records)))
-                        .values(status="failed", error=RECORD_NOT_REREADABLE)
+                        .where(Document.id == doc_id)
+                        .values(status="failed", error=failure.error)
                     )
-                summary.files_failed += len(records)
-                summary.failures.extend(Failure(path, RECORD_NOT_REREADABLE) for path in records.values())
+            summary.files_failed += len(unreadable)
+            summary.failures.extend(unreadable.values())
             if again:
                 self._pass(again, cid, None, summary, report, requeue)
         with self.store.sessions() as session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -18,13 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from ingestion.connectors.base import ChangeSet, Connector, RemoteDocument, SourceUnavailable, is_under
 from ingestion.loaders.base import LoadedDocument
-from ingestion.pipeline import IngestPipeline, IngestSummary, ProgressCallback
+from ingestion.pipeline import RECORD_NOT_REREADABLE, IngestPipeline, IngestSummary, ProgressCallback
 from ingestion.sources import SourceItem, local_file_item
-from retrieval.schema import DocumentGroup
+from retrieval.schema import Document, DocumentGroup
 
 
 @dataclass
@@ -73,20 +74,63 @@ def sync_source(
     notes = list(changes.notes)
     notes += _hide_unlisted(pipeline, collection, changes.unlisted, present)
     scratch = Path(tempfile.mkdtemp(prefix="sparq-sync-"))  # private (0700): fetched content, while loading
+
+    def reread(key: str) -> SourceItem | None:
+        doc = connector.fetch_document(key)
+        return None if doc is None else next(_items([doc], pipeline.load_file, groups, scratch))
+
     try:
-        items = _items(changes.documents, pipeline.load_file, groups, scratch)
+        offered = {d.key for d in changes.documents}
+        stuck = [k for k in _stuck(pipeline, collection, root) if k in present and k not in offered]
+        items = itertools.chain(
+            _items(changes.documents, pipeline.load_file, groups, scratch),
+            (item for key in stuck if (item := _retry(reread, key, notes)) is not None),
+        )
         summary = pipeline.ingest_items(
             items,
             collection=collection,
             source=root,
             present=present,
             keep_under=changes.unlisted,
-            total=len(changes.documents),
+            total=len(changes.documents) + len(stuck),
             progress=progress,
+            reread=reread,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return SourceSyncResult(summary, changes.cursor, notes)
+
+
+def _stuck(pipeline: IngestPipeline, collection: str, root: str) -> list[str]:
+    """Keys of the source's stored documents left waiting for a re-read that never came: "pending", or
+    failed because they could not be read again (an earlier sync, or a version before fetch_document). The
+    listing does not offer them (their own content did not change), so the sync asks for them by key."""
+    cid = pipeline.store.collection_id(collection)
+    if cid is None:
+        return []
+    with pipeline.store.sessions() as session:
+        rows = session.execute(
+            select(Document.path).where(
+                Document.collection_id == cid,
+                or_(
+                    Document.status == "pending",
+                    and_(Document.status == "failed", Document.error == RECORD_NOT_REREADABLE),
+                ),
+            )
+        ).all()
+    return sorted(path for (path,) in rows if is_under(path, root))
+
+
+def _retry(reread: Callable[[str], SourceItem | None], key: str, notes: list[str]) -> SourceItem | None:
+    """The item for a stuck document, or None with a note when the source cannot give it now."""
+    try:
+        item = reread(key)
+    except OSError as exc:
+        notes.append(f"{key}: could not be read again from its source: {exc}")
+        return None
+    if item is None:
+        notes.append(f"{key}: this kind of source cannot hand over one document again")
+    return item
 
 
 def readers(document_groups: tuple[str, ...] | None, configured: list[str] | None) -> tuple[str, ...] | None:

@@ -5,7 +5,8 @@ subclasses `Connector` plus one line in ingestion/connectors/registry.py.
 A sync asks `changes(cursor)` with the cursor the previous successful sync returned (None the first time).
 The answer names every document the source holds now (`present`, cheap: keys only) and, among them, the ones
 to (re)read (`documents`: new, changed, or whose permissions may have changed). Stored documents of the
-source whose key is not in `present` are removed. A connector that cannot reach its source raises
+source whose key is not in `present` are removed. `fetch_document(key)` hands over one present document
+the answer did not offer, when the sync needs its content after all. A connector that cannot reach its source raises
 `SourceUnavailable`; the sync then changes nothing, so an unreachable source never loses documents."""
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ class Connector(ABC):
     @abstractmethod
     def changes(self, cursor: str | None) -> ChangeSet:
         """What changed since `cursor`; raise SourceUnavailable when the source cannot be read."""
+
+    def fetch_document(self, key: str) -> RemoteDocument | None:
+        """One document again by its key, though `changes` did not offer it: a sync needs the content of a
+        stored duplicate whose original changed (the two were stored once). None: this kind cannot, and the
+        document is marked failed with that reason. Raise OSError when that one document cannot be read now
+        and SourceUnavailable when the source went away. Folders need not answer: their keys are paths."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sources hold no connection
         """Release connections (default: nothing to release)."""

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from ingestion.connectors.base import (
     ChangeSet,
@@ -139,6 +139,11 @@ def _reason(exc: BaseException) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return str(text) or type(exc).__name__
+
+
+def _dropped(exc: SourceUnavailable) -> bool:
+    """Whether a failed command lost the connection (server gone, or it hung up on us), not a refusal."""
+    return isinstance(exc.__cause__, imaplib.IMAP4.abort | OSError)
 
 
 class ImapConnector(Connector):
@@ -340,6 +345,24 @@ class ImapConnector(Connector):
             title=item.subject,
         )
 
+    def fetch_document(self, key: str) -> RemoteDocument | None:
+        """A message again by its key (mailbox, UIDVALIDITY, UID), fetched when the document is read; None
+        for a key that is not a message of this source's mailboxes."""
+        rest = key[len(self.root_key) :] if key.startswith(self.root_key) else ""
+        parts = rest.split("/")
+        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+            return None
+        mailbox = unquote(parts[0])
+        if mailbox not in self.mailboxes or self.key(mailbox, int(parts[1]), int(parts[2])) != key:
+            return None
+        return RemoteDocument(
+            key=key,
+            size=0,
+            mtime=0,  # compared by digest
+            extension=".eml",
+            fetch=functools.partial(self.fetch_message, mailbox, int(parts[1]), int(parts[2])),
+        )
+
     def fetch_message(self, mailbox: str, uidvalidity: int, uid: int) -> bytes:
         """The raw RFC 822 bytes of one message, without setting \\Seen. Reconnects once if the connection
         was dropped since the listing (the pipeline may fetch long after it)."""
@@ -347,11 +370,25 @@ class ImapConnector(Connector):
             try:
                 return self._fetch_body(mailbox, uidvalidity, uid)
             except SourceUnavailable as exc:
-                if not isinstance(exc.__cause__, imaplib.IMAP4.abort | OSError):
+                if not _dropped(exc):
                     raise
                 log.info("%s: connection lost (%s); reconnecting once", self._where(), exc.__cause__)
                 self._disconnect()
+            try:
                 return self._fetch_body(mailbox, uidvalidity, uid)
+            except SourceUnavailable as again:
+                if not _dropped(again):
+                    raise
+                # Dropped twice on this very message. Dovecot says BYE (not NO) to a message file it cannot
+                # read; if the server still lets us in and open the mailbox, the message is the problem:
+                # it fails alone (OSError, its last good version kept) and the sync goes on.
+                self._disconnect()
+                self._select(mailbox)  # SourceUnavailable if the server itself is gone
+                raise OSError(
+                    f"{self.key(mailbox, uidvalidity, uid)}: the server closed the connection each time it "
+                    f"was asked for this message ({_reason(again.__cause__ or again)}); the other messages "
+                    "were read (see the server's log for why it cannot send this one)"
+                ) from again
 
     def _fetch_body(self, mailbox: str, uidvalidity: int, uid: int) -> bytes:
         if self._selected != (mailbox, uidvalidity):
@@ -575,6 +612,11 @@ class ImapConnector(Connector):
             failure = _reason(exc).replace(password, "***")
         finally:
             del password
+            # imaplib keeps the last lines it sent, LOGIN's password among them, for its debug output:
+            # forget them, so that no traceback or debugger shows them for as long as the connection lives.
+            sent = getattr(imap, "_cmd_log", None)
+            if isinstance(sent, dict):
+                sent.clear()
         if failure is not None:
             # Not chained: the original exception is the one place the password could still be.
             raise SourceUnavailable(f"{self._where()}: login failed: {failure}")

@@ -378,6 +378,7 @@ class WebConnector(Connector):
             raise SourceConfigError(f"web source: ca_file {ca_file!r} is not a readable file")
         self.ca_file = ca_file
         self._spools: list[tempfile.TemporaryDirectory[str]] = []
+        self._robots: RobotFileParser | None = None  # as the last changes() read them
 
     @staticmethod
     def _entry_key(name: str, url: str | None) -> str | None:
@@ -415,10 +416,38 @@ class WebConnector(Connector):
         self.close()
         crawl = _Crawl(self, cursor)
         try:
-            return crawl.run()
+            changes = crawl.run()
+            self._robots = crawl.robots
+            return changes
         finally:
             if crawl.spool is not None:
                 self._spools.append(crawl.spool)
+
+    def fetch_document(self, key: str) -> RemoteDocument | None:
+        """A page of the site again, in full and now (no validators): the sync needs the content of a stored
+        duplicate whose original changed, while the page itself answered "not modified". robots.txt as the
+        last `changes()` read it; a page that fails now raises OSError with the reason."""
+        if normalise_url(key) != key or not key.startswith(self._root):
+            return None
+        crawl = _Crawl(self, None)
+        if self._robots is None:
+            crawl.read_robots()
+        else:
+            crawl.robots = self._robots
+        if not crawl.allowed(key):
+            raise OSError(f"{key} is disallowed by robots.txt: not fetched")
+        try:
+            outcome = crawl.get(key)
+        finally:
+            if crawl.spool is not None:
+                self._spools.append(crawl.spool)
+        if isinstance(outcome, _Failed):
+            raise OSError(f"{key} {outcome.reason}")
+        if isinstance(outcome, _NotModified):  # no validators were sent: a server that says 304 regardless
+            raise OSError(f"{key} answered 304 Not Modified to a request without validators")
+        return RemoteDocument(
+            key=key, size=outcome.body.size, mtime=0, extension=outcome.extension, fetch=outcome.body.read
+        )
 
     def close(self) -> None:
         """Remove the bodies waiting in spool folders (documents not fetched by now cannot be)."""
@@ -516,7 +545,7 @@ class _Crawl:
 
     def run(self) -> ChangeSet:
         conn = self.conn
-        self._read_robots()
+        self.read_robots()
         if conn.start_key:
             if not self.allowed(conn.start_key):
                 raise SourceUnavailable(
@@ -582,7 +611,7 @@ class _Crawl:
     def _visit(self, key: str, depth: int, is_start: bool) -> None:
         self.requests += 1
         self.reached.add(key)
-        outcome = self._get(key)
+        outcome = self.get(key)
         if isinstance(outcome, _Failed):
             if is_start:
                 raise SourceUnavailable(f"start URL {key} {outcome.reason}")
@@ -739,7 +768,7 @@ class _Crawl:
         response: http.client.HTTPResponse = self._opener.open(request, timeout=self.conn.timeout_s)
         return response
 
-    def _get(self, key: str) -> _Fetched | _NotModified | _Failed:
+    def get(self, key: str) -> _Fetched | _NotModified | _Failed:
         """One page, conditionally; every way it can fail is a _Failed that says why."""
         try:
             with self._open(key, self.validators(key)) as response:
@@ -825,7 +854,7 @@ class _Crawl:
             return _Body(size, digest.hexdigest(), file=path, spool=self.spool)
         return _Body(size, digest.hexdigest(), data=b"".join(chunks))
 
-    def _read_robots(self) -> None:
+    def read_robots(self) -> None:
         """robots.txt, once: 4xx allows everything (RFC 9309); anything else unreadable stops the sync."""
         url = self.root + "robots.txt"
         try:

@@ -629,13 +629,14 @@ def test_two_schedulers_on_one_database_never_sync_one_source_at_once(assistant,
 # --- the admin pages -------------------------------------------------------------------------------------
 @pytest.fixture
 def ui(assistant, monkeypatch):
-    from app.ui import session
+    from app.ui.assistant_factory import use_assistant
+    from app.ui.bootstrap import ensure_admin
 
     monkeypatch.setenv("SPARQ_ADMIN_PASSWORD", "admin-pass-123")
-    session.ensure_admin(assistant, announce=lambda _text: None)
-    session.use_assistant(assistant)
+    ensure_admin(assistant.users, assistant.settings.data_dir, announce=lambda _text: None)
+    use_assistant(assistant)
     yield assistant
-    session.use_assistant(None)
+    use_assistant(None)
 
 
 def test_ingest_page_adds_a_source_and_syncs_it_now(ui, share):
@@ -967,3 +968,27 @@ def test_sparq_ingest_of_a_source_folder_into_its_collection_says_which_source_t
         out.exception
     )
     assert "new" in _cli("ingest", str(share), "--collection", "other").output
+
+
+def test_a_ca_file_named_from_the_web_app_must_lie_inside_the_ingest_roots(assistant, tmp_path):
+    """A CA bundle is a server file like a password file: from a browser, only inside SPARQ_INGEST_ROOTS."""
+    assistant.settings.source_hosts = "intranet.example.com"
+    outside = tmp_path / "elsewhere" / "ca.pem"
+    outside.parent.mkdir()
+    outside.write_text("not a certificate")
+    options = {"start_url": "https://intranet.example.com/", "ca_file": str(outside)}
+    service = service_for(assistant)
+    with pytest.raises(SourceError, match="ca_file"):
+        service.add("intranet", "web", collection="w", options=options, restricted=True)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    service.ingest_roots = [roots]
+    with pytest.raises(SourceError, match="ca_file"):
+        service.add("intranet", "web", collection="w", options=options, restricted=True)
+    inside = roots / "ca.pem"
+    inside.write_text("not a certificate either")
+    info = service.add(
+        "intranet", "web", collection="w", options={**options, "ca_file": str(inside)}, restricted=True
+    )
+    assert info.options["ca_file"] == str(inside.resolve())
+    service.add("console", "web", collection="c", options=options)  # the operator's console may name any file

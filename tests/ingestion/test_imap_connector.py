@@ -357,18 +357,6 @@ def test_defaults_keys_and_names() -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------------
-@pytest.fixture
-def store(database_url: str, tmp_path: Path, embedder):
-    from app.database import open_database
-    from retrieval.store import DocumentStore
-
-    engine = open_database(database_url)
-    s = DocumentStore(engine, tmp_path / "index", embedder.dim)
-    s.open()
-    yield s
-    engine.dispose()
-
-
 def test_a_mailbox_synced_into_the_store_is_found_by_search_and_forgets_deleted_mail(
     mailbox: ImapServer,
     store,
@@ -442,3 +430,54 @@ def test_tls_none_is_refused_for_a_host_that_is_not_loopback(host: str) -> None:
 def test_tls_none_is_allowed_for_a_loopback_host(host: str) -> None:
     imap = make_connector("imap", {"host": host, "user": "alice", "password_env": ENV, "tls": "none"})
     assert isinstance(imap, ImapConnector) and imap.tls == "none"
+
+
+def test_a_message_the_server_hangs_up_on_fails_alone_and_the_sync_goes_on(
+    server: ImapServer, monkeypatch: pytest.MonkeyPatch, store, embedder
+) -> None:
+    """Dovecot answers the FETCH of a message file it cannot read with BYE and closes the connection (not a
+    NO). That message fails alone; the other messages of the same sync are stored and the cursor moves on
+    only when nothing failed (so the broken one is retried next time)."""
+    from ingestion.pipeline import IngestPipeline
+    from ingestion.source_sync import sync_source
+
+    monkeypatch.setenv(ENV, PASSWORD)
+    broken = server.deliver(message("Broken", HARBOUR), received=RECEIVED)
+    server.deliver(message("Lunch", LENTILS), received=RECEIVED + 60)
+    imap = connector(server, mailboxes=["INBOX"])
+    try:
+        changes = imap.changes(None)
+        broken.chmod(0)  # listed (size, date, subject), then unreadable on the server's disk
+        docs = by_title(changes)
+        with pytest.raises(OSError) as caught:
+            docs["Broken"].fetch()
+        assert not isinstance(caught.value, SourceUnavailable), caught.value
+        assert docs["Broken"].key in str(caught.value) and "closed the connection" in str(caught.value)
+        assert LENTILS.encode() in docs["Lunch"].fetch()  # a new connection goes on with the next one
+
+        result = sync_source(
+            imap, IngestPipeline(store, embedder), collection="mail", groups=None, cursor=None
+        )
+        assert result.summary.files_new == 1 and result.summary.files_failed == 1
+        assert [f.path for f in result.summary.failures] == [docs["Broken"].key]
+    finally:
+        imap.close()
+
+
+def test_fetch_document_reads_a_message_by_key(mailbox: ImapServer) -> None:
+    """What a sync uses to read a stored message again (a duplicate whose original failed)."""
+    imap = connector(mailbox, mailboxes=["INBOX"])
+    lunch = by_title(imap.changes(None))["Lunch"]
+    again = imap.fetch_document(lunch.key)
+    assert again is not None and again.extension == ".eml" and LENTILS.encode() in again.fetch()
+    assert imap.fetch_document(lunch.key.replace("INBOX", "Elsewhere")) is None  # not a configured mailbox
+    assert imap.fetch_document("imap://someone@else:993/INBOX/1/1") is None
+    imap.close()
+
+
+def test_the_connection_keeps_no_trace_of_the_password(mailbox: ImapServer) -> None:
+    """imaplib logs every line it sends (LOGIN with the password too) in a ring kept on the connection."""
+    imap = connector(mailbox, mailboxes=["INBOX"])
+    connection = imap._connection()  # connected and logged in, nothing else sent yet
+    assert PASSWORD not in repr(vars(connection))
+    imap.close()

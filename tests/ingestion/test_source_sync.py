@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app.database import open_database
 from ingestion.connectors.base import ChangeSet, Connector, RemoteDocument, SourceUnavailable
 from ingestion.connectors.folder import FolderConnector
 from ingestion.isolation import LoaderPool
@@ -33,15 +32,6 @@ TEXTS = {
     "handbook.txt": "Employee handbook section on remote work and equipment allowances.",
     "patent.txt": "Patent filing draft for the adaptive caching algorithm.",
 }
-
-
-@pytest.fixture
-def store(database_url: str, tmp_path: Path, embedder) -> Iterator[DocumentStore]:
-    engine = open_database(database_url)
-    s = DocumentStore(engine, tmp_path / "index", embedder.dim)
-    s.open()
-    yield s
-    engine.dispose()
 
 
 @pytest.fixture

@@ -645,3 +645,108 @@ def test_pages_the_page_limit_kept_from_reach_stay_as_stored(site: Site) -> None
     assert again.documents == []
     assert again.present == first.present - {site.key("/lm.html")}
     assert site.hits("/level2/level3.html")[-1].status == 304
+
+
+# --- duplicates whose original changes -------------------------------------------------------------------
+TWIN = "The twin pages both say the cafeteria opens at half past seven"
+
+
+def _statuses(store, collection: str) -> dict[str, tuple[str, str | None]]:
+    from sqlalchemy import select
+
+    from retrieval.schema import Document
+
+    cid = store.collection_id(collection)
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Document.path, Document.status, Document.error).where(Document.collection_id == cid)
+        ).all()
+    return {path: (status, error) for path, status, error in rows}
+
+
+@pytest.fixture
+def twins(serve, tmp_path: Path) -> Site:
+    """A site with two pages of identical bytes: the store keeps the second as a duplicate of the first."""
+    s = serve(Site(tmp_path / "twins"))
+    s.write("/index.html", _page("Twins", "Two identical pages.", "a.html", "b.html"))
+    s.write("/a.html", _page("Twin", TWIN))
+    s.write("/b.html", _page("Twin", TWIN))
+    s.write("/robots.txt", "")
+    return s
+
+
+def test_a_duplicate_whose_original_changed_is_fetched_again_and_keeps_its_own_text(
+    twins: Site, store, embedder
+) -> None:
+    """The original's edit makes the duplicate "pending"; the listing does not offer the duplicate (it
+    answered 304), so the sync asks the connector for it by key and stores its own content: it neither
+    fails nor reads the original's new text."""
+    from ingestion.pipeline import IngestPipeline
+    from ingestion.source_sync import sync_source
+    from retrieval.access import Principal
+    from retrieval.search import HybridSearcher
+
+    connector = WebConnector(start_url=twins.url("/index.html"))
+    pipeline = IngestPipeline(store, embedder)
+    searcher = HybridSearcher(store, lambda q: embedder.encode_query(q, threads=1))
+    try:
+        first = sync_source(connector, pipeline, collection="web", groups=["staff"], cursor=None)
+        states = _statuses(store, "web")
+        original = next(k for k, (status, _) in states.items() if status == "ready" and k.endswith("a.html"))
+        duplicate = twins.key("/b.html")
+        assert states[duplicate][0] == "duplicate", states
+
+        twins.write("/a.html", _page("Twin", "The first twin now says the cafeteria is closed for repairs"))
+        twins.clear()
+        second = sync_source(connector, pipeline, collection="web", groups=["staff"], cursor=first.cursor)
+        states = _statuses(store, "web")
+        assert states[original][0] == "ready" and states[duplicate] == ("ready", None), states
+        assert second.summary.files_failed == 0, second.summary.failures
+        assert [h.status for h in twins.hits("/b.html")] == [304, 200]  # listed, then fetched by key
+
+        staff = Principal("erin", frozenset({"staff"}))
+        hits = searcher.search("when does the cafeteria open", principal=staff, k=5, mode="keyword")
+        assert [h.path for h in hits if TWIN in h.text] == [duplicate]
+        assert searcher.search("cafeteria opens", principal=Principal("x", frozenset({"y"})), k=5) == []
+    finally:
+        connector.close()
+        searcher.close()
+
+
+def test_a_duplicate_left_failed_by_an_earlier_version_is_read_again(twins: Site, store, embedder) -> None:
+    """Before fetch_document, such a duplicate was marked failed ("cannot be read again") and, unchanged at
+    its source, never offered again. The next sync now fetches it by key."""
+    from sqlalchemy import update
+
+    from ingestion.pipeline import RECORD_NOT_REREADABLE, IngestPipeline
+    from ingestion.source_sync import sync_source
+    from retrieval.schema import Document
+
+    connector = WebConnector(start_url=twins.url("/index.html"))
+    pipeline = IngestPipeline(store, embedder)
+    try:
+        first = sync_source(connector, pipeline, collection="web", groups=None, cursor=None)
+        duplicate = twins.key("/b.html")
+        with store.sessions() as session, session.begin():
+            session.execute(
+                update(Document)
+                .where(Document.path == duplicate)
+                .values(status="failed", error=RECORD_NOT_REREADABLE, duplicate_of=None, n_chunks=0)
+            )
+        second = sync_source(connector, pipeline, collection="web", groups=None, cursor=first.cursor)
+        assert _statuses(store, "web")[duplicate][0] in ("ready", "duplicate")
+        assert second.summary.files_failed == 0, second.summary.failures
+    finally:
+        connector.close()
+
+
+def test_fetch_document_reads_a_page_by_key_and_refuses_other_keys(twins: Site) -> None:
+    connector = WebConnector(start_url=twins.url("/index.html"))
+    connector.changes(None)
+    doc = connector.fetch_document(twins.key("/a.html"))
+    assert doc is not None and doc.extension == ".html" and TWIN.encode() in doc.fetch()
+    assert connector.fetch_document("http://127.0.0.1:1/a.html") is None  # another site
+    twins.fail["/b.html"] = 503
+    with pytest.raises(OSError, match=r"b\.html answered HTTP 503"):
+        connector.fetch_document(twins.key("/b.html"))
+    connector.close()

@@ -346,6 +346,8 @@ class IngestPipeline:
                     if stop.is_set():
                         return
                     pre = self._precheck(item, known, ready_shas, seen_sha)
+                    if isinstance(pre, _Prepared) and item.release is not None:
+                        item.release()  # settled unread: a fetched copy need not wait for the run's end
                     future = (
                         pool.submit(_load, pre.item)
                         if pool is not None and isinstance(pre, _ToLoad)

@@ -193,7 +193,14 @@ def _items(
         else:
             fetched = _Fetched(doc, loader, scratch)
             item = SourceItem(
-                doc.key, doc.size, doc.mtime, fetched.load, fetched.digest, doc.extension, groups=who
+                doc.key,
+                doc.size,
+                doc.mtime,
+                fetched.load,
+                fetched.digest,
+                doc.extension,
+                groups=who,
+                release=fetched.release,
             )
         if doc.title:
             item = dataclasses.replace(item, load=_titled(item.load, doc.title))
@@ -240,6 +247,12 @@ class _Fetched:
             self._fetch()
         assert self.sha256 is not None
         return self.sha256
+
+    def release(self) -> None:
+        """Remove the fetched copy (the digest stays known); a later `load` fetches again."""
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
+            self.file = None
 
     def load(self) -> LoadedDocument:
         path = self.file if self.file is not None else self._fetch()  # fetched again for a second read

@@ -24,6 +24,9 @@ class SourceItem:
     skip_reason: str | None = None  # set: never read, reported as skipped with this reason
     # Who may read this document (a source's own permissions); None: the run's groups apply.
     groups: tuple[str, ...] | None = None
+    # Drops what `digest` kept for `load` (a fetched copy on disk) once the item is settled without being
+    # loaded (unchanged, duplicate): `load` fetches again should it be needed after all.
+    release: Callable[[], None] | None = None
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:

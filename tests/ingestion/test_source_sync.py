@@ -435,3 +435,31 @@ def test_a_folder_above_a_file_narrows_who_reads_it_and_granting_entry_needs_no_
         assert _chunk_ids(store) == chunks
         assert _readable(searcher, reader_b) == {"payroll.txt"}
         assert _readable(searcher, Principal("ann", frozenset({grp_a}))) == set()  # may enter, not read
+
+
+def test_a_fetched_copy_found_unchanged_is_removed_at_once_not_at_the_end_of_the_sync(
+    pipeline, tmp_path: Path, monkeypatch
+) -> None:
+    """A re-listed mailbox or site (cursor lost) fetches every document to compare digests: the copies of
+    the unchanged ones must not pile up on disk until the sync ends."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    docs = {
+        f"mem://box/{i}": (f"Memo {i}: the {i}th floor printer moved.".encode(), 0.0, None) for i in range(6)
+    }
+    connector = MemoryConnector(docs)
+    _sync(pipeline, connector)
+
+    waiting: list[int] = []
+
+    def progress(event) -> None:
+        assert event.status == "unchanged", event
+        waiting.append(sum(1 for f in scratch.rglob("*") if f.is_file()))
+
+    connector.fetched.clear()
+    summary = sync_source(
+        connector, pipeline, collection="share", groups=None, cursor=None, progress=progress
+    ).summary
+    assert summary.files_unchanged == 6 and len(connector.fetched) == 6  # mtime 0: fetched, compared
+    assert waiting == [0] * 6, waiting

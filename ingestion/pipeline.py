@@ -166,6 +166,24 @@ def _header(title: str | None, heading: str | None) -> str:
     return header[:HEADER_CHARS]
 
 
+@dataclass
+class _PassState:
+    """What the three threads of one pass share: the run's target, what is stored already, the queues
+    between the stages, and the first errors (any stage's error stops the others)."""
+
+    cid: int
+    groups: list[str] | None
+    summary: IngestSummary
+    report: Callable[..., None]
+    requeue: dict[str, SourceItem]
+    known: dict[str, _Known]
+    ready_shas: dict[str, str]
+    prepared_q: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=64))
+    write_q: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=2))
+    errors: list[BaseException] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 class IngestPipeline:
     """Loads, chunks, embeds and stores documents of a source into a collection (see the module)."""
 
@@ -316,93 +334,101 @@ class IngestPipeline:
         report: Callable[..., None],
         requeue: dict[str, SourceItem],
     ) -> None:
-        """Prepare, embed and write `items` (three threads); raises the first error any of them hit."""
+        """Prepare, embed and write `items`: a reader thread (precheck, parse), this thread (embed) and a
+        writer thread (store), joined by bounded queues; raises the first error any of them hit."""
         known = self._known_documents(cid)
-        ready_shas: dict[str, str] = {k.sha256: path for path, k in known.items() if k.status == "ready"}
-        prepared_q: queue.Queue = queue.Queue(maxsize=64)
-        write_q: queue.Queue = queue.Queue(maxsize=2)
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def reader() -> None:
-            # With worker processes, up to 2 x workers files are parsed ahead, in parallel; results are taken
-            # in listing order, so duplicates and progress read as in a sequential run.
-            parallel = self.loaders.size if self.loaders is not None else 0
-            pool = ThreadPoolExecutor(parallel, thread_name_prefix="sparq-load") if parallel > 1 else None
-            window: collections.deque[tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]] = (
-                collections.deque()
-            )
-            seen_sha: set[str] = set()
-
-            def finish(entry: tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]) -> _Prepared:
-                pre, future = entry
-                if isinstance(pre, _Prepared):
-                    return pre
-                outcome = future.result() if future is not None else _load(pre.item)
-                return self._complete(pre, outcome, seen_sha)
-
-            try:
-                for item in items:
-                    if stop.is_set():
-                        return
-                    pre = self._precheck(item, known, ready_shas, seen_sha)
-                    if isinstance(pre, _Prepared) and item.release is not None:
-                        item.release()  # settled unread: a fetched copy need not wait for the run's end
-                    future = (
-                        pool.submit(_load, pre.item)
-                        if pool is not None and isinstance(pre, _ToLoad)
-                        else None
-                    )
-                    window.append((pre, future))
-                    while window and (pool is None or len(window) > 2 * parallel):
-                        prepared_q.put(finish(window.popleft()))
-                while window and not stop.is_set():
-                    prepared_q.put(finish(window.popleft()))
-            except BaseException as exc:  # surfaced in the main thread below
-                errors.append(exc)
-            finally:
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                prepared_q.put(_DONE)
-
-        def writer() -> None:
-            last_flush = time.monotonic()
-            try:
-                while True:
-                    batch = write_q.get()
-                    if batch is _DONE:
-                        return
-                    self._write(batch, cid, groups, summary, report, requeue)
-                    if time.monotonic() - last_flush > self.flush_seconds:
-                        self.store.flush()
-                        last_flush = time.monotonic()
-            except BaseException as exc:
-                errors.append(exc)
-                stop.set()
-                # Drain so the encoder never blocks on a dead writer.
-                while write_q.get() is not _DONE:
-                    pass
-
-        reader_thread = threading.Thread(target=reader, name="sparq-ingest-reader", daemon=True)
-        writer_thread = threading.Thread(target=writer, name="sparq-ingest-writer", daemon=True)
+        run = _PassState(
+            cid=cid,
+            groups=groups,
+            summary=summary,
+            report=report,
+            requeue=requeue,
+            known=known,
+            ready_shas={k.sha256: path for path, k in known.items() if k.status == "ready"},
+        )
+        reader_thread = threading.Thread(
+            target=self._read_stage, args=(items, run), name="sparq-ingest-reader", daemon=True
+        )
+        writer_thread = threading.Thread(
+            target=self._write_stage, args=(run,), name="sparq-ingest-writer", daemon=True
+        )
         reader_thread.start()
         writer_thread.start()
         try:
-            self._encode_loop(prepared_q, write_q, stop)
+            self._encode_loop(run.prepared_q, run.write_q, run.stop)
         except BaseException as exc:
-            errors.append(exc)
+            run.errors.append(exc)
         finally:
-            if errors:
-                stop.set()
-            write_q.put(_DONE)
+            if run.errors:
+                run.stop.set()
+            run.write_q.put(_DONE)
             writer_thread.join()
             # A reader blocked on a full queue (the encoder stopped early) is released by draining it.
             while reader_thread.is_alive():
                 with contextlib.suppress(queue.Empty):
-                    prepared_q.get(timeout=0.1)
+                    run.prepared_q.get(timeout=0.1)
             reader_thread.join()
-        if errors:
-            raise errors[0]
+        if run.errors:
+            raise run.errors[0]
+
+    def _read_stage(self, items: Iterable[SourceItem], run: _PassState) -> None:
+        """The reader thread: precheck each item and parse what must be read. With worker processes, up to
+        2 x workers files are parsed ahead, in parallel; results are taken in listing order, so duplicates
+        and progress read as in a sequential run."""
+        parallel = self.loaders.size if self.loaders is not None else 0
+        pool = ThreadPoolExecutor(parallel, thread_name_prefix="sparq-load") if parallel > 1 else None
+        window: collections.deque[tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]] = (
+            collections.deque()
+        )
+        seen_sha: set[str] = set()
+
+        def finish(entry: tuple[_Prepared | _ToLoad, Future[LoadOutcome] | None]) -> _Prepared:
+            pre, future = entry
+            if isinstance(pre, _Prepared):
+                return pre
+            outcome = future.result() if future is not None else _load(pre.item)
+            return self._complete(pre, outcome, seen_sha)
+
+        try:
+            for item in items:
+                if run.stop.is_set():
+                    return
+                pre = self._precheck(item, run.known, run.ready_shas, seen_sha)
+                if isinstance(pre, _Prepared) and item.release is not None:
+                    item.release()  # settled unread: a fetched copy need not wait for the run's end
+                future = (
+                    pool.submit(_load, pre.item) if pool is not None and isinstance(pre, _ToLoad) else None
+                )
+                window.append((pre, future))
+                while window and (pool is None or len(window) > 2 * parallel):
+                    run.prepared_q.put(finish(window.popleft()))
+            while window and not run.stop.is_set():
+                run.prepared_q.put(finish(window.popleft()))
+        except BaseException as exc:  # surfaced in the encoding thread by _pass
+            run.errors.append(exc)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            run.prepared_q.put(_DONE)
+
+    def _write_stage(self, run: _PassState) -> None:
+        """The writer thread: store each embedded batch, flushing the index every `flush_seconds`."""
+        last_flush = time.monotonic()
+        try:
+            while True:
+                batch = run.write_q.get()
+                if batch is _DONE:
+                    return
+                self._write(batch, run.cid, run.groups, run.summary, run.report, run.requeue)
+                if time.monotonic() - last_flush > self.flush_seconds:
+                    self.store.flush()
+                    last_flush = time.monotonic()
+        except BaseException as exc:
+            run.errors.append(exc)
+            run.stop.set()
+            # Drain so the encoder never blocks on a dead writer.
+            while run.write_q.get() is not _DONE:
+                pass
 
     def _reread_pending(
         self,

@@ -31,10 +31,10 @@ def ui(
 ) -> None:
     """Start the web app (Streamlit, headless) on ADDRESS:PORT; with SPARQ_OIDC_ISSUER, with single sign-on."""
     from app.oidc import cookie_secret
-    from app.ui.session import ensure_admin
+    from app.ui.bootstrap import ensure_admin
 
     with Assistant() as assistant:  # first run: create the admin here, where the operator reads the console
-        ensure_admin(assistant, announce=typer.echo)
+        ensure_admin(assistant.users, assistant.settings.data_dir, announce=typer.echo)
         settings = assistant.settings
         max_upload_mb = settings.max_file_mb
         if settings.oidc_enabled:

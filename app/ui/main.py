@@ -19,9 +19,10 @@ from app.assistant import Assistant
 from app.source_schedule import UI_SCHEDULE_ENV, SourceSchedule
 from app.sources import service_for
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import literal_markdown
 from app.ui.views import account, chat, costs, documents, feedback, ingest, model
-from app.users import UserInfo
+from app.users import TooManyAttempts, UserInfo
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def pages_for(user: UserInfo | None) -> list[PageSpec]:
 
 def sign_in_page() -> None:
     """Sign in with single sign-on or a sparq password, as the settings allow."""
-    settings = session.get_assistant().settings
+    settings = get_assistant().settings
     st.title("sparq")
     st.caption("Answers from your company's documents, on your own hardware.")
     error = session.signin_error()
@@ -78,7 +79,7 @@ def sign_in_page() -> None:
     if submitted:
         try:
             user = session.sign_in(name, password)
-        except (session.TooManyAttempts, session.LocalSignInDisabled) as exc:
+        except (TooManyAttempts, session.LocalSignInDisabled) as exc:
             st.error(str(exc))
             return
         if user is None:
@@ -103,7 +104,7 @@ def main() -> None:
     """The app's entry point: sign-in, then the pages the user's role allows (admin pages hidden)."""
     st.set_page_config(page_title="sparq", page_icon=":material/chat:", layout="wide")
     # First run: creates the admin and says how to sign in, on the server console; starts the source scheduler.
-    start_source_schedule(session.get_assistant())
+    start_source_schedule(get_assistant())
     user = session.current_user()
     if user is None:
         user = session.sign_in_with_provider()  # back from the identity provider (or still signed in there)

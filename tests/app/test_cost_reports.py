@@ -345,7 +345,8 @@ BIG = 200_000
 def big_log(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from app.assistant import Assistant
     from app.config import Settings
-    from app.ui import session
+    from app.ui.assistant_factory import use_assistant
+    from app.ui.bootstrap import ensure_admin
 
     engine = open_database(database_url)
     _insert(engine, synthetic_rows(1_000))
@@ -373,11 +374,11 @@ def big_log(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SPARQ_DATABASE_URL", database_url)
     monkeypatch.setenv("SPARQ_ADMIN_PASSWORD", "admin-pass-123")
     assistant = Assistant(Settings(data_dir=tmp_path / "data", database_url=database_url))
-    session.ensure_admin(assistant, announce=lambda _text: None)
-    session.use_assistant(assistant)
+    ensure_admin(assistant.users, assistant.settings.data_dir, announce=lambda _text: None)
+    use_assistant(assistant)
     reports.clear_cache()
     yield assistant
-    session.use_assistant(None)
+    use_assistant(None)
     assistant.close()
 
 

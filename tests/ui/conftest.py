@@ -29,16 +29,17 @@ def docs_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def ui_assistant(assistant, monkeypatch) -> Iterator:
     """The conftest Assistant, served by the UI; an admin and two employees exist (no model yet)."""
-    from app.ui import session
+    from app.ui.assistant_factory import use_assistant
+    from app.ui.bootstrap import ensure_admin
 
     monkeypatch.setenv("SPARQ_ADMIN_PASSWORD", ADMIN_PASSWORD)
     assistant.settings.max_answer_tokens = 24
-    session.ensure_admin(assistant, announce=lambda _text: None)
+    ensure_admin(assistant.users, assistant.settings.data_dir, announce=lambda _text: None)
     assistant.users.add("alice", groups=["staff"], password=ALICE_PASSWORD)
     assistant.users.add("mallory", groups=["contractors"], password="mallory-pass-1")
-    session.use_assistant(assistant)
+    use_assistant(assistant)
     yield assistant
-    session.use_assistant(None)
+    use_assistant(None)
 
 
 @pytest.fixture
@@ -55,10 +56,11 @@ def page(view: str, user: str | None):
     from streamlit.testing.v1 import AppTest
 
     from app.ui import session
+    from app.ui.assistant_factory import get_assistant
 
     at = AppTest.from_string(f"from app.ui.views import {view}\n{view}.render()\n", default_timeout=300)
     if user is not None:
-        assistant = session.get_assistant()
+        assistant = get_assistant()
         lifetime_s = assistant.settings.session_lifetime_hours * 3600
         at.session_state[session.TOKEN_KEY] = assistant.users.start_session(user, lifetime_s=lifetime_s)
     return at

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from app.costs import ledger, reports
-from app.ui import session
 from app.ui.format import cost_line, literal_markdown
 from app.ui.views.ingest import NEW_COLLECTION, ingest_uploads
 from tests.ui.conftest import page
@@ -65,15 +64,7 @@ def test_chat_shows_a_rejected_question_as_a_warning(ready):
     assert at.session_state["chat_messages"] == []
 
 
-def test_source_downloads_follow_the_retrieval_access_rule(ready):
-    docs = {d.path.rsplit("/", 1)[-1]: d for d in ready.documents()}
-    policy = docs["policy.md"]
-    alice, mallory, admin = (ready.users.get(n) for n in ("alice", "mallory", "admin"))
-    path, _mime = session.source_file(ready, alice, policy.id)
-    assert "40 euros" in path.read_text()
-    assert session.source_file(ready, admin, policy.id) is not None
-    assert session.source_file(ready, mallory, policy.id) is None
-    assert session.source_file(ready, alice, 10**9) is None
+# Source downloads' access rule: tests/ui/test_document_access.py.
 
 
 def test_ingest_page_ingests_a_server_folder(ui_assistant, docs_dir):

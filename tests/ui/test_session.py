@@ -1,9 +1,7 @@
-"""Sign-in, first-run admin and role checks."""
+"""Sign-in and role checks through the real entry page (the first admin: test_bootstrap.py)."""
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -12,21 +10,10 @@ from streamlit.testing.v1 import AppTest
 
 from app.models import SigninFailure
 from app.ui import session
+from app.ui.signin_throttle import MAX_FAILURES
 from tests.ui.conftest import ADMIN_PASSWORD, ALICE_PASSWORD, page
 
 ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "ui" / "main.py")
-
-
-def test_first_run_creates_one_admin_with_a_random_password_in_a_private_file(assistant, monkeypatch):
-    monkeypatch.delenv("SPARQ_ADMIN_PASSWORD", raising=False)
-    said: list[str] = []
-    assert session.ensure_admin(assistant, announce=said.append) == "admin"
-    secret = assistant.settings.data_dir / session.ADMIN_PASSWORD_FILE
-    password = secret.read_text().strip()
-    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
-    assert all(password not in line for line in said) and str(secret.resolve()) in said[0]
-    assert assistant.users.authenticate("admin", password).is_admin
-    assert session.ensure_admin(assistant, announce=said.append) is None  # only once
 
 
 def test_sign_in_page_signs_in_and_refuses_wrong_password(ui_assistant):
@@ -82,7 +69,7 @@ def test_removed_user_is_signed_out(ui_assistant):
 def test_repeated_wrong_passwords_lock_the_name_for_a_while(ui_assistant):
     at = AppTest.from_file(ENTRY, default_timeout=120).run()
     at.text_input(key="signin_name").input("alice")
-    for _ in range(session.MAX_FAILURES):
+    for _ in range(MAX_FAILURES):
         at.text_input(key="signin_password").input("wrong-password")
         at.button[0].click().run()
         assert at.error[0].value == "Wrong user name or password."

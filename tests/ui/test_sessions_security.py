@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 from app.config import Settings
 from app.database import make_engine
 from app.ui import session
+from app.ui.assistant_factory import use_assistant
+from app.ui.bootstrap import ADMIN_PASSWORD_FILE, ensure_admin
 from tests.ui.conftest import ADMIN_PASSWORD, ALICE_PASSWORD
 
 ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "ui" / "main.py")
@@ -244,9 +246,9 @@ def test_the_account_pages_password_check_is_throttled(ui_assistant, address):
 
 def test_a_generated_admin_password_must_be_changed_before_anything_else(assistant, monkeypatch):
     monkeypatch.delenv("SPARQ_ADMIN_PASSWORD", raising=False)
-    assert session.ensure_admin(assistant, announce=lambda _text: None) == "admin"
-    generated = (assistant.settings.data_dir / session.ADMIN_PASSWORD_FILE).read_text().strip()
-    session.use_assistant(assistant)
+    assert ensure_admin(assistant.users, assistant.settings.data_dir, announce=lambda _text: None) == "admin"
+    generated = (assistant.settings.data_dir / ADMIN_PASSWORD_FILE).read_text().strip()
+    use_assistant(assistant)
     try:
         at = sign_in("admin", generated)
         state = state_of(at)
@@ -262,7 +264,7 @@ def test_a_generated_admin_password_must_be_changed_before_anything_else(assista
         chat = view_as("chat", state).run()
         assert chat.title[0].value == "Ask sparq" and chat.chat_input
     finally:
-        session.use_assistant(None)
+        use_assistant(None)
 
 
 def test_an_admin_password_given_by_the_operator_need_not_be_changed(ui_assistant):

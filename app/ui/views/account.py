@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.ui import session
 from app.ui.format import literal_markdown
-from app.users import UserError
+from app.users import TooManyAttempts, UserError
 
 FLASH_KEY = "account_flash"
 
@@ -37,7 +37,7 @@ def render() -> None:
         if st.form_submit_button("Change password"):
             try:
                 right = session.check_password(user, current)
-            except session.TooManyAttempts as exc:
+            except TooManyAttempts as exc:
                 st.error(str(exc))
                 return
             if not right:

@@ -12,6 +12,8 @@ from app.ask import Answer, AskError
 from app.assistant import SparqError
 from app.costs.budgets import OverBudget
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
+from app.ui.document_access import display_paths, readable_collections, source_file
 from app.ui.format import cost_line, inert_markdown, literal_markdown
 from app.ui.views import chat_history
 from app.ui.views.model import model_progress
@@ -33,7 +35,7 @@ def _download(user: UserInfo, document_id: int) -> Callable[[], bytes]:
     """Read the file only when the button is pressed, and only after the access check passes again."""
 
     def read() -> bytes:
-        found = session.source_file(session.get_assistant(), user, document_id)
+        found = source_file(get_assistant().store, user, document_id)
         if found is None:
             raise PermissionError("this document is not available to you")
         return found[0].read_bytes()
@@ -43,7 +45,7 @@ def _download(user: UserInfo, document_id: int) -> Callable[[], bytes]:
 
 def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
     """Citations as expanders with the quoted snippet and a download of the source (access-checked)."""
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     citations = message.get("citations") or []
     if not citations and message.get("status") == "ok" and message.get("passages"):
         st.caption("The answer cites no passage; these were retrieved:")
@@ -61,7 +63,9 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
         ]
     # Titles, paths and headings come from documents: shown literally (a title `![x](http://..)` must not
     # make every reader's browser fetch it), and paths relative to the collection, never the server's.
-    shown_paths = session.display_paths(assistant, user, (int(c["document_id"]) for c in citations))
+    shown_paths = display_paths(
+        assistant.store, assistant.settings.data_dir, user, (int(c["document_id"]) for c in citations)
+    )
     for i, c in enumerate(citations):
         path = shown_paths.get(int(c["document_id"])) or str(c["path"]).replace("\\", "/").rsplit("/", 1)[-1]
         name = c.get("title") or path.rsplit("/", 1)[-1]
@@ -76,7 +80,7 @@ def show_sources(message: dict[str, Any], user: UserInfo, key: str) -> None:
                     "Cited by sparq, not by the model: this passage contains the words of the answer's "
                     "sentence that cites it."
                 )
-            found = session.source_file(assistant, user, int(c["document_id"]))
+            found = source_file(assistant.store, user, int(c["document_id"]))
             if found is not None:
                 file_path, mime = found
                 st.download_button(
@@ -111,7 +115,7 @@ def show_answer(message: dict[str, Any], user: UserInfo, key: str) -> None:
                 },
                 expanded=True,
             )
-    chat_history.feedback(session.get_assistant(), user, message, key)
+    chat_history.feedback(get_assistant(), user, message, key)
 
 
 def answer_message(answer: Answer) -> dict[str, Any]:
@@ -132,7 +136,7 @@ def answer_message(answer: Answer) -> dict[str, Any]:
 
 def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answer | None:
     """Stream the answer into the page; returns the final Answer (None after an error shown to the user)."""
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     history = [{"role": m["role"], "content": m["content"]} for m in _history()[-HISTORY_TURNS - 1 : -1]]
     result: dict[str, Answer] = {}
 
@@ -166,7 +170,7 @@ def ask_streaming(question: str, user: UserInfo, collections: list[str]) -> Answ
 def waiting_for_model(messages: list[dict[str, Any]]) -> bool:
     """While the answer model loads (on a fresh install: the default MoE's build, minutes), show its progress
     instead of blocking this page; True until it is ready (the question waits in PENDING_KEY meanwhile)."""
-    load = session.get_assistant().llm_status
+    load = get_assistant().llm_status
     if load.state == "loading":
         model_progress()
         return True
@@ -180,9 +184,9 @@ def waiting_for_model(messages: list[dict[str, Any]]) -> bool:
 def render() -> None:
     """The chat page: saved conversations, the collections to ask over, and the answers streamed in."""
     user = session.require_user()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     st.title("Ask sparq")
-    available = session.readable_collections(assistant, user)
+    available = readable_collections(assistant.store, user)
     if not available:
         st.info(
             "There are no documents you can read yet. Ask an administrator to share a collection with your groups."

@@ -10,6 +10,7 @@ import streamlit as st
 
 from app.costs import reports
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import literal_markdown, usd
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def budgets_section(assistant: Assistant) -> None:
 def render() -> None:
     """The Costs page (admins): budgets, then what answering cost over time, per user, collection, model."""
     session.require_admin()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     st.title("Costs")
     limit = st.sidebar.number_input(
         "Queries to analyse (newest)", 100, 1_000_000, 20_000, step=1000, key="costs_limit"

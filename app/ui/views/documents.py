@@ -12,6 +12,7 @@ import streamlit as st
 from app.assistant import Assistant, DocumentInfo, SparqError
 from app.sources import SourceInfo, service_for
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import literal_markdown
 from app.ui.views.ingest import run_with_progress, show_summary
 from ingestion.pipeline import FileEvent, IngestSummary
@@ -142,7 +143,7 @@ def reingest(
 def render() -> None:
     """The Documents page (admins): collections, sources and documents, with re-ingest and delete."""
     session.require_admin()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     st.title("Documents and collections")
     flash = st.session_state.pop(FLASH_KEY, None)
     if flash:

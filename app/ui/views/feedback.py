@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.feedback import FeedbackLog, export
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import inert_markdown, literal_markdown, usd
 
 
@@ -34,7 +35,7 @@ def feedback_frame(records: list) -> pd.DataFrame:
 def render() -> None:
     """The Feedback page (admins): ratings filtered by rating, model and collection, and their export."""
     session.require_admin()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     st.title("Feedback")
     log = FeedbackLog(assistant.engine)
     everything = log.records(limit=5000)

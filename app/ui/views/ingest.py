@@ -26,6 +26,7 @@ from app.sources import (
     service_for,
 )
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import literal_markdown
 from ingestion.pipeline import FileEvent, IngestSummary
 
@@ -308,7 +309,7 @@ def render_sources(assistant: Assistant, collection: str, groups: list[str]) -> 
 def render() -> None:
     """The Ingest page (admins): upload files, ingest a server folder, or add a source that syncs itself."""
     session.require_admin()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     st.title("Ingest documents")
     existing = [c.name for c in assistant.collections()]
     choice = st.selectbox("Collection", existing + [NEW_COLLECTION], key="ingest_collection_choice")

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import session
+from app.ui.assistant_factory import get_assistant
 from app.ui.format import params
 from model.base import ModelError
 
@@ -46,7 +47,7 @@ def default_model_status(data_dir: Path) -> tuple[str, dict[str, Any] | None]:
 def model_progress() -> None:
     """The answer model's load (on a fresh install: the default MoE's build), refreshed every 2 s without
     rerunning the page; the whole page reruns once the model is ready or has failed."""
-    load = session.get_assistant().llm_status
+    load = get_assistant().llm_status
     if load.state != "loading":
         st.rerun(scope="app")
     fraction = min(max(load.fraction or 0.0, 0.0), 1.0)
@@ -59,7 +60,7 @@ def model_progress() -> None:
 def render() -> None:
     """The Model page (admins): the answer model and its load state, and whether the default MoE is built."""
     session.require_admin()
-    assistant = session.get_assistant()
+    assistant = get_assistant()
     s = assistant.settings
     st.title("Model")
 

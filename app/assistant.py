@@ -20,6 +20,7 @@ from app.config import Settings
 from app.container import AskContainer
 from app.database import open_database
 from app.locks import advisory_lock, file_lock
+from app.model_loader import ModelLoad, ModelLoader
 from ingestion.embedder import Embedder
 from ingestion.isolation import LoaderPool
 from ingestion.ocr import OcrSettings
@@ -92,15 +93,6 @@ def check_writable(directory: Path) -> None:
         raise SparqError(f"the data dir {directory} cannot be used: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class ModelLoad:
-    """Where loading the answer model stands: state is "not loaded", "loading", "ready" or "failed"."""
-
-    state: str
-    message: str
-    fraction: float | None
-
-
 class Assistant:
     """`Assistant().ingest(...)`, `.search(...)`, `.ask(...)`: everything sparq does, from Python."""
 
@@ -116,12 +108,7 @@ class Assistant:
         self._store: DocumentStore | None = None
         self._loaders: LoaderPool | None = None
         self._searcher: HybridSearcher | None = None
-        self._llm: LLMEngine | None = llm
-        self._llm_lock = threading.Lock()  # only for loading the LLM: a first load may build for minutes
-        self._llm_start_lock = threading.Lock()
-        self._llm_thread: threading.Thread | None = None
-        self._llm_error: BaseException | None = None
-        self._llm_progress: tuple[str, float | None] = ("", None)
+        self._model = ModelLoader(self._create_llm, llm)
         # Wall-clock time for budgets' periods; tests inject another to cross a period boundary.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         # The ask's steps, given what they need as providers (nothing loads until an ask needs it).
@@ -138,7 +125,7 @@ class Assistant:
 
     # --- wiring (lazy, so `sparq collections` never loads a neural network) -----------------------------
     # Each part has its own lock, so signing in (users -> engine) never waits for the embedder or an index
-    # being opened, and nothing waits for the LLM (`_llm_lock`). Order when nested: _lock, then the others.
+    # being opened, and nothing waits for the LLM (app/model_loader.py). Order when nested: _lock, then the others.
     @property
     def engine(self) -> Engine:
         """The database, opened and migrated on first use (a SQLite data dir checked writable first)."""
@@ -237,29 +224,15 @@ class Assistant:
     @property
     def loaded_llm(self) -> LLMEngine | None:
         """The engine if one is loaded already; never loads or builds a model."""
-        return self._llm
+        return self._model.loaded
 
     @property
     def llm(self) -> LLMEngine:
-        """The answer model: the configured engine, or the embedded default MoE (built on first use).
+        """The answer model: the configured engine, or the embedded default MoE (built on first use; see
+        app/model_loader.py for why a load never blocks the rest)."""
+        return self._model.get()
 
-        Loaded under its own lock, never `_lock`: concurrent first callers wait for one load, while the
-        database, store and users (which every page needs) stay available during a minutes-long build."""
-        engine = self._llm
-        if engine is not None:
-            return engine
-        with self._llm_lock:
-            if self._llm is None:
-                self._llm_error = None
-                self._llm_progress = ("loading the answer model", None)
-                try:
-                    self._llm = self._create_llm()
-                except BaseException as exc:
-                    self._llm_error = exc
-                    raise
-            return self._llm
-
-    def _create_llm(self) -> LLMEngine:
+    def _create_llm(self, progress: Callable[[str, float], None]) -> LLMEngine:
         from model.factory import configured_engine
 
         s = self.settings
@@ -273,47 +246,17 @@ class Assistant:
             context_window=s.llm_context_window,
             top_k=s.llm_top_k,
             data_dir=s.data_dir,
-            progress=self._on_llm_progress,
+            progress=progress,
         )
-
-    def _on_llm_progress(self, message: str, fraction: float) -> None:
-        self._llm_progress = (message, fraction)
 
     @property
     def llm_status(self) -> ModelLoad:
         """Where loading the answer model stands (what the UI shows while a first build runs)."""
-        engine = self._llm
-        if engine is not None:
-            return ModelLoad("ready", engine.info.name, 1.0)
-        thread = self._llm_thread
-        if self._llm_lock.locked() or (thread is not None and thread.is_alive()):
-            message, fraction = self._llm_progress
-            return ModelLoad("loading", message, fraction)
-        error = self._llm_error
-        if error is not None:
-            return ModelLoad("failed", str(error) or type(error).__name__, None)
-        return ModelLoad("not loaded", "the answer model loads on the first question", None)
+        return self._model.status
 
     def load_llm_in_background(self, *, retry: bool = False) -> ModelLoad:
-        """Start loading the answer model on a background thread (once) and return where it stands, so a
-        page can show the build's progress instead of blocking on it. A failed load is retried only when
-        ``retry`` is set (a question retries it too, through `llm`)."""
-        with self._llm_start_lock:
-            status = self.llm_status
-            if status.state == "not loaded" or (status.state == "failed" and retry):
-                self._llm_progress = ("loading the answer model", None)
-                self._llm_thread = threading.Thread(target=self._load_llm, name="sparq-llm-load", daemon=True)
-                self._llm_thread.start()
-                status = self.llm_status
-        return status
-
-    def _load_llm(self) -> None:
-        try:
-            engine = self.llm
-        except Exception:  # recorded in llm_status for the page to show; logged here with its traceback
-            log.exception("loading the answer model failed")
-            return
-        log.info("answer model ready: %s", engine.info.name)
+        """Start loading the answer model on a background thread (once) and return where it stands."""
+        return self._model.load_in_background(retry=retry)
 
     def close(self) -> None:
         """Save the index and release the searcher, loader processes and database connections."""

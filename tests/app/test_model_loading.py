@@ -207,3 +207,22 @@ def test_run_sh_builds_the_default_before_the_ui_and_test_sh_never_does():
     assert build < run.index('exec .venv/bin/sparq "$@"')
     test = (ROOT / "scripts" / "test.sh").read_text()
     assert "run.sh" not in test and "build-default" not in test
+
+
+def test_the_model_loader_works_without_an_assistant(small_llm):
+    """app/model_loader.py is its own component: built with the factory only, it loads once and says so."""
+    from app.model_loader import ModelLoad, ModelLoader
+
+    calls: list[float] = []
+
+    def create(progress):
+        progress("building the answer model", 0.5)
+        calls.append(1.0)
+        return small_llm
+
+    loader = ModelLoader(create)
+    assert loader.loaded is None and loader.status.state == "not loaded"
+    assert loader.get() is small_llm and loader.get() is small_llm and calls == [1.0]
+    assert loader.status == ModelLoad("ready", small_llm.info.name, 1.0)
+    given = ModelLoader(create, small_llm)  # an engine handed in is never built
+    assert given.loaded is small_llm and given.load_in_background().state == "ready" and calls == [1.0]

@@ -1,30 +1,35 @@
-"""The document store: SQL rows and FAISS vectors changed together, so that they always agree.
+"""The document store: SQL rows (collections, documents, their groups and chunks) and what keeps the indexes
+agreeing with them.
 
-Every write is one SQL transaction that also bumps `index_state.generation`; the in-memory FAISS index is
-updated right after the commit and saved (atomically) with that generation. If the process dies between
-the two, `open()` sees the generations differ and repairs FAISS from the embeddings stored in SQL.
+Every write is one SQL transaction that also bumps `index_state.generation`; right after the commit the store
+hands the change to its `VectorMirror` (`retrieval.vector_mirror`), which updates the in-memory FAISS index,
+saves it (atomically) labelled with that generation, repairs it from the embeddings stored in SQL when the
+process died between the two or another process wrote, and rebuilds it in the background when the index
+policy asks. BM25 follows the vector index's chunk set through `KeywordSync` (`retrieval.keyword_sync`).
+This module keeps only the rows: what a write, a delete or a duplicate does to them, and in which order.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import faiss
 import numpy as np
 from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.ann import IndexKind, IndexPolicy, build_index
+from retrieval.errors import StoreError
 from retrieval.keyword import KeywordIndex
+from retrieval.keyword_sync import KeywordSync
 from retrieval.schema import Chunk, Collection, Document, DocumentGroup, IndexState, utcnow
-from retrieval.vector_index import NO_DOCUMENT, VectorIndex, index_ids, with_documents
+from retrieval.vector_index import VectorIndex
+from retrieval.vector_mirror import ReconcileReport, VectorMirror
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +73,6 @@ class WriteResult:
     error: str | None = None
 
 
-@dataclass
-class ReconcileReport:
-    """What bringing FAISS back in line with SQL changed (on open, after a crash), so the repair is logged."""
-
-    added: int = 0
-    removed: int = 0
-    generation: int = 0
-    rebuilt: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-class StoreError(RuntimeError):
-    """A store operation refused: bad input, another embedding model's vectors, a missing collection."""
-
-
 KEYWORD_CACHE = "keyword.npz"
 # A document whose last good chunks are still there to serve (its own, or its original's).
 LAST_GOOD_STATUSES = ("ready", "stale", "duplicate")
@@ -93,7 +83,11 @@ PENDING_ORIGINAL_GONE = (
 
 
 class DocumentStore:
-    """Documents in SQL with their FAISS and keyword indexes: every write goes through here, so they agree."""
+    """Documents in SQL with their FAISS and keyword indexes: every write goes through here, so they agree.
+
+    The rows are written here; `mirror` (a `VectorMirror`) keeps FAISS following them and `keyword_sync`
+    keeps BM25 following FAISS. One write lock, created here and shared with the mirror, serialises a
+    write's transaction and its mirroring against catch-ups, saves and rebuild installs."""
 
     def __init__(
         self, engine: Engine, index_dir: Path, dim: int, *, embedding_model: str | None = None
@@ -106,20 +100,27 @@ class DocumentStore:
         self.keyword = KeywordIndex(Path(index_dir) / KEYWORD_CACHE)
         self.dim = dim
         self._write_lock = threading.Lock()
-        self.index_policy = IndexPolicy()
-        self._rebuild: threading.Thread | None = None
-        self._rebuild_error: BaseException | None = None
-        # The database generation the in-memory index reflects (set by every write this store mirrors).
-        self._mirrored: int | None = None
+        # `build` is looked up here, not in the mirror, so a test that swaps `retrieval.store.build_index`
+        # (tests/retrieval/test_rebuild_crash.py) still reaches the rebuild.
+        self.mirror = VectorMirror(
+            self.vectors, self.sessions, self.generation, self._write_lock, build=build_index
+        )
+        self.keyword_sync = KeywordSync(self.keyword, self.vectors, self.sessions)
+
+    @property
+    def index_policy(self) -> IndexPolicy:
+        """Which FAISS kind the mirror builds for the corpus size (set by the composition root)."""
+        return self.mirror.policy
+
+    @index_policy.setter
+    def index_policy(self, policy: IndexPolicy) -> None:
+        self.mirror.policy = policy
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> ReconcileReport:
         """Load the saved index and repair it from SQL where they differ; call before serving searches."""
         self._check_embedding_model()
-        with self._write_lock:
-            if self.vectors.load():
-                self._mirrored = self.vectors.generation  # a saved file is labelled with what it holds
-            return self._reconcile_locked()
+        return self.mirror.load()
 
     def _check_embedding_model(self) -> None:
         """Refuse to serve vectors made by another embedding model; record the model on first use."""
@@ -162,11 +163,8 @@ class DocumentStore:
             value = session.scalar(query)
         return int(value or 0)
 
-    def _bump(self, session: Session) -> int | None:
-        """Bump the generation inside a write's transaction. Returns what `_mirrored` becomes once the caller
-        has applied its change to the in-memory index: the new generation when that index mirrored the one
-        just before it, else None (another process wrote meanwhile, unseen here: flush and searches then
-        catch up from SQL instead of labelling this index with a state it does not hold)."""
+    def _bump(self, session: Session) -> int:
+        """Bump the generation inside a write's transaction and return the new one (for `mirror.follow`)."""
         # A bulk UPDATE returns a CursorResult (Session.execute is typed for any statement: plain Result).
         updated = cast(
             CursorResult[Any],
@@ -177,328 +175,45 @@ class DocumentStore:
         if not updated:
             session.add(IndexState(id=1, generation=1))
             session.flush()
-        new = self.generation(session)
-        return new if self._mirrored == new - 1 else None
+        return self.generation(session)
 
+    # --- the mirror and keyword sync, as callers have always reached them ------------------------------
     def reconcile(self) -> ReconcileReport:
-        """Make FAISS hold exactly the chunk ids in SQL (from SQL's stored embeddings where it lags), and save
-        it under the generation it then mirrors."""
-        with self._write_lock:
-            return self._reconcile_locked()
-
-    def _reconcile_locked(self) -> ReconcileReport:
-        report = self._catch_up_locked()
-        pointer = self.vectors.read_pointer()
-        if self.vectors.dirty or pointer is None or pointer.generation != self._mirrored:
-            self._save_locked()
-        return report
+        """Make FAISS hold exactly the chunk ids in SQL and save it (see `VectorMirror.reconcile`)."""
+        return self.mirror.reconcile()
 
     def catch_up(self) -> int:
-        """Searches call this first. Costs one indexed row read (the generation) while nothing changed; when
-        another process (another replica on a shared PostgreSQL, or another process on this data dir)
-        changed the database, the in-memory index catches up before this search runs: incrementally, never
-        by a rebuild (see `_catch_up_locked`). Not saved here: the next write or flush saves it. Returns the
-        generation the index now mirrors."""
-        generation = self.generation()
-        if generation == self._mirrored and self.vectors.documents_known:
-            return generation
-        with self._write_lock:
-            report = self._catch_up_locked()
-        if (report.added or report.removed) and self._rebuild_error is None:
-            self.start_rebuild()  # a replica that only reads still follows the index policy
-        return report.generation
-
-    def _catch_up_locked(self) -> ReconcileReport:
-        """Bring the in-memory index to the database's current generation (the caller holds _write_lock).
-
-        A newer index file another process saved on this data dir is loaded first; whatever SQL holds beyond
-        what the index mirrors is then applied as a difference: chunks missing here are added from their
-        stored embeddings, chunks gone from SQL removed, chunks an heir inherited from a deleted original
-        given the heir's document id. The generation is read before the difference, so the label is never
-        newer than what the index holds."""
-        with self.sessions() as session:
-            generation = self.generation(session)
-            report = ReconcileReport(generation=generation)
-            if self._mirrored != generation:
-                pointer = self.vectors.read_pointer()
-                if (
-                    pointer is not None
-                    and pointer != self.vectors.loaded_pointer
-                    and (self._mirrored is None or pointer.generation > self._mirrored)
-                    and self.vectors.load()
-                ):
-                    loaded = self.vectors.loaded_pointer
-                    self._mirrored = loaded.generation if loaded is not None else None
-                    report.notes.append(
-                        f"loaded the index another process saved at generation {self._mirrored}"
-                    )
-            if not self.vectors.documents_known:
-                rows = session.execute(select(Chunk.id, Chunk.document_id)).all()
-                self.vectors.fill_documents(
-                    np.array([r[0] for r in rows], dtype=np.int64),
-                    np.array([r[1] for r in rows], dtype=np.int64),
-                )
-                report.notes.append("chunk->document map rebuilt from the database")
-            if self._mirrored == generation:
-                return report
-            db_ids = np.fromiter(session.scalars(select(Chunk.id)), dtype=np.int64)
-            index_ids = self.vectors.ids()
-            missing = np.setdiff1d(db_ids, index_ids, assume_unique=True)
-            extra = np.setdiff1d(index_ids, db_ids, assume_unique=True)
-            if len(extra):
-                report.removed = self.vectors.remove(extra)
-            for start in range(0, len(missing), 10_000):
-                batch = missing[start : start + 10_000].tolist()
-                embedded = session.execute(
-                    select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
-                ).all()
-                ids = np.array([r[0] for r in embedded], dtype=np.int64)
-                vecs = np.frombuffer(b"".join(r[1] for r in embedded), dtype=np.float32).reshape(
-                    len(embedded), self.dim
-                )
-                self.vectors.add(ids, vecs, np.array([r[2] for r in embedded], dtype=np.int64))
-                report.added += len(embedded)
-            moved = self._relabel_inherited(session)
-            if moved:
-                report.notes.append(f"{moved} chunks given to the duplicate that inherited them")
-            if report.added or report.removed:
-                log.info(
-                    "vector index caught up with the database: %d added, %d removed (generation %s -> %d)",
-                    report.added,
-                    report.removed,
-                    self._mirrored,
-                    generation,
-                )
-            self._mirrored = generation
-            return report
-
-    def _relabel_inherited(self, session: Session) -> int:
-        """Chunks whose document (in the map) no longer exists but which SQL still has: a duplicate inherited
-        them when the original was deleted. Gives them the heir's id, so access bitmaps keep finding them."""
-        doc_map = self.vectors.document_map()
-        if doc_map is None:
-            return 0
-        live = np.flatnonzero(doc_map >= 0)
-        if not len(live):
-            return 0
-        db_docs = np.fromiter(session.scalars(select(Document.id)), dtype=np.int64)
-        orphans = live[~np.isin(doc_map[live], db_docs)]
-        moved = 0
-        for start in range(0, len(orphans), 10_000):
-            batch = orphans[start : start + 10_000].tolist()
-            rows = session.execute(select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(batch))).all()
-            heirs: dict[int, list[int]] = {}
-            for chunk_id, document_id in rows:
-                heirs.setdefault(int(document_id), []).append(int(chunk_id))
-            for heir, chunk_ids in heirs.items():
-                self.vectors.set_documents(np.array(chunk_ids, dtype=np.int64), heir)
-                moved += len(chunk_ids)
-        return moved
-
-    def _save_locked(self) -> bool:
-        """Save under the generation the in-memory index mirrors (the caller holds _write_lock); never over a
-        newer file another process saved, and never with a label the index does not reflect."""
-        mirrored = self._mirrored
-        if mirrored is None:
-            raise StoreError(
-                "the vector index is not known to mirror any database generation; catch up first"
-            )
-        on_disk = self.vectors.read_pointer()
-        # A file newer than the database itself is left over from another database (a reset or a restore).
-        if on_disk is not None and mirrored < on_disk.generation <= self.generation():
-            log.info(
-                "vector index (generation %d) not saved: another process saved generation %d",
-                mirrored,
-                on_disk.generation,
-            )
-            return False
-        self.vectors.save(mirrored)
-        return True
+        """Bring FAISS to other processes' writes before a search (see `VectorMirror.catch_up`)."""
+        return self.mirror.catch_up()
 
     def sync_keyword(self) -> int:
-        """Bring the BM25 index to the vector index's chunk set (reading new chunks' text from SQL);
-        returns the chunks it read. Searches call it; ingest calls it at the end so the first query after a
-        large ingest does not pay for tokenising it."""
-        vectors = self.vectors
-        version = (id(vectors), vectors.version)  # read before the map: a change during the sync resyncs
-        doc_map = vectors.document_map()
-        if doc_map is None:
-            return 0
-
-        def fetch(ids: np.ndarray) -> list[tuple[int, str]]:
-            with self.sessions() as session:
-                rows = session.execute(select(Chunk.id, Chunk.search_text).where(Chunk.id.in_(ids.tolist())))
-                return [(int(r[0]), r[1]) for r in rows]
-
-        return self.keyword.sync(doc_map, fetch, version)
+        """Bring BM25 to the vector index's chunk set; returns the chunks read. Searches call it; ingest calls
+        it at the end so the first query after a large ingest does not pay for tokenising it."""
+        return self.keyword_sync.sync()
 
     def flush(self) -> None:
-        """Persist the FAISS index if it changed since the last save, under the generation it mirrors. When
-        the database moved past that generation unseen by this process (another process wrote), it catches
-        up from SQL first rather than label the index with a state it does not hold. Does not wait for a
-        background rebuild (it installs and saves itself) but reports one that failed."""
-        self._raise_rebuild_error()
-        with self._write_lock:
-            if not self.vectors.dirty:
-                return
-            if self._mirrored != self.generation() or not self.vectors.documents_known:
-                self._catch_up_locked()
-            if self.vectors.dirty:
-                self._save_locked()
+        """Persist FAISS if it changed, under the generation it mirrors (see `VectorMirror.flush`)."""
+        self.mirror.flush()
 
-    # --- index choice and background rebuilds ----------------------------------------------------------
     def rebuild_needed(self) -> IndexKind | None:
-        """The kind to rebuild into, when the policy says the current index no longer fits the corpus."""
-        n = self.vectors.ntotal
-        wanted = self.index_policy.kind_for(n)
-        if wanted != self.vectors.kind:
-            # Shrinking back to flat waits until the corpus is well under the threshold (no flapping).
-            if (
-                wanted == "flat"
-                and self.index_policy.choice == "auto"
-                and n > self.index_policy.threshold // 2
-            ):
-                return None
-            return wanted
-        if wanted == "flat":
-            return None
-        built = max(self.vectors.built_size, 1)
-        if n >= self.index_policy.regrow_factor * built:
-            return wanted
-        total = n + self.vectors.tombstones
-        if total and self.vectors.tombstones / total >= self.index_policy.tombstone_fraction:
-            return wanted
-        return None
+        """The kind the index policy wants rebuilt into, or None (see `VectorMirror.rebuild_needed`)."""
+        return self.mirror.rebuild_needed()
 
     def start_rebuild(self, kind: IndexKind | None = None) -> bool:
-        """Build a new index from SQL's embeddings on a background thread while writes keep flowing; the
-        thread swaps it in itself (replaying writes made meanwhile) and saves it. The thread is not a
-        daemon, so an ingest process finishes the rebuild before it exits."""
-        kind = kind or self.rebuild_needed()
-        if kind is None or (self._rebuild is not None and self._rebuild.is_alive()):
-            return False
-        self._raise_rebuild_error()
-        self._rebuild = threading.Thread(
-            target=self._rebuild_in_background, args=(kind,), name="sparq-index-rebuild"
-        )
-        self._rebuild.start()
-        return True
-
-    def _raise_rebuild_error(self) -> None:
-        if self._rebuild_error is not None:
-            error, self._rebuild_error = self._rebuild_error, None
-            raise StoreError(f"background index rebuild failed: {error!r}") from error
-
-    def _rebuild_in_background(self, kind: IndexKind) -> None:
-        try:
-            ids, docs, vecs = self._snapshot_vectors()
-            started = time.perf_counter()
-            index = build_index(kind, self.dim, ids, vecs)
-            del vecs
-            log.info(
-                "built %s index over %d vectors in %.1f s", kind, len(ids), time.perf_counter() - started
-            )
-            self._install(kind, index, ids, docs)
-        except BaseException as exc:  # kept and raised by the next flush/wait, never lost
-            log.exception("background index rebuild failed")
-            self._rebuild_error = exc
-
-    def _snapshot_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with self.sessions() as session:
-            n = int(session.scalar(select(func.count(Chunk.id))) or 0)
-            ids = np.empty(n, dtype=np.int64)
-            docs = np.empty(n, dtype=np.int64)
-            vecs = np.empty((n, self.dim), dtype=np.float32)
-            filled = 0
-            last = -1
-            while filled < n:
-                rows = session.execute(
-                    select(Chunk.id, Chunk.document_id, Chunk.embedding)
-                    .where(Chunk.id > last)
-                    .order_by(Chunk.id)
-                    .limit(20_000)
-                ).all()
-                if not rows:
-                    break
-                rows = rows[: n - filled]
-                take = len(rows)
-                ids[filled : filled + take] = [r[0] for r in rows]
-                docs[filled : filled + take] = [r[1] for r in rows]
-                vecs[filled : filled + take] = np.frombuffer(
-                    b"".join(r[2] for r in rows), dtype=np.float32
-                ).reshape(take, self.dim)
-                filled += take
-                last = int(rows[-1][0])
-        return ids[:filled], docs[:filled], vecs[:filled]
-
-    def _install(
-        self, kind: IndexKind, index: faiss.Index, snap_ids: np.ndarray, snap_docs: np.ndarray
-    ) -> None:
-        """Swap a rebuilt index in, after replaying into it (while it is still private, so searches never
-        wait for the replay) the chunks added, removed or moved since its snapshot."""
-        with self._write_lock:
-            live = self.vectors.ids()
-            added = np.setdiff1d(live, snap_ids)
-            gone = np.setdiff1d(snap_ids, live)
-            doc_map = self.vectors.document_map()
-            added_docs: list[np.ndarray] = []
-            if len(added):
-                with self.sessions() as session:
-                    for start in range(0, len(added), 10_000):
-                        batch = added[start : start + 10_000].tolist()
-                        rows = session.execute(
-                            select(Chunk.id, Chunk.embedding, Chunk.document_id).where(Chunk.id.in_(batch))
-                        ).all()
-                        if rows:
-                            index.add_with_ids(
-                                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
-                                    len(rows), self.dim
-                                ),
-                                np.array([r[0] for r in rows], dtype=np.int64),
-                            )
-                            added_docs.append(np.array([[r[0], r[2]] for r in rows], dtype=np.int64))
-            if len(gone) and kind != "hnsw":
-                # HNSW: tombstones, below. faiss's stub types remove_ids as IDSelector-only; its Python wrapper
-                # also takes an int64 id array (faiss/class_wrappers.py, replacement_remove_ids).
-                index.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))  # type: ignore[arg-type]
-            if doc_map is None:  # unknown in memory: the snapshot's documents and those of the replayed rows
-                doc_map = with_documents(None, snap_ids, snap_docs)
-                for pairs in added_docs:
-                    doc_map = with_documents(doc_map, pairs[:, 0], pairs[:, 1])
-            doc_map = with_documents(doc_map, gone, NO_DOCUMENT)  # HNSW keeps them as tombstones
-            final = index_ids(index)
-            docs = np.full(len(final), NO_DOCUMENT, dtype=np.int64)
-            inside = final < len(doc_map)
-            docs[inside] = doc_map[final[inside]]
-            self.vectors.replace(index, kind, docs, built_size=len(snap_ids))
-            # The rebuild may finish after this process released the ingest lock and another process wrote
-            # and saved: never overwrite a newer index with one that lacks that process's chunks.
-            if self._mirrored is None:
-                log.info(
-                    "rebuilt %s index not saved yet: it is behind the database (the next flush saves it)",
-                    kind,
-                )
-                return
-            if not self._save_locked():
-                log.warning(
-                    "rebuilt %s index not saved: another process saved a newer generation meanwhile", kind
-                )
+        """Start a background rebuild when needed (see `VectorMirror.start_rebuild`)."""
+        return self.mirror.start_rebuild(kind)
 
     def wait_for_rebuild(self) -> bool:
         """Block until a running background rebuild has been swapped in; raises if it failed."""
-        thread = self._rebuild
-        if thread is None:
-            return False
-        thread.join()
-        self._rebuild = None
-        self._raise_rebuild_error()
-        return True
+        return self.mirror.wait_for_rebuild()
 
     def rebuild_index(self, kind: IndexKind | None = None) -> str:
         """Rebuild now (blocking) into `kind` or what the policy wants; returns the kind in use afterwards."""
-        self.start_rebuild(kind or self.index_policy.kind_for(self.vectors.ntotal))
-        self.wait_for_rebuild()
-        return self.vectors.kind
+        return self.mirror.rebuild_index(kind)
+
+    def _snapshot_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Kept for bench/search.py, which reads it: `mirror.snapshot()`."""
+        return self.mirror.snapshot()
 
     # --- collections ---------------------------------------------------------------------------------
     def collection_id(self, name: str, *, create: bool = False) -> int | None:
@@ -556,14 +271,15 @@ class DocumentStore:
                         added_ids.append(new_ids)
                         added_vecs.append(item.vectors)
                         added_docs.append(np.full(len(new_ids), result.document_id, dtype=np.int64))
-                self._mirrored = self._bump(session)
+                self.mirror.follow(self._bump(session))
             # Committed: now mirror into FAISS. A crash here is repaired by reconcile() on next open.
-            self.vectors.remove(np.array(removed_ids, dtype=np.int64))
-            if added_ids:
-                self.vectors.add(
-                    np.concatenate(added_ids), np.concatenate(added_vecs), np.concatenate(added_docs)
-                )
-        self.start_rebuild()
+            self.mirror.apply(
+                np.array(removed_ids, dtype=np.int64),
+                (np.concatenate(added_ids), np.concatenate(added_vecs), np.concatenate(added_docs))
+                if added_ids
+                else None,
+            )
+        self.mirror.start_rebuild()
         return results
 
     def _write_one(self, session: Session, item: DocumentWrite) -> tuple[WriteResult, list[int], np.ndarray]:
@@ -743,11 +459,9 @@ class DocumentStore:
                     )
                     session.delete(doc)
                     count += 1
-                self._mirrored = self._bump(session)
-            self.vectors.remove(np.array(removed, dtype=np.int64))
-            for heir_id, chunk_ids in moved:
-                self.vectors.set_documents(np.array(chunk_ids, dtype=np.int64), heir_id)
-        self.flush()
+                self.mirror.follow(self._bump(session))
+            self.mirror.apply(np.array(removed, dtype=np.int64), moved=moved)
+        self.mirror.flush()
         return count
 
     def set_document_groups(self, document_id: int, groups: Iterable[str]) -> None:
@@ -760,7 +474,7 @@ class DocumentStore:
             doc.groups.clear()
             session.flush()
             doc.groups.extend(DocumentGroup(group=g) for g in wanted)
-            self._mirrored = self._bump(session)
+            self.mirror.follow(self._bump(session))
 
     def delete_collection(self, name: str) -> int:
         """Delete a collection with its documents, chunks and vectors; returns how many documents went."""

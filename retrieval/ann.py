@@ -2,27 +2,27 @@
 
 Exact (flat) search is cheap and perfect for small corpora. Past `threshold` vectors an approximate index
 takes over: HNSW (fast, memory ~ flat + graph) or IVF-PQ (compressed, for when memory matters). Every
-kind is wrapped in an IndexIDMap2 so that FAISS ids stay chunk ids.
+kind is wrapped in an IndexIDMap2 so that FAISS ids stay chunk ids. What differs between kinds lives in
+one module per kind, found through the registry in `retrieval.index_kinds`; nothing here names a kind but
+the default ones the policy picks.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import faiss
 import numpy as np
 
-IndexKind = Literal["flat", "hnsw", "ivfpq"]
-IndexChoice = Literal["auto", "flat", "hnsw", "ivfpq"]
+from retrieval.index_kinds import KINDS, index_kind, unknown_kind
 
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 96
-PQ_BYTES = 48  # 384 dims / 48 sub-quantizers = 8 dims each, 8 bits per code
-IVF_NPROBE = 24
+IndexKind = str
+"""A name registered in `retrieval.index_kinds.KINDS` (a str, so a new kind needs no type edited)."""
+IndexChoice = str
+"""'auto' or an IndexKind."""
+
+ADD_SLICE = 65_536  # vectors per add_with_ids call when building
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,13 @@ class IndexPolicy:
     regrow_factor: float = 2.0
     tombstone_fraction: float = 0.2
 
+    def __post_init__(self) -> None:
+        # Checked here, not at the first rebuild (perhaps hours later, in a background thread).
+        if self.choice != "auto" and self.choice not in KINDS:
+            raise ValueError(unknown_kind(self.choice) + " (or auto)")
+        if self.large_kind not in KINDS:
+            raise ValueError(unknown_kind(self.large_kind))
+
     def kind_for(self, n: int) -> IndexKind:
         """The kind for a corpus of `n` vectors: the fixed choice, or flat below `threshold` (exact is cheap there)."""
         if self.choice != "auto":
@@ -44,64 +51,28 @@ class IndexPolicy:
         return self.large_kind if n >= self.threshold else "flat"
 
 
-def _ivf_lists(n: int) -> int:
-    return int(min(65_536, max(64, 4 * math.sqrt(max(n, 1)))))
-
-
 def empty_index(kind: IndexKind, dim: int) -> faiss.Index:
-    """An untrained/empty index of `kind`; IVF-PQ needs `build_index` (training) before use."""
-    inner: faiss.Index
-    if kind == "flat":
-        inner = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
-        inner = hnsw
-    elif kind == "ivfpq":
-        raise ValueError("an IVF-PQ index needs training vectors; use build_index")
-    else:
-        raise ValueError(f"unknown index kind {kind!r}")
-    return faiss.IndexIDMap2(inner)
+    """An empty index of `kind`; a kind that needs training (IVF-PQ) refuses: use `build_index`."""
+    return faiss.IndexIDMap2(index_kind(kind).empty(dim))
 
 
 def build_index(kind: IndexKind, dim: int, ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
     """A new index of `kind` holding exactly `vectors` under `ids` (trained on them where needed)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    index: faiss.Index
-    if kind == "ivfpq":
-        nlist = _ivf_lists(len(vectors))
-        if len(vectors) < 39 * nlist:
-            nlist = max(1, len(vectors) // 39)
-        quantizer = faiss.IndexFlatIP(dim)
-        m = PQ_BYTES if dim % PQ_BYTES == 0 else next(d for d in (32, 24, 16, 8, 4, 2, 1) if dim % d == 0)
-        inner = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-        inner.own_fields = True
-        quantizer.this.disown()  # type: ignore[attr-defined]  # SWIG's `this` proxy: absent from faiss's stubs
-        rng = np.random.default_rng(0)
-        sample = (
-            vectors if len(vectors) <= 100_000 else vectors[rng.choice(len(vectors), 100_000, replace=False)]
-        )
-        inner.train(sample)
-        inner.nprobe = IVF_NPROBE
-        inner.make_direct_map()  # lets remove_ids and reconstruct work by id
-        index = faiss.IndexIDMap2(inner)
-    else:
-        index = empty_index(kind, dim)
-    for start in range(0, len(vectors), 65_536):
-        index.add_with_ids(vectors[start : start + 65_536], ids[start : start + 65_536])
+    index = faiss.IndexIDMap2(index_kind(kind).trained(dim, vectors))
+    for start in range(0, len(vectors), ADD_SLICE):
+        index.add_with_ids(vectors[start : start + ADD_SLICE], ids[start : start + ADD_SLICE])
     return index
 
 
 def kind_of(index: faiss.Index) -> IndexKind:
     """The kind of a built or loaded index, read from the index itself, so searches pick parameters it accepts."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    if isinstance(inner, faiss.IndexHNSW):
-        return "hnsw"
-    if isinstance(inner, faiss.IndexIVF):
-        return "ivfpq"
-    return "flat"
+    for name in KINDS:
+        if index_kind(name).recognises(inner):
+            return name
+    raise ValueError(f"a {type(inner).__name__} is no registered index kind ({', '.join(KINDS)})")
 
 
 def search_parameters(
@@ -109,16 +80,8 @@ def search_parameters(
 ) -> faiss.SearchParameters | None:
     """Parameters for one search; a restrictive selector widens the ANN beam so filtered recall holds up."""
     boost = 1.0 if selectivity >= 0.5 else min(16.0, 0.5 / max(selectivity, 1e-6))
-    params: faiss.SearchParameters
-    if kind == "hnsw":
-        hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # exists in faiss, absent from its stubs
-        hnsw.efSearch = int(HNSW_EF_SEARCH * boost)
-        params = hnsw
-    elif kind == "ivfpq":
-        ivf = faiss.SearchParametersIVF()
-        ivf.nprobe = int(IVF_NPROBE * boost)
-        params = ivf
-    else:
+    params = index_kind(kind).search_parameters(boost)
+    if params is None:
         if selector is None:
             return None
         params = faiss.SearchParameters()

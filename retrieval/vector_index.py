@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from retrieval.ann import IndexKind
+from retrieval.index_kinds import index_kind
 from retrieval.rwlock import ReadWriteLock
 
 POINTER = "CURRENT"
@@ -105,8 +106,8 @@ class VectorIndex:
     Thread-safe: searches share a readers-writer lock, add/remove/replace/load take it exclusively (FAISS must
     not be searched while it is mutated). The chunk->document map is copy-on-write: `document_map()` hands
     out a read-only snapshot that no later write changes, so bitmaps built from it are never torn.
-    Kinds that cannot delete in place (HNSW) keep removed ids as tombstones: their document becomes
-    NO_DOCUMENT, so every search excludes them until a rebuild.
+    Kinds that cannot delete in place (HNSW, IVF behind the id map) keep removed ids as tombstones: their
+    document becomes NO_DOCUMENT, so every search excludes them until a rebuild.
     """
 
     def __init__(self, index_dir: Path, dim: int) -> None:
@@ -270,15 +271,17 @@ class VectorIndex:
                 self.version += 1
 
     def remove(self, ids: np.ndarray) -> int:
-        """Remove chunk ids (HNSW: tombstone them, it cannot delete in place); returns how many were there."""
+        """Remove chunk ids (tombstoned in a kind that cannot delete in place); returns how many were there."""
         if len(ids) == 0:
             return 0
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         with self._lock.write():
             doc_of = self._doc_of
-            if self.kind == "hnsw":
+            if not index_kind(self.kind).deletes_in_place:
                 if doc_of is None:
-                    raise VectorIndexError("an HNSW index needs its chunk->document map to delete entries")
+                    raise VectorIndexError(
+                        f"a {self.kind} index needs its chunk->document map to delete entries"
+                    )
                 known = ids[ids < len(doc_of)]
                 known = known[doc_of[known] != NO_DOCUMENT]
                 self._doc_of = with_documents(doc_of, known, NO_DOCUMENT)

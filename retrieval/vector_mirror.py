@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.ann import IndexKind, IndexPolicy, build_index
 from retrieval.errors import StoreError
+from retrieval.index_kinds import index_kind
 from retrieval.schema import Chunk, Document
 from retrieval.vector_index import NO_DOCUMENT, VectorIndex, index_ids, with_documents
 
@@ -372,15 +373,15 @@ class VectorMirror:
                                 np.array([r[0] for r in rows], dtype=np.int64),
                             )
                             added_docs.append(np.array([[r[0], r[2]] for r in rows], dtype=np.int64))
-            if len(gone) and kind != "hnsw":
-                # HNSW: tombstones, below. faiss's stub types remove_ids as IDSelector-only; its Python wrapper
+            if len(gone) and index_kind(kind).deletes_in_place:
+                # Otherwise tombstones, below. faiss's stub types remove_ids as IDSelector-only; its Python wrapper
                 # also takes an int64 id array (faiss/class_wrappers.py, replacement_remove_ids).
                 index.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))  # type: ignore[arg-type]
             if doc_map is None:  # unknown in memory: the snapshot's documents and those of the replayed rows
                 doc_map = with_documents(None, snap_ids, snap_docs)
                 for pairs in added_docs:
                     doc_map = with_documents(doc_map, pairs[:, 0], pairs[:, 1])
-            doc_map = with_documents(doc_map, gone, NO_DOCUMENT)  # HNSW keeps them as tombstones
+            doc_map = with_documents(doc_map, gone, NO_DOCUMENT)  # tombstones where not deleted in place
             final = index_ids(index)
             docs = np.full(len(final), NO_DOCUMENT, dtype=np.int64)
             inside = final < len(doc_map)

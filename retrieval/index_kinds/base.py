@@ -16,6 +16,12 @@ import numpy as np
 class IndexKindSpec(ABC):
     """One index type. Instances are stateless; each kind's module holds one as `KIND`."""
 
+    deletes_in_place: bool = True
+    """False when removing an entry must leave a tombstone instead (its document becomes NO_DOCUMENT, searches
+    exclude it, a rebuild drops it): HNSW cannot delete at all, and an IVF index behind the IndexIDMap2
+    would keep its entries' old internal numbers while the id map is compacted, handing back other chunks'
+    ids."""
+
     coarse_scores: bool = False
     """True when scores come from compressed codes, too coarse to order near neighbours: the searcher then
     fetches more candidates and re-scores them exactly from the embeddings kept in SQL."""

@@ -17,6 +17,8 @@ HNSW_EF_SEARCH = 96
 class Hnsw(IndexKindSpec):
     """Built incrementally (no training); a search's beam (efSearch) widens for restrictive selectors."""
 
+    deletes_in_place = False
+
     def empty(self, dim: int) -> faiss.Index:
         hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION

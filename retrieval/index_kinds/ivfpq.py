@@ -26,6 +26,8 @@ def ivf_lists(n: int) -> int:
 class IvfPq(IndexKindSpec):
     """Trained k-means lists plus PQ codes; nprobe widens for restrictive selectors."""
 
+    deletes_in_place = False
+
     coarse_scores = True
 
     def empty(self, dim: int) -> faiss.Index:
@@ -48,7 +50,7 @@ class IvfPq(IndexKindSpec):
         )
         inner.train(sample)
         inner.nprobe = IVF_NPROBE
-        inner.make_direct_map()  # lets remove_ids and reconstruct work by id
+        inner.make_direct_map()  # reconstruct by id; removal is by tombstone (deletes_in_place)
         return inner
 
     def recognises(self, inner: faiss.Index) -> bool:

@@ -30,7 +30,10 @@ MIN_RECALL = {"flat": 1.0, "hnsw": 0.9, "ivfpq": 0.5, "ivfflat": 0.9}  # ivfpq: 
 
 
 class IvfFlat(IndexKindSpec):
-    """A kind the product does not ship: inverted lists over full vectors (trained, deletes in place)."""
+    """A kind the product does not ship: inverted lists over full vectors (trained; like every IVF kind
+    behind an IndexIDMap2 it cannot delete in place, so it keeps removed entries as tombstones)."""
+
+    deletes_in_place = False
 
     def empty(self, dim: int) -> faiss.Index:
         raise ValueError("an IVF-Flat index needs training vectors")
@@ -179,3 +182,50 @@ def test_a_bad_index_type_setting_names_the_choices(monkeypatch: pytest.MonkeyPa
         ValidationError, match=r"unknown index type 'annoy'; choose auto or one of flat, hnsw, ivfpq"
     ):
         Settings()
+
+
+def test_every_kind_forgets_deleted_documents_and_keeps_the_others_ids(
+    kind: str, engine: Engine, tmp_path: Path
+) -> None:
+    """Delete a third of the documents from an index of each kind: their chunks are never found again, and
+    every other chunk is still found under its own id (an in-place delete that renumbers entries behind
+    the id map would hand back other chunks' ids), before and after the next rebuild."""
+    store = DocumentStore(engine, tmp_path / "index", DIM)
+    store.open()
+    store.index_policy = IndexPolicy(choice=kind)
+    vecs = clustered(900, seed=7)
+    cid = store.collection_id("c", create=True)
+    results = store.write_documents(
+        [
+            DocumentWrite(
+                cid,
+                DocumentMeta(f"d{d}.txt", f"{d:064x}", 1, 0.0, "text/plain"),
+                chunks=[ChunkRecord(f"doc {d} part {i}", f"doc {d} part {i}", i, 5) for i in range(3)],
+                vectors=vecs[d : d + 3],
+            )
+            for d in range(0, len(vecs), 3)
+        ]
+    )
+    assert store.rebuild_index() == kind
+    doomed = [r.document_id for n, r in enumerate(results) if n % 3 == 0]
+    assert store.delete_documents(doomed) == len(doomed)
+    with store.sessions() as session:
+        kept = session.execute(select(Chunk.id, Chunk.embedding)).all()
+    kept_ids = {r[0] for r in kept}
+    assert len(kept_ids) == 900 - 3 * len(doomed)
+
+    def check() -> None:
+        searcher = HybridSearcher(store, lambda q: np.frombuffer(kept[int(q)][1], dtype=np.float32))
+        try:
+            found_self = 0
+            for n in range(0, len(kept), 7):
+                hits = searcher.search(str(n), principal=Principal.system(), k=5, mode="dense")
+                assert {h.chunk_id for h in hits} <= kept_ids, "a deleted chunk was found"
+                found_self += hits[0].chunk_id == kept[n][0]
+            assert found_self / len(range(0, len(kept), 7)) >= MIN_RECALL[kind] * 0.9
+        finally:
+            searcher.close()
+
+    check()
+    assert store.rebuild_index() == kind
+    check()

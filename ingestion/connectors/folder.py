@@ -79,10 +79,12 @@ class ReadGrants(Grants):
 
     @property
     def owner_reads(self) -> bool:
+        """Whether the file's owner may read it (the owner is a user: `user:<name>`)."""
         return self.owner
 
     @property
     def other_reads(self) -> bool:
+        """Whether anyone on the machine may read it (then the source's configured groups decide)."""
         return self.other
 
 

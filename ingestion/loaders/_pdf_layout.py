@@ -20,6 +20,8 @@ _THIN = 2.5  # points: a filled shape this thin is drawn as a rule
 
 @dataclass(frozen=True)
 class Word:
+    """A word PDFium placed on the page, with its box in points from the top left."""
+
     text: str
     x0: float
     x1: float
@@ -28,10 +30,12 @@ class Word:
 
     @property
     def height(self) -> float:
+        """The word's line height: how far apart two rows must be to be two rows."""
         return self.bottom - self.top
 
     @property
     def middle(self) -> float:
+        """The vertical centre, which decides the row a word belongs to."""
         return (self.top + self.bottom) / 2
 
 
@@ -46,11 +50,14 @@ class Rule:
 
     @property
     def vertical(self) -> bool:
+        """Whether the rule separates columns (taller than wide) rather than rows."""
         return self.bottom - self.top > self.x1 - self.x0
 
 
 @dataclass(frozen=True)
 class PageLayout:
+    """One page's words and ruling lines: what the table finder reads."""
+
     width: float
     height: float
     words: tuple[Word, ...]

@@ -33,6 +33,8 @@ _MIN_FILL = 0.6  # share of a table's cells that hold text
 
 @dataclass(frozen=True)
 class PdfTable:
+    """A table found on a PDF page: its rows of cells, and what it takes out of the page's running text."""
+
     rows: tuple[tuple[str, ...], ...]  # the first row is the header
     # each printed line it took (captions too), words joined by spaces: what leaves the page's running text
     lines: tuple[str, ...]

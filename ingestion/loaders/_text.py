@@ -119,6 +119,7 @@ def read_text(data: bytes) -> str:
 
 
 def normalize_newlines(text: str) -> str:
+    """Windows and old Mac line ends as \\n, so chunking and offsets see one kind."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -238,6 +239,7 @@ class SectionBuilder:
         sheet: str | None = None,
         heading_path: tuple[str, ...] = (),
     ) -> None:
+        """Add a piece of text; consecutive text at the same place joins one section, a table stands alone."""
         text = text.strip("\n")
         if not text.strip():
             return
@@ -263,6 +265,7 @@ class SectionBuilder:
 
     @property
     def sections(self) -> list[Section]:
+        """Every section added so far, the pending text included."""
         self._flush()
         return self._done
 
@@ -274,6 +277,7 @@ class HeadingStack:
         self._stack: list[tuple[int, str]] = []
 
     def push(self, level: int, title: str) -> tuple[str, ...]:
+        """Enter a heading of `level`, leaving those at its level or below; returns the new path."""
         while self._stack and self._stack[-1][0] >= level:
             self._stack.pop()
         self._stack.append((level, title))
@@ -281,6 +285,7 @@ class HeadingStack:
 
     @property
     def path(self) -> tuple[str, ...]:
+        """The headings above the current text, outermost first."""
         return tuple(t for _, t in self._stack)
 
 

@@ -226,6 +226,10 @@ class Assistant:
         """The engine if one is loaded already; never loads or builds a model."""
         return self._model.loaded
 
+    def use_llm(self, engine: LLMEngine | None) -> None:
+        """Answer with `engine` from now on (a model the caller loaded itself; None: the configured one)."""
+        self._model.use(engine)
+
     @property
     def llm(self) -> LLMEngine:
         """The answer model: the configured engine, or the embedded default MoE (built on first use; see

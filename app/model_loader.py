@@ -42,6 +42,11 @@ class ModelLoader:
         self._error: BaseException | None = None
         self._progress: tuple[str, float | None] = ("", None)
 
+    def use(self, engine: LLMEngine | None) -> None:
+        """Serve `engine` from now on (None: load the configured one again when next needed)."""
+        with self._load_lock:
+            self._engine, self._error = engine, None
+
     @property
     def loaded(self) -> LLMEngine | None:
         """The engine if one is loaded already; never loads or builds a model."""

@@ -26,7 +26,7 @@ def ready(assistant, small_llm, tmp_path):
     folder.mkdir()
     for name, text in DOCS.items():
         (folder / name).write_text(text)
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     assistant.settings.max_answer_tokens = 24
     assistant.ingest(folder, collection="hr", groups=["staff"])
     assistant.users.add("alice", groups=["staff"])
@@ -87,7 +87,7 @@ def test_bad_questions_are_rejected_and_logged(ready):
 
 
 def test_empty_store_answers_plainly(assistant, small_llm):
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     answer = assistant.ask("Anything there?")
     assert answer.status == "no_documents"
     assert _log_rows(assistant)[-1].status == "no_documents"
@@ -114,13 +114,13 @@ class _FailingEngine(LLMEngine):
 
 
 def test_model_failure_mid_stream_is_reported_and_logged(ready, small_llm):
-    ready._llm = _FailingEngine(small_llm)
+    ready.use_llm(_FailingEngine(small_llm))
     with pytest.raises(ModelError, match="crashed"):
         list(ready.ask("How much are meals reimbursed per day?", user="alice", stream=True))
     row = _log_rows(ready)[-1]
     assert row.status == "error" and "crashed" in row.error
     assert row.answer  # the partial text is kept for the audit
-    ready._llm = small_llm
+    ready.use_llm(small_llm)
 
 
 def test_follow_up_is_rewritten_before_retrieval(ready):
@@ -172,11 +172,11 @@ def test_citation_only_reply_is_asked_again_for_the_words(ready, small_llm):
     from model.prompting import ANSWER_IN_WORDS
 
     engine = _CitationOnlyEngine(small_llm)
-    ready._llm = engine
+    ready.use_llm(engine)
     try:
         events = list(ready.ask("How much are meals reimbursed per day?", user="alice", stream=True))
     finally:
-        ready._llm = small_llm
+        ready.use_llm(small_llm)
     *pieces, answer = events
     assert len(engine.calls) == 2
     retry = engine.calls[1]

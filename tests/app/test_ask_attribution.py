@@ -53,16 +53,16 @@ def ready(assistant, small_llm, tmp_path):
     folder.mkdir()
     for name, text in DOCS.items():
         (folder / name).write_text(text)
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     assistant.settings.max_answer_tokens = 8
     assistant.ingest(folder, collection="hr", groups=["staff"])
     assistant.users.add("alice", groups=["staff"])
     yield assistant
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
 
 
 def _ask(assistant, small_llm, reply: str, question: str):
-    assistant._llm = _ScriptedEngine(small_llm, reply)
+    assistant.use_llm(_ScriptedEngine(small_llm, reply))
     return assistant.ask(question, user="alice")
 
 
@@ -157,7 +157,7 @@ def test_api_marks_the_attributed_citation_and_names_the_engine(ready, small_llm
 
     keys = ApiKeys(ready.engine, ready.users)
     _, key = keys.create("alice")
-    ready._llm = _ScriptedEngine(small_llm, "Meals are reimbursed up to 40 euros per day.")
+    ready.use_llm(_ScriptedEngine(small_llm, "Meals are reimbursed up to 40 euros per day."))
     client = TestClient(create_app(ready, keys=keys))
     body = {"messages": [{"role": "user", "content": "How much are meals reimbursed per day?"}]}
     r = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})

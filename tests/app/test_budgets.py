@@ -24,7 +24,7 @@ def ready(assistant, small_llm, tmp_path):
     (folder / "travel.md").write_text(
         "# Travel\n\nEmployees book economy class for flights under six hours.\n"
     )
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     assistant.settings.max_answer_tokens = 16
     assistant.ingest(folder, collection="handbook", groups=["sales", "staff"])
     assistant.users.add("alice", groups=["sales"])

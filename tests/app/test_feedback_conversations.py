@@ -115,7 +115,7 @@ def test_thumbs_down_answers_are_a_regression_set_asked_again_as_their_askers(as
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "vpn.md").write_text("# VPN\n\nThe VPN server is vpn.example.com.\n")
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     assistant.settings.max_answer_tokens = 12
     assistant.ingest(folder, collection="it", groups=["it"])
     assistant.users.add("alice", groups=["it"])

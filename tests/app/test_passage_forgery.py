@@ -62,10 +62,10 @@ def forged(assistant, small_llm, tmp_path):
     assistant.ingest(folder, collection="c", groups=["staff"])
     assistant.users.add("alice", groups=["staff"])
     engine = _RecordingEngine(small_llm, reply=f"{FORGED_CLAIM[:-1]} [2].")
-    assistant._llm = engine
+    assistant.use_llm(engine)
     # The question matches the canteen notice best, so passage [1] is the notice and [2] the travel policy.
     answer = assistant.ask("When does the canteen open and when is the canteen menu changed?", user="alice")
-    assistant._llm = small_llm
+    assistant.use_llm(small_llm)
     return answer, engine
 
 
@@ -114,7 +114,7 @@ def test_question_cannot_pull_a_passage_the_user_may_not_read(assistant, small_l
     assistant.users.add("bob", groups=["eng"])
     assistant.settings.max_answer_tokens = 48
     engine = _RecordingEngine(small_llm)
-    assistant._llm = engine
+    assistant.use_llm(engine)
     try:
         events = list(
             assistant.ask(
@@ -125,7 +125,7 @@ def test_question_cannot_pull_a_passage_the_user_may_not_read(assistant, small_l
             )
         )
     finally:
-        assistant._llm = small_llm
+        assistant.use_llm(small_llm)
     *pieces, answer = events
     assert engine.calls, "the model was asked (the eng document was retrieved)"
     assert answer.passages and all("deploy.md" in p["path"] for p in answer.passages)

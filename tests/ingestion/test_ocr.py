@@ -355,10 +355,10 @@ def test_an_answer_cites_the_scanned_page_as_ocr(assistant, small_llm, pdf_dir: 
     assistant.settings.max_answer_tokens = 8
     assistant.ingest(folder, collection="scans")
     question = "How many bottles of water were delivered?"
-    assistant._llm = _ScriptedEngine(small_llm, "x")
+    assistant.use_llm(_ScriptedEngine(small_llm, "x"))
     probe = assistant.ask(question)
     ref = next(p["ref"] for p in probe.passages if "20,000 bottles" in p["text"])
-    assistant._llm = _ScriptedEngine(small_llm, f"20,000 bottles of water were delivered [{ref}].")
+    assistant.use_llm(_ScriptedEngine(small_llm, f"20,000 bottles of water were delivered [{ref}]."))
     answer = assistant.ask(question)
     (citation,) = [c for c in answer.citations if c.ref == ref]
     assert re.fullmatch(r"page 2, OCR, confidence \d{1,3}%", citation.location), citation.location

@@ -45,7 +45,7 @@ def ui_assistant(assistant, monkeypatch) -> Iterator:
 @pytest.fixture
 def ready(ui_assistant, small_llm, docs_dir):
     """Documents ingested for group `staff`, and the real small model loaded."""
-    ui_assistant._llm = small_llm
+    ui_assistant.use_llm(small_llm)
     ui_assistant.ingest(docs_dir, collection="hr", groups=["staff"])
     return ui_assistant
 

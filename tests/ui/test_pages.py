@@ -149,7 +149,7 @@ def test_costs_page_charts_real_query_log_rows(ready):
 
 
 def test_costs_page_shows_the_expert_heatmap_from_a_real_moe_query(ready, tiny_moe_llm):
-    ready._llm = tiny_moe_llm  # a real qwen2moe through llama.cpp: 2 MoE layers x 8 experts, top-2
+    ready.use_llm(tiny_moe_llm)  # a real qwen2moe through llama.cpp: 2 MoE layers x 8 experts, top-2
     ready.ask("When do passwords expire?", user="alice")
     frame, histograms = ledger.load_queries(ready.engine)
     heat = reports.expert_heatmap(histograms)
@@ -195,7 +195,7 @@ def test_model_page_shows_engine_and_default_build_status(ready):
 def test_model_page_does_not_load_a_model_by_itself(ui_assistant):
     at = page("model", "admin").run()
     assert not at.exception
-    assert "Not loaded yet" in at.info[0].value and ui_assistant._llm is None
+    assert "Not loaded yet" in at.info[0].value and ui_assistant.loaded_llm is None
 
 
 def test_ingest_page_names_a_missing_folder(ui_assistant, tmp_path):

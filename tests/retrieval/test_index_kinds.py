@@ -22,7 +22,7 @@ from retrieval.ann import IndexPolicy, build_index, empty_index, kind_of, measur
 from retrieval.index_kinds.base import IndexKindSpec
 from retrieval.schema import Chunk
 from retrieval.search import HybridSearcher
-from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite
+from retrieval.store import ChunkRecord, DocumentMeta, DocumentStore, DocumentWrite, WriteResult
 
 DIM = 384
 SHIPPED = tuple(index_kinds.KINDS)
@@ -75,6 +75,30 @@ def clustered(n: int, seed: int, centres: int = 20) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def stored_in(
+    kind: str, engine: Engine, tmp_path: Path, vecs: np.ndarray, *, per_document: int
+) -> tuple[DocumentStore, list[WriteResult]]:
+    """A store holding `vecs` as documents of `per_document` chunks each, rebuilt into an index of `kind`."""
+    store = DocumentStore(engine, tmp_path / "index", DIM)
+    store.open()
+    store.index_policy = IndexPolicy(choice=kind)
+    cid = store.collection_id("c", create=True)
+    n = per_document
+    results = store.write_documents(
+        [
+            DocumentWrite(
+                cid,
+                DocumentMeta(f"d{d}.txt", f"{d:064x}", 1, 0.0, "text/plain"),
+                chunks=[ChunkRecord(f"doc {d} part {i}", f"doc {d} part {i}", i, 5) for i in range(n)],
+                vectors=vecs[d : d + n],
+            )
+            for d in range(0, len(vecs), n)
+        ]
+    )
+    assert store.rebuild_index() == kind
+    return store, results
+
+
 def test_shipped_kinds_are_flat_hnsw_ivfpq() -> None:
     assert SHIPPED == ("flat", "hnsw", "ivfpq")
 
@@ -123,23 +147,7 @@ def test_unregistered_kinds_are_refused_by_name() -> None:
 
 def test_every_kind_backs_a_store_and_its_searcher(kind: str, engine: Engine, tmp_path: Path) -> None:
     """Rebuild into the kind, reopen it from disk, and the searcher's dense ranking agrees with exact search."""
-    store = DocumentStore(engine, tmp_path / "index", DIM)
-    store.open()
-    store.index_policy = IndexPolicy(choice=kind)
-    vecs = clustered(1200, seed=4)
-    cid = store.collection_id("c", create=True)
-    store.write_documents(
-        [
-            DocumentWrite(
-                cid,
-                DocumentMeta(f"d{d}.txt", f"{d:064x}", 1, 0.0, "text/plain"),
-                chunks=[ChunkRecord(f"doc {d} part {i}", f"doc {d} part {i}", i, 5) for i in range(4)],
-                vectors=vecs[d : d + 4],
-            )
-            for d in range(0, len(vecs), 4)
-        ]
-    )
-    assert store.rebuild_index() == kind
+    store, _ = stored_in(kind, engine, tmp_path, clustered(1200, seed=4), per_document=4)
     store.flush()
     reopened = DocumentStore(engine, tmp_path / "index", DIM)
     reopened.open()
@@ -190,23 +198,7 @@ def test_every_kind_forgets_deleted_documents_and_keeps_the_others_ids(
     """Delete a third of the documents from an index of each kind: their chunks are never found again, and
     every other chunk is still found under its own id (an in-place delete that renumbers entries behind
     the id map would hand back other chunks' ids), before and after the next rebuild."""
-    store = DocumentStore(engine, tmp_path / "index", DIM)
-    store.open()
-    store.index_policy = IndexPolicy(choice=kind)
-    vecs = clustered(900, seed=7)
-    cid = store.collection_id("c", create=True)
-    results = store.write_documents(
-        [
-            DocumentWrite(
-                cid,
-                DocumentMeta(f"d{d}.txt", f"{d:064x}", 1, 0.0, "text/plain"),
-                chunks=[ChunkRecord(f"doc {d} part {i}", f"doc {d} part {i}", i, 5) for i in range(3)],
-                vectors=vecs[d : d + 3],
-            )
-            for d in range(0, len(vecs), 3)
-        ]
-    )
-    assert store.rebuild_index() == kind
+    store, results = stored_in(kind, engine, tmp_path, clustered(900, seed=7), per_document=3)
     doomed = [r.document_id for n, r in enumerate(results) if n % 3 == 0]
     assert store.delete_documents(doomed) == len(doomed)
     with store.sessions() as session:

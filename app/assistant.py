@@ -189,6 +189,7 @@ class Assistant:
                     s.loader_workers,
                     timeout_s=s.loader_timeout_s,
                     memory_mb=s.loader_memory_mb,
+                    nice=s.loader_nice,
                     ocr=OcrSettings(languages=s.ocr_languages, dpi=s.ocr_dpi),
                 )
             return self._loaders

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="Memory one file's parser may use above its start (a decompression bomb "
         "fails that file, not the ingest).",
     )
+    loader_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below sparq's CPU priority the parser processes run (0: the same): the encoder "
+        "and the answer path keep their cores; parsing gets what they leave, all of it when they wait.",
+    )
     loader_workers: int | None = Field(
         default=None, ge=1, description="Parser processes (reused across files); defaults to the CPU cores."
     )

@@ -10,7 +10,9 @@ slows both alike; only the ratios carry from one machine to another.
 
 Each answer is appended to ``<records-dir>/ask_path_<set>.jsonl`` as it is produced, so an interrupted run
 resumes where it stopped; the summary (JSON, ``--out``) and the README table are printed from the records.
-A records file holds one pair of model builds: another build is refused instead of mixed in.
+A records file holds one build per model label: another build is refused instead of mixed in.
+``--also LABEL=GGUF`` adds a candidate MoE (another expert layout, say) to the same interleaved run, so
+that it is measured against the same dense answers on the same machine minutes apart, not on another day.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ def run_set(
     builds = {label: model_build_id(engine.info) for label, engine in engines.items()}
     records_file = records_dir / f"ask_path_{name}.jsonl"
     done = read_records(records_file, builds)
-    todo = [i for i in items if any((i.qid, m) not in done for m in MODELS)]
+    labels = list(engines)
+    todo = [i for i in items if any((i.qid, m) not in done for m in labels)]
     if todo:
         with tempfile.TemporaryDirectory() as tmp:
             scratch = settings.model_copy(update={"data_dir": Path(tmp), "database_url": None})
@@ -161,7 +164,8 @@ def run_set(
                 for assistant in assistants.values():  # warm-up, not recorded: first-call costs (page-in,
                     assistant.ask(todo[0].question)  # thread pools, the embedder) fall on one model otherwise
                 for n, item in enumerate(todo):
-                    order = MODELS if n % 2 == 0 else tuple(reversed(MODELS))
+                    shift = n % len(labels)  # each model answers first in turn
+                    order = labels[shift:] + labels[:shift]
                     for label in order:
                         if (item.qid, label) in done:
                             continue
@@ -176,10 +180,11 @@ def run_set(
                 for assistant in assistants.values():
                     assistant.close()
     wanted = {i.qid for i in items}
-    summary = {
-        m: summarize([r for (q, label), r in done.items() if label == m and q in wanted]) for m in MODELS
+    summary: dict[str, Any] = {
+        m: summarize([r for (q, label), r in done.items() if label == m and q in wanted]) for m in labels
     }
-    summary["moe_over_dense"] = ratios(summary["dense"], summary["moe"])
+    for label in labels[1:]:
+        summary[f"{label}_over_dense"] = ratios(summary["dense"], summary[label])
     for label, engine in engines.items():
         summary[label]["engine"] = engine.info.backend
         summary[label]["model"] = engine.info.name
@@ -195,7 +200,8 @@ def markdown(results: dict[str, Any]) -> str:
     )
     lines = [head]
     for name, summary in results["sets"].items():
-        for label in MODELS:
+        labels = list(summary["builds"])
+        for label in labels:
             s = summary[label]
             lines.append(
                 f"| {name} | {label} | {s['n']} | {s['answer_contained']:.1f} | {s['f1']:.1f} | "
@@ -204,16 +210,21 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['seconds_per_query']:.1f} | "
                 f"{s['usd_per_1000_queries']:.2f} |"
             )
-        r = summary["moe_over_dense"]
-        lines.append(
-            f"| {name} | MoE / dense | | {r['answer_contained'] or 0:.2f}x | {r['f1'] or 0:.2f}x | "
-            f"{r['refusals_with_gold_points']:+.1f} pts | | | | | | {r['seconds'] or 0:.2f}x | {r['usd'] or 0:.2f}x |"
-        )
+        for label in labels[1:]:
+            r = summary[f"{label}_over_dense"]
+            lines.append(
+                f"| {name} | {label} / dense | | {r['answer_contained'] or 0:.2f}x | {r['f1'] or 0:.2f}x | "
+                f"{r['refusals_with_gold_points']:+.1f} pts | | | | | | {r['seconds'] or 0:.2f}x | "
+                f"{r['usd'] or 0:.2f}x |"
+            )
     return "\n".join(lines)
 
 
-def load_engines(settings: Settings, dense: Path | None, moe: Path | None) -> dict[str, Any]:
-    """The dense source and the default MoE, on the engine the product uses (settings.llm_backend)."""
+def load_engines(
+    settings: Settings, dense: Path | None, moe: Path | None, also: dict[str, Path] | None = None
+) -> dict[str, Any]:
+    """The dense source, the default MoE and any candidates, on the engine the product uses
+    (settings.llm_backend)."""
     from model.factory import create_engine
     from model.moe.build import ensure_default_model
     from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
@@ -224,6 +235,7 @@ def load_engines(settings: Settings, dense: Path | None, moe: Path | None) -> di
     return {
         "dense": create_engine(settings.llm_backend, str(dense_path), **opts),
         "moe": create_engine(settings.llm_backend, str(moe_path), **opts),
+        **{label: create_engine(settings.llm_backend, str(p), **opts) for label, p in (also or {}).items()},
     }
 
 
@@ -238,14 +250,27 @@ def main(argv: list[str] | None = None) -> None:
         "--dense", type=Path, help="dense GGUF (default: the shipped source of the default MoE)"
     )
     parser.add_argument("--moe", type=Path, help="MoE GGUF (default: the default build, built if missing)")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=GGUF",
+        help="another MoE to answer the same questions in the same interleaved run (repeatable)",
+    )
     parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))
     args = parser.parse_args(argv)
     sets = {k: v for k, v in (("squad", args.squad), ("cmrc", args.cmrc)) if v is not None}
     if not sets:
         parser.error("give --squad and/or --cmrc")
+    also: dict[str, Path] = {}
+    for spec in args.also:
+        label, sep, gguf = spec.partition("=")
+        if not sep or not label or label in MODELS or label in also or not Path(gguf).is_file():
+            parser.error(f"--also {spec!r}: want a new LABEL=PATH to an existing GGUF")
+        also[label] = Path(gguf)
     settings = Settings()
-    engines = load_engines(settings, args.dense, args.moe)
+    engines = load_engines(settings, args.dense, args.moe, also)
     args.records_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"limit": args.limit, "ask_passages": settings.ask_passages, "sets": {}}
     try:

@@ -30,6 +30,10 @@ from ingestion.ocr import OcrSettings
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 2048
+# Parsers run below the ingest process's CPU priority: on a small machine the encoder (the ingest's
+# bottleneck) and the answer path keep their cores, and parsing takes whatever they leave, which is all of
+# it when they wait. Measured by bench/ingest.py --files (README, Ingest).
+DEFAULT_NICE = 10
 _START_TIMEOUT_S = 60.0
 _SPAWN = object()
 # What a parser process may see of the environment: the system's basics (locale, paths, temp dirs, thread
@@ -65,8 +69,12 @@ class LoaderPool:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_mb: int = DEFAULT_MEMORY_MB,
         ocr: OcrSettings | None = None,
+        nice: int = DEFAULT_NICE,
     ) -> None:
-        """`ocr`: the languages and resolution OCR uses in the workers (default: OcrSettings())."""
+        """`ocr`: the languages and resolution OCR uses in the workers (default: OcrSettings()); `nice`: how
+        much lower than this process the workers run (0: the same priority)."""
+        if not 0 <= nice <= 19:
+            raise ValueError(f"loader nice must be between 0 and 19, got {nice}")
         if timeout_s <= 0:
             raise ValueError(f"loader timeout must be positive, got {timeout_s}")
         if memory_mb < 64:
@@ -77,6 +85,7 @@ class LoaderPool:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.ocr = ocr if ocr is not None else OcrSettings()
+        self.nice = nice
         # Each slot is an idle worker, or _SPAWN: leave to start one (at first use, or after one was killed).
         self._idle: queue.LifoQueue[_Worker | object | None] = queue.LifoQueue()  # idle workers first
         for _ in range(self.size):
@@ -93,7 +102,13 @@ class LoaderPool:
         env = {k: v for k, v in os.environ.items() if _WORKER_ENV.fullmatch(k)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
-            [sys.executable, "-m", "ingestion.loader_worker", str(self.memory_mb * 1024 * 1024)],
+            [
+                sys.executable,
+                "-m",
+                "ingestion.loader_worker",
+                str(self.memory_mb * 1024 * 1024),
+                str(self.nice),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

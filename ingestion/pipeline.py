@@ -24,10 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
 
+from ingestion.chunk_queue import ChunkQueue
 from ingestion.chunker import Chunker
 from ingestion.connectors.base import is_under
 from ingestion.embedder import Embedder
@@ -166,6 +168,11 @@ def _header(title: str | None, heading: str | None) -> str:
     return header[:HEADER_CHARS]
 
 
+def _queued_chunks(item: object) -> int:
+    """What a prepared item weighs in the reader's queue: the chunks it brings to encode."""
+    return len(item.embed_texts) if isinstance(item, _Prepared) else 0
+
+
 @dataclass
 class _PassState:
     """What the three threads of one pass share: the run's target, what is stored already, the queues
@@ -178,7 +185,7 @@ class _PassState:
     requeue: dict[str, SourceItem]
     known: dict[str, _Known]
     ready_shas: dict[str, str]
-    prepared_q: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=64))
+    prepared_q: ChunkQueue[Any]  # _Prepared items, then _DONE
     write_q: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=2))
     errors: list[BaseException] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -345,6 +352,8 @@ class IngestPipeline:
             requeue=requeue,
             known=known,
             ready_shas={k.sha256: path for path, k in known.items() if k.status == "ready"},
+            # two windows ready when the encoder turns to the next, so its windows stay full
+            prepared_q=ChunkQueue(2 * self.encode_window, _queued_chunks),
         )
         reader_thread = threading.Thread(
             target=self._read_stage, args=(items, run), name="sparq-ingest-reader", daemon=True
@@ -494,7 +503,7 @@ class IngestPipeline:
                 left,
             )
 
-    def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue, stop: threading.Event) -> None:
+    def _encode_loop(self, prepared_q: ChunkQueue[Any], write_q: queue.Queue, stop: threading.Event) -> None:
         batch: list[_Prepared] = []
         pending_chunks = 0
         finished = False

@@ -85,6 +85,7 @@ class Build:
     k_served: int
     n_experts: int
     shared_fraction: float
+    align: int
     calib_tokens: int
     router_steps: int
     calibration: Iterable[list[dict[str, str]]] | None
@@ -121,6 +122,7 @@ def build_default_model(
     train_top_k: int | None = None,
     n_experts: int = 64,
     shared_fraction: float = 0.125,
+    align: int = 32,
     calib_tokens: int = DEFAULT_CALIB_TOKENS,
     router_steps: int = 300,
     calibration: Iterable[list[dict[str, str]]] | None = None,
@@ -140,6 +142,9 @@ def build_default_model(
     expert active; a value ridge-refits each layer's down projection to the router's top-k selections (the
     kept experts make up for the dropped ones: bench/moe.py F1 0.91 of dense at 50% active FFN, but worse
     answers than the exact split on the six-passage answer path, see README).
+    ``align``: expert and shared sizes are multiples of it. 256 keeps every expert tensor (the down
+    projections' rows are one expert long) in Q4_K/Q6_K blocks, which have repacked CPU kernels; at 32 the
+    quantizer falls back to Q5_0/Q8_0 for them (issue 15).
     ``variant`` names a build kept beside the default (``sparq-moe-<source>-<variant>``), e.g. one
     calibrated on the customer's documents; ``calibration_id`` fingerprints custom calibration text
     so that a changed text rebuilds instead of reusing the old routers.
@@ -162,6 +167,7 @@ def build_default_model(
         router_steps=router_steps,
         custom_calibration=calibration_id or (calibration is not None),
         refit_lambda=refit_lambda,
+        align=align,
     )
     build = Build(
         source=source,
@@ -171,6 +177,7 @@ def build_default_model(
         k_served=k_served,
         n_experts=n_experts,
         shared_fraction=shared_fraction,
+        align=align,
         calib_tokens=calib_tokens,
         router_steps=router_steps,
         calibration=calibration,
@@ -208,7 +215,9 @@ def join_source(b: Build) -> None:
     b.src_path = source_gguf(b.source, b.data_dir)
     b.reader = gguf.GGUFReader(str(b.src_path))
     b.shape = source_shape(b.reader)
-    b.layout = choose_layout(b.shape.dense_ffn, n_experts=b.n_experts, shared_fraction=b.shared_fraction)
+    b.layout = choose_layout(
+        b.shape.dense_ffn, n_experts=b.n_experts, shared_fraction=b.shared_fraction, align=b.align
+    )
     for k in (b.k_served, b.k_train):
         if not 1 <= k <= b.layout.n_experts:
             raise ModelError(f"top_k={k} out of range for {b.layout.n_experts} experts")

@@ -48,6 +48,7 @@ def build_settings(
     router_steps: int,
     custom_calibration: str | bool,
     refit_lambda: float | None,
+    align: int = 32,
 ) -> dict[str, Any]:
     """The settings a build is made with: a finished build is reused only if all of them match."""
     return {
@@ -57,6 +58,7 @@ def build_settings(
         "train_top_k": train_top_k,
         "n_experts_target": n_experts,
         "shared_fraction": shared_fraction,
+        "align": align,
         "calib_tokens": calib_tokens,
         "router_steps": router_steps,
         "custom_calibration": custom_calibration,

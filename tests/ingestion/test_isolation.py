@@ -107,6 +107,23 @@ def test_workers_are_reused_and_parse_in_parallel(tmp_path: Path) -> None:
         assert len(set(pool.worker_pids())) == 2
 
 
+@pytest.mark.parametrize("nice", [0, 7])
+def test_workers_run_below_the_ingest_priority_by_the_given_nice(tmp_path: Path, nice: int) -> None:
+    (note,) = good_files(tmp_path / "ok", 1)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    with LoaderPool(1, nice=nice) as pool:
+        assert "unicorn budget" in pool.load(note, max_bytes=1 << 20).sections[0].text
+        (pid,) = pool.worker_pids()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + nice)
+
+
+def test_a_nice_outside_what_the_kernel_takes_is_refused() -> None:
+    with pytest.raises(ValueError, match="between 0 and 19"):
+        LoaderPool(1, nice=20)
+    with pytest.raises(ValueError, match="between 0 and 19"):
+        LoaderPool(1, nice=-1)
+
+
 def test_closed_pool_refuses_work(tmp_path: Path) -> None:
     (note,) = good_files(tmp_path, 1)
     pool = LoaderPool(1)

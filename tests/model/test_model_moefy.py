@@ -21,6 +21,35 @@ def test_choose_layout_partitions_and_aligns():
         ExpertLayout(100, 8, 16, 10)  # 10 + 128 != 100
 
 
+def test_a_256_alignment_keeps_every_expert_in_whole_k_quant_blocks():
+    # issue 15's candidate for Qwen2.5-1.5B: 30 experts of 256 neurons plus a 1,280-neuron shared expert
+    assert choose_layout(8960, n_experts=30, shared_fraction=1280 / 8960, align=256) == ExpertLayout(
+        8960, 30, 256, 1280
+    )
+    for ffn in (8960, 4864):
+        lay = choose_layout(ffn, n_experts=30, shared_fraction=0.14, align=256)
+        assert lay.expert_size % 256 == 0 and lay.shared_size % 256 == 0
+        assert lay.shared_size + lay.n_experts * lay.expert_size == ffn
+
+
+def test_a_build_with_another_alignment_is_not_reused_for_this_one():
+    from model.moe.manifest import build_settings
+
+    common = dict(
+        source="s",
+        source_sha256="0" * 64,
+        train_top_k=16,
+        n_experts=30,
+        shared_fraction=0.14,
+        calib_tokens=4096,
+        router_steps=300,
+        custom_calibration=False,
+        refit_lambda=None,
+    )
+    assert build_settings(**common, align=256) != build_settings(**common)
+    assert build_settings(**common)["align"] == 32
+
+
 def _block(seed: int = 0, d: int = 48, ffn: int = 160, n: int = 600):
     rng = np.random.default_rng(seed)
     wg = rng.standard_normal((ffn, d)).astype(np.float32) * 0.3

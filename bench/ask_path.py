@@ -91,6 +91,8 @@ def read_records(path: Path, builds: dict[str, str]) -> dict[tuple[str, str], di
         if not line.strip():
             continue
         row = json.loads(line)
+        if row["model"] not in builds:  # a candidate (--also) this run does not include
+            continue
         if row["model_build"] != builds[row["model"]]:
             raise SystemExit(
                 f"{path}:{line_no}: {row['model']} was recorded by build {row['model_build']}, not "

@@ -71,6 +71,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
 
 
+# Settings added after builds existed, with the value every build before them was made with: a manifest that
+# lacks one is read as that value, so an upgrade does not rebuild a model it would build the same.
+SETTINGS_BEFORE_RECORDED = {"align": 32}
+
+
 def manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:
     """Whether ``manifest`` describes a complete file made with the settings ``want``."""
     if not manifest.is_file():
@@ -82,7 +87,7 @@ def manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:
     gguf_path = manifest.parent / m.get("file", "")
     if not gguf_path.is_file() or gguf_path.stat().st_size != m.get("file_size"):
         return False
-    return all(m.get(k) == v for k, v in want.items())
+    return all(m.get(k, SETTINGS_BEFORE_RECORDED.get(k)) == v for k, v in want.items())
 
 
 def default_model_manifest(data_dir: Path, source: str = DEFAULT_SOURCE) -> dict[str, Any] | None:

@@ -50,6 +50,29 @@ def test_a_build_with_another_alignment_is_not_reused_for_this_one():
     assert build_settings(**common)["align"] == 32
 
 
+def test_a_build_from_before_the_alignment_was_recorded_is_reused_as_align_32(tmp_path):
+    import json
+
+    from model.moe.manifest import build_settings, manifest_ok
+
+    want = build_settings(
+        source="s",
+        source_sha256="0" * 64,
+        train_top_k=35,
+        n_experts=64,
+        shared_fraction=0.125,
+        calib_tokens=4096,
+        router_steps=300,
+        custom_calibration=False,
+        refit_lambda=None,
+    )
+    (tmp_path / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    old = {k: v for k, v in want.items() if k != "align"} | {"file": "model.gguf", "file_size": 64}
+    (tmp_path / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
+    assert manifest_ok(tmp_path / "manifest.json", want)
+    assert not manifest_ok(tmp_path / "manifest.json", want | {"align": 256})
+
+
 def _block(seed: int = 0, d: int = 48, ffn: int = 160, n: int = 600):
     rng = np.random.default_rng(seed)
     wg = rng.standard_normal((ffn, d)).astype(np.float32) * 0.3

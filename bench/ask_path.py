@@ -233,7 +233,7 @@ def load_engines(
 
     dense_path = dense or source_gguf(DEFAULT_SOURCE, settings.data_dir)
     moe_path = moe or ensure_default_model(settings.data_dir)
-    opts = {"n_threads": settings.llm_threads} if settings.llm_threads else {}
+    opts: dict[str, Any] = {"n_threads": settings.llm_threads} if settings.llm_threads else {}
     return {
         "dense": create_engine(settings.llm_backend, str(dense_path), **opts),
         "moe": create_engine(settings.llm_backend, str(moe_path), **opts),

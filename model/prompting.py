@@ -22,6 +22,9 @@ _BRACKETED_NUMBER = re.compile(r"[\[［【]\s*(\d+(?:\s*[,，;；]\s*\d+)*)\s*[\
 _SENTENCE_END = re.compile(rf"[.!?](?:\s*{_CITATION_GROUP})*(?=\s|$)|[。！？](?:\s*{_CITATION_GROUP})*|\n")
 _WORD = re.compile(r"[^\W_]+")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# Particles and copulas split a CJK run before it is cut into bigrams: "赵鹏的职业是后卫" gives 赵鹏, 职业, 后卫,
+# not also 鹏的, 的职, 业是, 是后, which no passage that says the same in other words contains.
+_CJK_PARTICLE = re.compile("[的了是在和与及或被把吗呢吧]")
 _STOPWORD_LIST = (
     "a about above according after all also an and any are as at be been before being both but by can could "
     "did do does doing document documents during each for from had has have having he her here hers him his "
@@ -185,14 +188,17 @@ class PromptTooLong(ValueError):
 
 
 def _terms(text: str) -> set[str]:
-    """Content terms: words (stop words dropped, cut to 5 letters as a crude stem), numbers, and CJK bigrams."""
+    """Content terms: words (stop words dropped, cut to 5 letters as a crude stem), numbers, and CJK bigrams
+    within the stretches between particles (CJK's stop words)."""
     terms: set[str] = set()
     for run in _WORD.findall(text.lower()):
         pos = 0
         for cjk in _CJK_RUN.finditer(run):
             terms.update(_latin_terms(run[pos : cjk.start()]))
-            chars = cjk.group()
-            terms.update([chars] if len(chars) == 1 else (chars[i : i + 2] for i in range(len(chars) - 1)))
+            for chars in _CJK_PARTICLE.split(cjk.group()):
+                terms.update(
+                    [chars] if len(chars) == 1 else (chars[i : i + 2] for i in range(len(chars) - 1))
+                )
             pos = cjk.end()
         terms.update(_latin_terms(run[pos:]))
     return terms

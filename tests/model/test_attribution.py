@@ -128,6 +128,23 @@ def test_chinese_answer_is_cited_by_character_terms():
     assert short.attributed == [1]
 
 
+def test_chinese_particles_are_not_content_terms():
+    """CMRC 2018: "后卫" and "赵鹏的职业是后卫。" went uncited although the passage says it, because bigrams that
+    straddle a particle ("鹏的", "的职", "业是") counted as terms no passage holds."""
+    from model.prompting import support
+
+    passages = [
+        "赵鹏\n赵鹏，中国足球运动员，司职后卫，现效力于河南建业。",
+        "河南建业\n河南建业足球俱乐部成立于1994年。",
+    ]
+    question = "赵鹏的职业是什么？"
+    assert attribute("后卫", passages, question=question).attributed == [1]
+    assert attribute("赵鹏的职业是后卫。", passages, question=question).text == "赵鹏的职业是后卫[1]。"
+    assert support("赵鹏的职业是后卫。", passages[0]) == pytest.approx(2 / 3)  # 赵鹏, 职业, 后卫
+    # a claim the passage does not bear out stays uncited
+    assert attribute("赵鹏的职业是守门员。", passages, question=question).attributed == []
+
+
 def test_chinese_answer_over_english_passages_is_not_cited():
     assert attribute("餐费每天最多报销欧元。", PASSAGES).attributed == []
 

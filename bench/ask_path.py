@@ -154,7 +154,7 @@ def run_set(
     settings: Settings,
     engines: dict[str, Any],
     records_dir: Path,
-    embedding_model: str | None = None,
+    embedding_model: str | None,
 ) -> dict[str, Any]:
     records, items = read_squad(path)
     items = items[:limit]

@@ -108,7 +108,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if n == 0:
         return {"n": 0}
     answered = [r for r in rows if not r["refused"]]
-    containing = [r for r in rows if r["contains"]]
+    # a refusal is no answer, even where the scorer finds a one-letter gold answer ("L") in its wording
+    containing = [r for r in answered if r["contains"]]
 
     def mean(key: str, of: list[dict[str, Any]] = rows) -> float:
         return statistics.fmean(float(r[key]) for r in of) if of else 0.0

@@ -25,7 +25,7 @@ import numpy as np
 
 from model.base import ModelError
 from model.moe.build_lock import build_lock
-from model.moe.calibration import default_calibration_samples, squad_path
+from model.moe.calibration import default_calibration_id, default_calibration_samples, squad_path
 from model.moe.capture import capture_ffn_inputs
 from model.moe.gguf_reader import SourceShape, dequant_ffn, source_shape
 from model.moe.gguf_writer import quantize_gguf, set_expert_used_count, write_moe_gguf
@@ -168,6 +168,7 @@ def build_default_model(
         custom_calibration=calibration_id or (calibration is not None),
         refit_lambda=refit_lambda,
         align=align,
+        default_calibration=None if calibration is not None else default_calibration_id(),
     )
     build = Build(
         source=source,

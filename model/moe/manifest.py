@@ -49,8 +49,13 @@ def build_settings(
     custom_calibration: str | bool,
     refit_lambda: float | None,
     align: int = 32,
+    default_calibration: str | None = None,
 ) -> dict[str, Any]:
-    """The settings a build is made with: a finished build is reused only if all of them match."""
+    """The settings a build is made with: a finished build is reused only if all of them match.
+
+    ``default_calibration`` fingerprints the text a build without custom calibration used
+    (:func:`model.moe.calibration.default_calibration_id`): a build made before it was recorded, or on another
+    text, is rebuilt, because its routers were fitted on something else than what this version ships."""
     return {
         "build_version": BUILD_VERSION,
         "source": source,
@@ -62,6 +67,7 @@ def build_settings(
         "calib_tokens": calib_tokens,
         "router_steps": router_steps,
         "custom_calibration": custom_calibration,
+        "default_calibration": default_calibration,
         "refit_lambda": refit_lambda,
     }
 

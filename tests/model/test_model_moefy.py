@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,28 @@ def test_a_build_from_before_the_alignment_was_recorded_is_reused_as_align_32(tm
     (tmp_path / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
     assert manifest_ok(tmp_path / "manifest.json", want)
     assert not manifest_ok(tmp_path / "manifest.json", want | {"align": 256})
+
+
+def test_a_build_on_another_calibration_text_is_rebuilt(tmp_path, monkeypatch):
+    from model.moe.calibration import default_calibration_id
+    from model.moe.manifest import build_settings, manifest_ok
+
+    monkeypatch.delenv("SPARQ_SQUAD_PATH", raising=False)
+    bundled = default_calibration_id()
+    assert bundled.startswith("bundled:")
+    squad = tmp_path / "dev.json"
+    squad.write_text(json.dumps({"data": []}), encoding="utf-8")
+    monkeypatch.setenv("SPARQ_SQUAD_PATH", str(squad))
+    assert default_calibration_id().startswith("squad:")
+    want = build_settings(**BUILD_SETTINGS, default_calibration=bundled)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    made = {"file": "model.gguf", "file_size": 64}
+    before = {k: v for k, v in want.items() if k != "default_calibration"} | made  # built on the old text
+    (tmp_path / "manifest.json").write_text(json.dumps(before), encoding="utf-8")
+    assert not manifest_ok(tmp_path / "manifest.json", want)
+    (tmp_path / "manifest.json").write_text(json.dumps(want | made), encoding="utf-8")
+    assert manifest_ok(tmp_path / "manifest.json", want)
+    assert not manifest_ok(tmp_path / "manifest.json", want | {"default_calibration": "bundled:0"})
 
 
 def _block(seed: int = 0, d: int = 48, ffn: int = 160, n: int = 600):

@@ -33,8 +33,8 @@ def build_default(
     tokens: Annotated[
         int | None,
         typer.Option(
-            help="With --from-documents: calibration tokens (default 4096); more fits the routers better, builds "
-            "slower."
+            help="With --from-documents: calibration tokens (default 8192, as the bundled build); more fits the "
+            "routers better, builds slower."
         ),
     ] = None,
     refit: Annotated[

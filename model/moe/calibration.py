@@ -22,9 +22,8 @@ from model.base import ModelError
 
 RAG_SYSTEM = "Answer the question using only the context. Reply with the shortest exact answer."
 BUNDLED_TEXT = Path(__file__).with_name("calibration.txt")
-BUNDLED_PER_PROMPT = (
-    4  # passages per bundled chat (the ask path sends up to 6; 4 shows more chats per budget)
-)
+# passages per bundled chat (the ask path sends up to 6; 4 shows more chats per token budget)
+BUNDLED_PER_PROMPT = 4
 REFUSAL_EVERY = 8  # every 8th bundled chat asks about a passage it does not show
 CALIBRATION_QUESTION = {
     "en": "What do these passages say? Answer with citations.",
@@ -81,9 +80,7 @@ def read_calibration_passages(path: Path = BUNDLED_TEXT) -> list[CalibrationPass
     from model.prompting import language_of
 
     passages = []
-    text = "\n".join(
-        line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")
-    )
+    text = _without_comments(path)
     for n, block in enumerate(b for b in text.split("\n\n") if b.strip()):
         fields: dict[str, str] = {}
         for line in block.strip().splitlines():
@@ -162,12 +159,20 @@ def bundled_calibration_samples(
         yield chat
 
 
+def _without_comments(path: Path) -> str:
+    return "\n".join(
+        line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")
+    )
+
+
 def default_calibration_id() -> str:
     """Fingerprint of the text a build without custom calibration uses (the SQuAD file named by the settings,
-    or the bundled text), recorded in its settings so that a changed text rebuilds the model."""
+    or the bundled text without its comments), recorded in its settings so that a changed text rebuilds the
+    model and an edited comment does not."""
     path = squad_path()
-    kind, text_path = ("squad", path) if path is not None else ("bundled", BUNDLED_TEXT)
-    return f"{kind}:{hashlib.sha256(text_path.read_bytes()).hexdigest()[:16]}"
+    if path is not None:
+        return f"squad:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    return f"bundled:{hashlib.sha256(_without_comments(BUNDLED_TEXT).encode()).hexdigest()[:16]}"
 
 
 def document_calibration_samples(

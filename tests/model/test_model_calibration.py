@@ -108,3 +108,21 @@ def test_no_benchmark_text_is_in_the_bundled_calibration(shared_data):
         if p.language == "zh":
             body = re.sub(r"\s", "", p.text + p.question)
             assert not any(body[i : i + 12] in cmrc_text for i in range(len(body) - 11)), p.source
+
+
+def test_the_fingerprint_follows_the_passages_not_the_comments(tmp_path, monkeypatch):
+    import model.moe.calibration as calibration
+
+    monkeypatch.delenv("SPARQ_SQUAD_PATH", raising=False)
+    text = tmp_path / "calibration.txt"
+    monkeypatch.setattr(calibration, "BUNDLED_TEXT", text)
+    text.write_text(
+        "# v1\nS: a\nC: The pump runs at 16 bar.\nQ: At what pressure?\nA: 16 bar\n", encoding="utf-8"
+    )
+    first = calibration.default_calibration_id()
+    text.write_text(
+        "# v2, reworded\nS: a\nC: The pump runs at 16 bar.\nQ: At what pressure?\nA: 16 bar\n", "utf-8"
+    )
+    assert calibration.default_calibration_id() == first  # an edited comment reuses the build
+    text.write_text("# v2\nS: a\nC: The pump runs at 12 bar.\nQ: At what pressure?\nA: 12 bar\n", "utf-8")
+    assert calibration.default_calibration_id() != first  # changed passages rebuild it

@@ -126,24 +126,23 @@ def bundled_calibration_samples(
         n = len(group)
         size = min(per_prompt, n)
         for rnd in range(n):  # round r steps through the passages by the first stride >= 1 + r coprime with n
-            stride = next(s for s in range(1 + rnd, 1 + rnd + n) if math.gcd(s, n) == 1) if n > 1 else 1
+            stride = next(s for s in range(1 + rnd, 1 + rnd + n) if math.gcd(s, n) == 1)
             order = [group[(i * stride + rnd) % n] for i in range(n)]
             for index, start in enumerate(range(0, n, size)):  # the last group wraps round to the first
                 shown = [order[(start + j) % n] for j in range(size)]
                 language = shown[0].language
+                # a refusal asks about the next passage not shown (there is one whenever n > size)
                 refusal = n > size and index % REFUSAL_EVERY == REFUSAL_EVERY - 1
-                absent = next((p for p in order[start:] + order[:start] if p not in shown), None)
-                asked = absent if refusal and absent is not None else shown[(index + rnd) % size]
+                if refusal:
+                    asked = next(p for p in order[start:] + order[:start] if p not in shown)
+                else:
+                    asked = shown[(index + rnd) % size]
                 msgs = grounded_messages(
                     asked.question,
                     [Passage(i + 1, p.text, p.source) for i, p in enumerate(shown)],
                     language,
                 )
-                reply = (
-                    NOT_FOUND[language]
-                    if asked not in shown
-                    else f"{asked.answer} [{shown.index(asked) + 1}]"
-                )
+                reply = NOT_FOUND[language] if refusal else f"{asked.answer} [{shown.index(asked) + 1}]"
                 yield msgs + [{"role": "assistant", "content": reply}]
 
     streams = {lang: chats(group) for lang, group in sorted(by_language.items())}

@@ -224,3 +224,39 @@ def test_configured_top_k_reaches_the_served_model(tiny_pair, tmp_path):
         assistant.close()
     with pytest.raises(ValueError, match="llm_top_k"):
         Settings(llm_top_k=0)
+
+
+# ---- weight repacking: off only for MoE models with 256-aligned experts (issue 15) -----------------
+
+
+def _repack_buffer_logged(path: Path, capfd: pytest.CaptureFixture[str], **kw: object) -> bool:
+    """Whether llama.cpp's load log reports a CPU_REPACK weight buffer for this engine."""
+    from model.llamacpp_engine import LlamaCppEngine
+
+    capfd.readouterr()
+    with LlamaCppEngine(path, n_ctx=128, n_threads=1, verbose=True, **kw):  # type: ignore[arg-type]
+        pass
+    out, err = capfd.readouterr()
+    return "CPU_REPACK" in out + err
+
+
+def test_dense_weights_are_repacked_unless_turned_off(smollm2_gguf, capfd):
+    assert _repack_buffer_logged(smollm2_gguf, capfd)  # the default for a dense model
+    assert not _repack_buffer_logged(smollm2_gguf, capfd, repack_weights=False)
+
+
+def test_only_moe_models_with_256_aligned_experts_are_left_unrepacked(tiny_pair):
+    from dataclasses import replace
+
+    from model.llamacpp_engine import LlamaCppEngine, repack_by_default
+
+    dense, moe, _ = tiny_pair
+    with LlamaCppEngine(dense, n_ctx=128, n_threads=1) as de:
+        assert de.info.extra["repacked_weights"] is True
+    with LlamaCppEngine(moe, n_ctx=128, n_threads=1) as me:
+        assert me.info.expert_ffn_size == 16 and me.info.extra["repacked_weights"] is True
+        info = me.info
+    with LlamaCppEngine(moe, n_ctx=128, n_threads=1, repack_weights=False) as me:
+        assert me.info.extra["repacked_weights"] is False
+    assert not repack_by_default(replace(info, expert_ffn_size=256))  # e.g. 30 x 256 + a 1,280 shared
+    assert repack_by_default(replace(info, expert_ffn_size=128))  # the default split's experts

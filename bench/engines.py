@@ -1,13 +1,15 @@
 """Prefill and decode speed of the dense source and the default MoE on each engine, interleaved.
 
     python bench/engines.py --squad ../shared/data/squad_v1.1_dev/dev-v1.1.json [--rounds 3]
-        [--dense PATH] [--moe PATH] [--engines llamacpp,ik_llama]
+        [--dense PATH] [--moe PATH] [--engines llamacpp,ik_llama,llamacpp:norepack]
 
 Each round asks every (engine, model) pair one RAG-shaped question (about 1,000 prompt tokens from SQuAD
 paragraphs, greedy, up to 48 answer tokens), in an order that rotates from round to round, so a machine
 that slows down mid-run slows every pair alike. Reported: prefill and decode tokens per second, and the
 estimated seconds of a typical query (1,000 prompt + 20 answer tokens) with its ratio to the dense model
-on llama.cpp. The engines' own expert counts say how many experts each MoE token used. Writes JSON
+on llama.cpp. An engine named ``llamacpp:repack`` or ``llamacpp:norepack`` loads its models with
+llama.cpp's weight repacking forced on or off (plain ``llamacpp`` decides per model, as the product does).
+The engines' own expert counts say how many experts each MoE token used. Writes JSON
 (default bench/results/engines.json). Speed only: answer quality is bench/ask_path.py's job.
 """
 
@@ -46,6 +48,23 @@ def questions(squad: Path, n: int, target_tokens: int, count: Any) -> list[list[
     return chats
 
 
+def engine_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """(backend, options) of an --engines entry: ``llamacpp``, ``ik_llama``, ``llamacpp:repack`` or
+    ``llamacpp:norepack``."""
+    backend, _, variant = spec.partition(":")
+    if not variant:
+        return backend, {}
+    if backend != "llamacpp" or variant not in ("repack", "norepack"):
+        raise SystemExit(f"--engines {spec!r}: only llamacpp takes a variant, :repack or :norepack")
+    return backend, {"repack_weights": variant == "repack"}
+
+
+def load_engine(spec: str, path: Path, threads: int | None) -> Any:
+    """The engine an --engines entry names, serving the GGUF at ``path``."""
+    backend, opts = engine_spec(spec)
+    return create_engine(backend, str(path), n_threads=threads, **opts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         "moe": args.moe or ensure_default_model(args.data_dir),
     }
     pairs = [(e, m) for e in args.engines.split(",") for m in models]
-    engines = {(e, m): create_engine(e, str(models[m]), n_threads=args.threads) for e, m in pairs}
+    engines = {(e, m): load_engine(e, models[m], args.threads) for e, m in pairs}
     first = engines[pairs[0]]
     chats = questions(args.squad, args.rounds + 1, PROMPT_TOKENS, first.count_chat_tokens)
     runs: dict[str, list[dict[str, float]]] = {f"{e}/{m}": [] for e, m in pairs}

@@ -60,9 +60,11 @@ def engine_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def load_engine(spec: str, path: Path, threads: int | None) -> Any:
-    """The engine an --engines entry names, serving the GGUF at ``path``."""
+    """The engine an --engines entry names, serving the GGUF at ``path``, without KV-prefix reuse: each round
+    prefills its whole prompt, so the figures are the kernels' and not the cache's (the prompts share a
+    system turn)."""
     backend, opts = engine_spec(spec)
-    return create_engine(backend, str(path), n_threads=threads, **opts)
+    return create_engine(backend, str(path), n_threads=threads, reuse_prefix=False, **opts)
 
 
 def main(argv: list[str] | None = None) -> None:

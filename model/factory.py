@@ -37,9 +37,10 @@ def create_engine(
     """Build the engine for ``backend``.
 
     * ``llamacpp``: ``model`` is a GGUF path; ``None`` means sparq's embedded default MoE
-      (built on first use under ``opts['data_dir']`` or $SPARQ_DATA_DIR). opts: n_ctx, top_k, n_batch.
+      (built on first use under ``opts['data_dir']`` or $SPARQ_DATA_DIR). opts: n_ctx, top_k, n_batch,
+      repack_weights, reuse_prefix.
     * ``ik_llama``: the same GGUF files and options through ik_llama.cpp (optional extra ``ik``), plus
-      fused_moe, run_time_repack, flash_attn, reuse_prefix.
+      fused_moe, run_time_repack, flash_attn.
     * ``transformers``: ``model`` is a checkpoint directory. opts: device, dtype, top_k, context_window.
     * ``openai``: ``model`` is the served model name, ``base_url`` the server. opts: context_window and
       the architecture for modelled accounting (n_layers, hidden_size, n_experts, top_k, ...).

@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from model.accounting import forward_flops
 from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelInfo
 from model.chat_template import ChatTemplate
 from model.gguf_info import info_from_gguf
 from model.llamacpp_engine import _TOPK_RE
-from model.token_stream import sampled_stats, stream_text
+from model.token_stream import charge_computed_prompt, reusable_prefix, sampled_stats, stream_text
 
 IK_PIP = "ik-llama-cpp-python==0.1.5"
 GGML_MAX_DIMS = 4
@@ -513,13 +512,7 @@ class IkLlamaEngine(LLMEngine):
 
     def _prefill(self, tokens: list[int]) -> int:
         """Evaluate a prompt, reusing the cached prefix; returns how many prompt tokens were reused."""
-        keep = 0
-        if self.reuse_prefix and self._cached:
-            n = min(len(self._cached), len(tokens) - 1)  # at least one token must run to get logits
-            a = np.asarray(self._cached[:n])
-            b = np.asarray(tokens[:n])
-            diff = np.flatnonzero(a != b)
-            keep = int(diff[0]) if diff.size else n
+        keep = reusable_prefix(self._cached, tokens) if self.reuse_prefix else 0
         if keep == 0:
             self._reset_cache()
         elif keep < len(self._cached):
@@ -597,15 +590,7 @@ class IkLlamaEngine(LLMEngine):
                 t0=t0,
             )
             stats = sampled_stats(self.info, self.capture, prompt_tokens=len(tokens), t0=t0, out=out)
-            if reused:  # only the tokens after the cached prefix were computed: charge and time those
-                n_new = len(tokens) - reused
-                stats.flops_prefill = forward_flops(self.info, stats.active_params_per_token, reused, n_new)
-                stats.dense_flops_prefill = forward_flops(
-                    self.info, float(self.info.total_params), reused, n_new
-                )
-                stats.prefill_tokens_per_second = (
-                    n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
-                )
+            charge_computed_prompt(stats, self.info, reused=reused, prompt_tokens=len(tokens))
         yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
 
     def last_logits(self, text: str) -> np.ndarray:

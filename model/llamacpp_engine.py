@@ -24,7 +24,7 @@ import numpy as np
 
 from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelInfo
 from model.gguf_info import info_from_gguf
-from model.token_stream import sampled_stats, stream_text
+from model.token_stream import charge_computed_prompt, reusable_prefix, sampled_stats, stream_text
 
 if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage
@@ -266,11 +266,13 @@ class LlamaCppEngine(LLMEngine):
         capture_experts: bool = True,
         capture_ffn_input: bool = False,
         repack_weights: bool | None = None,
+        reuse_prefix: bool = True,
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
         """``repack_weights``: let llama.cpp repack weights for its CPU GEMM kernels; None decides by
-        :func:`repack_by_default`."""
+        :func:`repack_by_default`. ``reuse_prefix``: keep the KV cache of the last prompt and compute only
+        what follows the part a new prompt shares with it (at least sparq's fixed system prompt)."""
         try:
             import llama_cpp
         except ImportError as exc:
@@ -316,6 +318,8 @@ class LlamaCppEngine(LLMEngine):
             extra={**info.extra, "llama_n_params": n_params, "threads": threads, "repacked_weights": repack},
         )
         self._lock = threading.Lock()
+        self.reuse_prefix = reuse_prefix
+        self.last_reused_tokens = 0  # prompt tokens the last generation took from the cache
         eos = self._llm.token_eos()
         bos = self._llm.token_bos()
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -385,10 +389,11 @@ class LlamaCppEngine(LLMEngine):
             vocab = llm._model.vocab
             if self.capture is not None:
                 self.capture.reset()
-            llm.reset()
             t0 = time.perf_counter()
+            reused = self._keep_prefix(tokens)
+            self.last_reused_tokens = reused
             gen = llm.generate(
-                tokens, temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False
+                tokens[reused:], temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False
             )
             try:
                 out = yield from stream_text(
@@ -403,7 +408,18 @@ class LlamaCppEngine(LLMEngine):
             finally:
                 gen.close()
             stats = sampled_stats(self.info, self.capture, prompt_tokens=len(tokens), t0=t0, out=out)
+            charge_computed_prompt(stats, self.info, reused=reused, prompt_tokens=len(tokens))
         yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
+
+    def _keep_prefix(self, tokens: list[int]) -> int:
+        """Drop the cache after the part ``tokens`` share with what it holds; returns how many are kept."""
+        llm = self._llm
+        keep = reusable_prefix(llm._input_ids.tolist(), tokens) if self.reuse_prefix else 0
+        if keep and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.n_tokens = keep
+            return keep
+        llm.reset()
+        return 0
 
     def last_logits(self, text: str) -> np.ndarray:
         """Logits after evaluating raw text (used by the dense-equivalence checks)."""

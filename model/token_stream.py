@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from model.accounting import build_stats
+from model.accounting import build_stats, forward_flops
 from model.base import GenerationStats, ModelInfo
 
 
@@ -101,3 +101,26 @@ def sampled_stats(
     # decode speed: n_out - 1 tokens were evaluated after the first sample
     stats.tokens_per_second = (out.n_out - 1) / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
     return stats
+
+
+def charge_computed_prompt(
+    stats: GenerationStats, info: ModelInfo, *, reused: int, prompt_tokens: int
+) -> None:
+    """Charge and time only the prompt tokens that were computed when the first ``reused`` came from the KV
+    cache: their FLOPs (each attending to the cached prefix too) and the prefill rate of those tokens."""
+    if reused <= 0:
+        return
+    n_new = prompt_tokens - reused
+    stats.flops_prefill = forward_flops(info, stats.active_params_per_token, reused, n_new)
+    stats.dense_flops_prefill = forward_flops(info, float(info.total_params), reused, n_new)
+    stats.prefill_tokens_per_second = n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
+
+
+def reusable_prefix(cached: list[int], tokens: list[int]) -> int:
+    """How many leading ``tokens`` the KV cache of ``cached`` already holds; at least one token is always left
+    to compute, because sampling needs the logits of the prompt's last one."""
+    n = min(len(cached), len(tokens) - 1)
+    for i in range(n):
+        if cached[i] != tokens[i]:
+            return i
+    return max(n, 0)

@@ -33,7 +33,7 @@ def build_default(
     tokens: Annotated[
         int | None,
         typer.Option(
-            help="With --from-documents: calibration tokens (default 8192, as the bundled build); more fits the "
+            help="With --from-documents: calibration tokens (default: as many as the bundled build); more fits the "
             "routers better, builds slower."
         ),
     ] = None,

@@ -42,7 +42,7 @@ from model.moe.manifest import (
 )
 from model.moe.progress import Progress, recording, say
 from model.moe.source_weights import DEFAULT_SOURCE, SOURCES, default_source, source_gguf
-from model.moe.split import ExpertLayout, choose_layout
+from model.moe.split import DEFAULT_ALIGN, ExpertLayout, choose_layout
 from model.moe.tensors import expert_tensors
 
 # experts per token the router (and the down-projection refit) is fitted for: the 50%-active-FFN target
@@ -125,7 +125,7 @@ def build_default_model(
     train_top_k: int | None = None,
     n_experts: int = 64,
     shared_fraction: float = 0.125,
-    align: int = 32,
+    align: int = DEFAULT_ALIGN,
     calib_tokens: int = DEFAULT_CALIB_TOKENS,
     router_steps: int = 300,
     calibration: Iterable[list[dict[str, str]]] | None = None,

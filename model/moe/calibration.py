@@ -32,12 +32,18 @@ CALIBRATION_QUESTION = {
 
 
 def squad_path() -> Path | None:
-    """The SQuAD dev JSON named by SPARQ_SQUAD_PATH, if it is a file; otherwise the bundled calibration text
-    is used. Never a path of some machine: a user's build must calibrate on what their settings say."""
-    env = os.environ.get("SPARQ_SQUAD_PATH")
-    if env and Path(env).is_file():
-        return Path(env)
-    return None
+    """The SQuAD dev JSON named by SPARQ_SQUAD_PATH, or None when it is unset (then the bundled calibration
+    text is used). Never a path of some machine: a user's build must calibrate on what their settings say, so
+    a setting naming no file is an error, not a silent fallback to another text."""
+    env = os.environ.get("SPARQ_SQUAD_PATH", "").strip()
+    if not env:
+        return None
+    if not Path(env).is_file():
+        raise ModelError(
+            f"SPARQ_SQUAD_PATH names {env!r}, which is not a file; point it at a SQuAD v1.1 JSON "
+            "or unset it to calibrate on the bundled text"
+        )
+    return Path(env)
 
 
 def rag_messages(context: str, question: str) -> list[dict[str, str]]:

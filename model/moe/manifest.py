@@ -17,7 +17,7 @@ import numpy as np
 
 from model.moe.gguf_reader import SourceShape
 from model.moe.source_weights import DEFAULT_SOURCE, sha256_file
-from model.moe.split import ExpertLayout
+from model.moe.split import DEFAULT_ALIGN, ExpertLayout
 
 BUILD_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,7 +48,7 @@ def build_settings(
     router_steps: int,
     custom_calibration: str | bool,
     refit_lambda: float | None,
-    align: int = 32,
+    align: int = DEFAULT_ALIGN,
     default_calibration: str | None = None,
 ) -> dict[str, Any]:
     """The settings a build is made with: a finished build is reused only if all of them match.
@@ -79,7 +79,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 # Settings added after builds existed, with the value every build before them was made with: a manifest that
 # lacks one is read as that value, so an upgrade does not rebuild a model it would build the same.
-SETTINGS_BEFORE_RECORDED = {"align": 32}
+SETTINGS_BEFORE_RECORDED = {"align": DEFAULT_ALIGN}
 
 
 def manifest_ok(manifest: Path, want: dict[str, Any]) -> bool:

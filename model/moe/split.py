@@ -15,6 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# the default expert alignment: a multiple of every llama.cpp quant block (32); 256 keeps Q4_K/Q6_K (issue 15)
+DEFAULT_ALIGN = 32
+
 
 @dataclass
 class ExpertLayout:
@@ -36,7 +39,7 @@ class ExpertLayout:
 
 
 def choose_layout(
-    dense_ffn: int, n_experts: int = 64, shared_fraction: float = 0.125, align: int = 32
+    dense_ffn: int, n_experts: int = 64, shared_fraction: float = 0.125, align: int = DEFAULT_ALIGN
 ) -> ExpertLayout:
     """Expert size a multiple of ``align`` (quantised blocks), expert count near ``n_experts``,
     shared remainder as close as possible to ``shared_fraction`` of the dense FFN."""

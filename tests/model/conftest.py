@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +61,42 @@ def squad_path() -> Path:
     if not p.is_file():
         pytest.skip(f"SQuAD dev set not found at {p}")
     return p
+
+
+REUSE_SYSTEM = "You are a careful assistant. " + " ".join(
+    f"Rule {i}: answer only from the passages and cite the passage number." for i in range(30)
+)
+
+
+def check_prefix_reuse(make_engine: Callable[..., Any]) -> None:
+    """An engine keeping its KV cache computes only what follows the prompt part it already holds, and
+    answers exactly as from an empty cache: the fixed system prompt of every question is paid once."""
+    a = [
+        {"role": "system", "content": REUSE_SYSTEM},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    b = [
+        {"role": "system", "content": REUSE_SYSTEM},
+        {"role": "user", "content": "Who wrote Romeo and Juliet?"},
+    ]
+    with make_engine(reuse_prefix=False) as eng:
+        eng.generate(a, max_tokens=8)
+        cold = eng.generate(b, max_tokens=8)
+        assert eng.last_reused_tokens == 0
+    with make_engine() as eng:
+        first = eng.generate(a, max_tokens=8)
+        assert eng.last_reused_tokens == 0
+        shared = next(
+            i for i, (x, y) in enumerate(zip(eng.chat_tokens(a), eng.chat_tokens(b), strict=False)) if x != y
+        )
+        assert shared > 400
+        warm = eng.generate(b, max_tokens=8)
+        assert eng.last_reused_tokens == shared
+        again = eng.generate(b, max_tokens=8)  # the same prompt: all but its last token come from the cache
+        assert eng.last_reused_tokens == len(eng.chat_tokens(b)) - 1
+        back = eng.generate(a, max_tokens=8)  # a shorter shared part: the cache is cut back, not mixed
+        assert eng.last_reused_tokens == shared
+    assert warm.text == cold.text == again.text and back.text == first.text
+    assert warm.stats.prompt_tokens == cold.stats.prompt_tokens
+    assert warm.stats.prefill_seconds < 0.5 * cold.stats.prefill_seconds
+    assert warm.stats.flops_prefill < 0.2 * cold.stats.flops_prefill  # only the new tokens were computed

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model.base import ContextTooLong, Generation, ModelError, ModelNotFound
+from tests.model.conftest import check_prefix_reuse
 
 MSGS = [
     {"role": "system", "content": "Answer briefly."},
@@ -23,9 +24,6 @@ PROMPTS = [
     "What colour is the sky on a clear day?",
 ]
 LONG = " ".join(["The river flows past the old tower in the city, and the people walk along its banks."] * 6)
-SYSTEM = "You are a careful assistant. " + " ".join(
-    f"Rule {i}: answer only from the passages and cite the passage number." for i in range(30)
-)
 
 
 @pytest.fixture(scope="session")
@@ -192,29 +190,9 @@ def test_context_too_long_is_raised_before_generating(ik_engine):
 
 
 def test_prefix_reuse_gives_the_cold_answer_faster(smollm2_gguf, ik_mod):
-    """The fixed system prompt stays in the KV cache: the second question only prefills its own tokens."""
     from model.ik_llama_engine import IkLlamaEngine
 
-    a = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
-    b = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Who wrote Romeo and Juliet?"}]
-    with IkLlamaEngine(smollm2_gguf, n_ctx=1024, n_threads=1, reuse_prefix=False) as eng:
-        cold = eng.generate(b, max_tokens=8)
-        assert eng.last_reused_tokens == 0
-    with IkLlamaEngine(smollm2_gguf, n_ctx=1024, n_threads=1) as eng:
-        eng.generate(a, max_tokens=8)
-        assert eng.last_reused_tokens == 0
-        shared = next(
-            i for i, (x, y) in enumerate(zip(eng.chat_tokens(a), eng.chat_tokens(b), strict=False)) if x != y
-        )
-        assert shared > 400
-        warm = eng.generate(b, max_tokens=8)
-        assert eng.last_reused_tokens == shared
-        again = eng.generate(b, max_tokens=8)  # the same prompt: all but its last token come from the cache
-        assert eng.last_reused_tokens == len(eng.chat_tokens(b)) - 1
-    assert warm.text == cold.text == again.text
-    assert warm.stats.prompt_tokens == cold.stats.prompt_tokens
-    assert warm.stats.prefill_seconds < 0.5 * cold.stats.prefill_seconds
-    assert warm.stats.flops_prefill < 0.2 * cold.stats.flops_prefill  # only the new tokens were computed
+    check_prefix_reuse(lambda **kw: IkLlamaEngine(smollm2_gguf, n_ctx=1024, n_threads=1, **kw))
 
 
 def test_missing_file_and_missing_package(tmp_path, ik_mod, monkeypatch):

@@ -126,3 +126,15 @@ def test_the_fingerprint_follows_the_passages_not_the_comments(tmp_path, monkeyp
     assert calibration.default_calibration_id() == first  # an edited comment reuses the build
     text.write_text("# v2\nS: a\nC: The pump runs at 12 bar.\nQ: At what pressure?\nA: 12 bar\n", "utf-8")
     assert calibration.default_calibration_id() != first  # changed passages rebuild it
+
+
+def test_a_squad_setting_naming_no_file_is_an_error_not_the_bundled_text(tmp_path, monkeypatch):
+    import model.moe.calibration as calibration
+
+    monkeypatch.setenv("SPARQ_SQUAD_PATH", str(tmp_path / "moved-away" / "dev-v1.1.json"))
+    with pytest.raises(ModelError, match="SPARQ_SQUAD_PATH names .*not a file"):
+        calibration.default_calibration_id()
+    with pytest.raises(ModelError, match="not a file"):
+        next(iter(calibration.default_calibration_samples()))
+    monkeypatch.setenv("SPARQ_SQUAD_PATH", "  ")  # blank counts as unset: the bundled text
+    assert calibration.default_calibration_id().startswith("bundled:")

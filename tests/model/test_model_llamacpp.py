@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from model.base import ContextTooLong, Generation, ModelError, ModelNotFound, UnsupportedArchitecture
+from tests.model.conftest import check_prefix_reuse
 
 MSGS = [
     {"role": "system", "content": "Answer briefly."},
@@ -189,6 +190,30 @@ def test_moe_generation_reports_measured_histogram(tiny_pair):
         assert hist[0].sum() == 2 * n_eval  # every token chose exactly 2 experts in layer 0
         assert eng.info.total_params > s.active_params_per_token > 0
         assert s.flops_prefill < s.dense_flops_prefill
+
+
+def test_moe_reusing_a_prefix_counts_experts_of_the_computed_tokens_only(tiny_pair):
+    from model.llamacpp_engine import LlamaCppEngine
+
+    _, moe, _ = tiny_pair
+    system = {"role": "system", "content": "Answer from the passages about the river and the old tower."}
+    with LlamaCppEngine(moe, n_ctx=256, n_threads=1) as eng:
+        eng.generate([system, {"role": "user", "content": "Tell me about the river."}], max_tokens=4)
+        g = eng.generate([system, {"role": "user", "content": "Where is the tower?"}], max_tokens=4)
+        reused = eng.last_reused_tokens
+        assert reused > 10  # the system turn came from the cache
+        s = g.stats
+        n_eval = s.prompt_tokens - reused + s.completion_tokens - 1
+        assert np.array(s.expert_histogram)[0].sum() == 2 * n_eval  # what ran, not what was reused
+        assert s.prompt_tokens == eng.count_chat_tokens(
+            [system, {"role": "user", "content": "Where is the tower?"}]
+        )
+
+
+def test_prefix_reuse_gives_the_cold_answer_faster(smollm2_gguf):
+    from model.llamacpp_engine import LlamaCppEngine
+
+    check_prefix_reuse(lambda **kw: LlamaCppEngine(smollm2_gguf, n_ctx=1024, n_threads=1, **kw))
 
 
 def test_top_k_beyond_graph_budget_is_refused(tiny_pair, tmp_path):

@@ -4,7 +4,7 @@ For the dense source and the MoE at several top-k values (each in a fresh proces
 is per configuration): decode and prefill tokens/s, peak RSS, measured active parameters per
 token, FLOPs per token, and answer quality (exact match / F1 with the gold paragraph as context).
 
-    python -m bench.moe --n 200 --top-k 16,26,35 [--squad FILE]
+    python -m bench.moe --n 200 --top-k 16,20,24 [--squad FILE]
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--moe", default=None, help="MoE GGUF (default: the built default model)")
     ap.add_argument("--dense", default=None, help="dense GGUF (default: the joined source)")
     ap.add_argument("--n", type=int, default=200, help="first N SQuAD dev questions")
-    ap.add_argument("--top-k", default="26,35", help="comma-separated top-k values for the MoE")
+    ap.add_argument("--top-k", default="20,24", help="comma-separated top-k values for the MoE")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(

@@ -41,11 +41,11 @@ def build_default(
         bool,
         typer.Option(
             "--refit",
-            help="Also refit the down projections to the routers' choices: better short answers with "
-            "fewer experts per token (26 instead of 35 on the default source for 90% of the dense model's F1 with "
-            "one paragraph as context), but worse answers over several retrieved passages, and no longer equal to "
-            "the dense model with every expert active. Kept beside the default as sparq-moe-<source>-refit "
-            "(-documents-refit with --from-documents).",
+            help="Also refit the down projections to the routers' choices, served at the top-k they were fitted "
+            "to (20 of 30 on the default source): better short answers with one paragraph as context on the "
+            "earlier 61-expert layout, but worse answers over several retrieved passages every time it was "
+            "measured, and no longer equal to the dense model with every expert active. Kept beside the default "
+            "as sparq-moe-<source>-refit (-documents-refit with --from-documents).",
         ),
     ] = False,
     if_used: Annotated[

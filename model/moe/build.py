@@ -45,15 +45,34 @@ from model.moe.source_weights import DEFAULT_SOURCE, SOURCES, default_source, so
 from model.moe.split import DEFAULT_ALIGN, ExpertLayout, choose_layout
 from model.moe.tensors import expert_tensors
 
-# experts per token the router (and the down-projection refit) is fitted for: the 50%-active-FFN target
-TRAIN_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
-# the top-k served, from bench/moe.py on SQuAD dev[:200] with the gold paragraph (dense F1 77.6). The default
-# (the exact split) needs 35 of 61 experts for F1 >= 90% of dense (69.9, 0.90; 63% of the dense FFN; k=34 0.84,
-# k=26 0.82), the most llama.cpp's graph allows here.
-DEFAULT_TOP_K = {"qwen2.5-coder-1.5b": 35, "qwen2.5-coder-0.5b": 28}
-# A refitted build (``--refit``) reaches that at its trained 26 (70.6, 0.91, 50%), but on the full answer path
-# (six retrieved passages) it answers worse than the exact split (README, Answer quality), so it is not the default.
-REFIT_TOP_K = {"qwen2.5-coder-1.5b": 26, "qwen2.5-coder-0.5b": 28}
+
+@dataclass(frozen=True)
+class Layout:
+    """A source's default expert layout: routed experts (about), the shared expert's share, the alignment."""
+
+    n_experts: int
+    shared_fraction: float
+    align: int
+
+
+# The 1.5B source: 30 experts of 256 neurons and a 1,280-neuron shared expert, so every expert tensor stays in
+# Q4_K/Q6_K blocks and llama.cpp runs fewer, larger products. On the full ask path's first 20 questions of each
+# set (README, session 15), served at top-24 (83% of the dense FFN), its answers contain the gold answer as
+# often as dense's on SQuAD (85%) and more often on CMRC (70% against 65%), at 1.02x and 0.90x the dense time
+# per query; the 61 x 128 layout of sessions 10-14 (Layout(64, 0.125, 32), top-35, 63% of the FFN) took
+# 1.30-1.36x, and this layout at top-20 (71%) answered 65% on SQuAD.
+DEFAULT_LAYOUT = {"qwen2.5-coder-1.5b": Layout(30, 1280 / 8960, 256)}
+# other sources (the 0.5B test source): about 64 experts, 1/8 shared, 32-aligned
+OTHER_LAYOUT = Layout(64, 0.125, DEFAULT_ALIGN)
+# experts per token the router (and the down-projection refit) is fitted for
+TRAIN_TOP_K = {"qwen2.5-coder-1.5b": 20, "qwen2.5-coder-0.5b": 28}
+# the top-k the exact split serves (see DEFAULT_LAYOUT); the routers rank all experts, so it may exceed the
+# trained top-k
+DEFAULT_TOP_K = {"qwen2.5-coder-1.5b": 24, "qwen2.5-coder-0.5b": 28}
+# A refitted build (``--refit``) serves the top-k it was fitted to. On the 61 x 128 layout it reached 0.91 of the
+# dense F1 at 26 with the gold paragraph, and on the 256 layout at top-16 (session 14) it answered 55% on the
+# full path against dense's 85%: worse than the exact split every time, so it is not the default.
+REFIT_TOP_K = {"qwen2.5-coder-1.5b": 20, "qwen2.5-coder-0.5b": 28}
 # 8,192 tokens of the bundled text (about 76 of its 92 passages): on the full ask path's first 20 questions
 # (README, session 13) 80% of SQuAD and 75% of CMRC answers contain the gold answer against 70% and 65% at
 # 4,096 tokens, at 2.4 times the build time of the earlier 1,926-token text.
@@ -123,9 +142,9 @@ def build_default_model(
     progress: Progress | None = None,
     top_k: int | None = None,
     train_top_k: int | None = None,
-    n_experts: int = 64,
-    shared_fraction: float = 0.125,
-    align: int = DEFAULT_ALIGN,
+    n_experts: int | None = None,
+    shared_fraction: float | None = None,
+    align: int | None = None,
     calib_tokens: int = DEFAULT_CALIB_TOKENS,
     router_steps: int = 300,
     calibration: Iterable[list[dict[str, str]]] | None = None,
@@ -145,9 +164,10 @@ def build_default_model(
     expert active; a value ridge-refits each layer's down projection to the router's top-k selections (the
     kept experts make up for the dropped ones: bench/moe.py F1 0.91 of dense at 50% active FFN, but worse
     answers than the exact split on the six-passage answer path, see README).
-    ``align``: expert and shared sizes are multiples of it. 256 keeps every expert tensor (the down
-    projections' rows are one expert long) in Q4_K/Q6_K blocks, which have repacked CPU kernels; at 32 the
-    quantizer falls back to Q5_0/Q8_0 for them (issue 15).
+    ``n_experts``, ``shared_fraction``, ``align``: the expert layout, each defaulting to the source's
+    :data:`DEFAULT_LAYOUT`. Expert and shared sizes are multiples of ``align``: 256 keeps every expert tensor
+    (the down projections' rows are one expert long) in Q4_K/Q6_K blocks; at 32 the quantizer falls back to
+    Q5_0/Q8_0 for them (issue 15).
     ``variant`` names a build kept beside the default (``sparq-moe-<source>-<variant>``), e.g. one
     calibrated on the customer's documents; ``calibration_id`` fingerprints custom calibration text
     so that a changed text rebuilds instead of reusing the old routers.
@@ -159,6 +179,10 @@ def build_default_model(
     if source not in SOURCES:
         raise ModelError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     data_dir = Path(data_dir)
+    layout = DEFAULT_LAYOUT.get(source, OTHER_LAYOUT)
+    n_experts = layout.n_experts if n_experts is None else n_experts
+    shared_fraction = layout.shared_fraction if shared_fraction is None else shared_fraction
+    align = layout.align if align is None else align
     k_train, k_served = build_top_k(source, top_k, train_top_k, refit_lambda)
     want = build_settings(
         source=source,

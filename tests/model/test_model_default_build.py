@@ -28,13 +28,19 @@ def test_describe_model_without_build_says_how(tmp_path):
         describe_model(tmp_path)
 
 
-def test_default_serves_the_exact_split_at_35_and_a_refit_at_26():
-    from model.moe.build import REFIT_LAMBDA, build_top_k
+def test_default_serves_the_exact_split_at_24_of_30_and_a_refit_at_its_trained_20():
+    from model.moe.build import DEFAULT_LAYOUT, REFIT_LAMBDA, build_top_k
+    from model.moe.split import choose_layout
 
     src = "qwen2.5-coder-1.5b"
-    assert build_top_k(src, None, None, None) == (26, 35)  # bench/moe.py: the exact split needs 35 for 0.90
-    assert build_top_k(src, None, None, REFIT_LAMBDA) == (26, 26)  # a refit reaches 0.91 at 26
-    assert build_top_k(src, 30, None, REFIT_LAMBDA) == (26, 30)  # an explicit top-k wins
+    lay = DEFAULT_LAYOUT[src]
+    layout = choose_layout(
+        8960, n_experts=lay.n_experts, shared_fraction=lay.shared_fraction, align=lay.align
+    )
+    assert (layout.n_experts, layout.expert_size, layout.shared_size) == (30, 256, 1280)  # Q4_K/Q6_K rows
+    assert build_top_k(src, None, None, None) == (20, 24)  # full ask path: dense's answers at 24 (README)
+    assert build_top_k(src, None, None, REFIT_LAMBDA) == (20, 20)  # a refit serves what it was fitted to
+    assert build_top_k(src, 30, None, REFIT_LAMBDA) == (20, 30)  # an explicit top-k wins
     assert build_top_k(src, None, 20, REFIT_LAMBDA) == (20, 20)  # a refit serves what it was fitted to
     assert build_top_k("another-source", None, None, None) == (16, 16)
 

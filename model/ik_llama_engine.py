@@ -37,7 +37,14 @@ from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelIn
 from model.chat_template import ChatTemplate
 from model.gguf_info import info_from_gguf
 from model.llamacpp_engine import _TOPK_RE
-from model.token_stream import charge_computed_prompt, reusable_prefix, sampled_stats, stream_text
+from model.token_stream import (
+    charge_computed_prompt,
+    prefix_reuse_scope,
+    reusable_prefix,
+    reuse_limit,
+    sampled_stats,
+    stream_text,
+)
 
 IK_PIP = "ik-llama-cpp-python==0.1.5"
 GGML_MAX_DIMS = 4
@@ -337,10 +344,13 @@ class IkLlamaEngine(LLMEngine):
         fused_moe: bool = True,
         run_time_repack: bool = True,
         flash_attn: bool = True,
-        reuse_prefix: bool = True,
+        reuse_prefix: bool | str = "system",
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
+        """``reuse_prefix``: how much of a prompt may come from the KV cache of the one before, as for the
+        llama.cpp engine (:data:`model.token_stream.PREFIX_REUSE`)."""
+        scope = prefix_reuse_scope(reuse_prefix)
         path = Path(path)
         info = info_from_gguf(path, backend="ik_llama", context_window=n_ctx, top_k=top_k)
         ik = ik_lib()
@@ -433,7 +443,7 @@ class IkLlamaEngine(LLMEngine):
                 ),
             },
         )
-        self.reuse_prefix = reuse_prefix
+        self.reuse_prefix = scope
         self._cached: list[int] = []  # tokens whose K/V sit at positions 0..len-1 of sequence 0
         self.last_reused_tokens = 0  # prompt tokens the last generation took from the cache
         self._rng = np.random.default_rng(seed)
@@ -510,9 +520,10 @@ class IkLlamaEngine(LLMEngine):
             raise ModelError("ik_llama.cpp returned no logits")
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float32, copy=True)
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Evaluate a prompt, reusing the cached prefix; returns how many prompt tokens were reused."""
-        keep = reusable_prefix(self._cached, tokens) if self.reuse_prefix else 0
+    def _prefill(self, tokens: list[int], limit: int) -> int:
+        """Evaluate a prompt, reusing the cached prefix (at most ``limit`` tokens of it); returns how many
+        prompt tokens were reused."""
+        keep = min(reusable_prefix(self._cached, tokens), limit)
         if keep == 0:
             self._reset_cache()
         elif keep < len(self._cached):
@@ -559,10 +570,13 @@ class IkLlamaEngine(LLMEngine):
         """Yield text pieces as they are sampled, then one Generation with tokens, timings and expert usage."""
         tokens = self.chat_tokens(messages)
         self.check_fits(len(tokens), max_tokens)
-        return self._stream_tokens(tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [])
+        limit = reuse_limit(self.reuse_prefix, messages, tokens, self.chat_tokens)
+        return self._stream_tokens(
+            tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [], reuse_limit=limit
+        )
 
     def _stream_tokens(
-        self, tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str]
+        self, tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str], reuse_limit: int
     ) -> Iterator[str | Generation]:
         if self._ctx is None:
             raise ModelError("engine is closed")
@@ -571,7 +585,7 @@ class IkLlamaEngine(LLMEngine):
             if self.capture is not None:
                 self.capture.reset()
             t0 = time.perf_counter()
-            reused = self._prefill(tokens)
+            reused = self._prefill(tokens, reuse_limit)
             self.last_reused_tokens = reused
 
             def sampled() -> Iterator[int]:

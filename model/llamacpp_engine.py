@@ -24,7 +24,14 @@ import numpy as np
 
 from model.base import EngineRequest, Generation, LLMEngine, ModelError, ModelInfo
 from model.gguf_info import info_from_gguf
-from model.token_stream import charge_computed_prompt, reusable_prefix, sampled_stats, stream_text
+from model.token_stream import (
+    charge_computed_prompt,
+    prefix_reuse_scope,
+    reusable_prefix,
+    reuse_limit,
+    sampled_stats,
+    stream_text,
+)
 
 if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage
@@ -266,13 +273,15 @@ class LlamaCppEngine(LLMEngine):
         capture_experts: bool = True,
         capture_ffn_input: bool = False,
         repack_weights: bool | None = None,
-        reuse_prefix: bool = True,
+        reuse_prefix: bool | str = "system",
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
         """``repack_weights``: let llama.cpp repack weights for its CPU GEMM kernels; None decides by
         :func:`repack_by_default`. ``reuse_prefix``: keep the KV cache of the last prompt and compute only
-        what follows the part a new prompt shares with it (at least sparq's fixed system prompt)."""
+        what follows the part a new prompt shares with it, up to the end of the system turn ("system", the
+        default), anywhere ("all") or never ("off"); see :data:`model.token_stream.PREFIX_REUSE`."""
+        scope = prefix_reuse_scope(reuse_prefix)
         try:
             import llama_cpp
         except ImportError as exc:
@@ -318,7 +327,7 @@ class LlamaCppEngine(LLMEngine):
             extra={**info.extra, "llama_n_params": n_params, "threads": threads, "repacked_weights": repack},
         )
         self._lock = threading.Lock()
-        self.reuse_prefix = reuse_prefix
+        self.reuse_prefix = scope
         self.last_reused_tokens = 0  # prompt tokens the last generation took from the cache
         eos = self._llm.token_eos()
         bos = self._llm.token_bos()
@@ -377,10 +386,13 @@ class LlamaCppEngine(LLMEngine):
         """Yield text pieces as they are sampled, then one Generation with tokens, timings and expert usage."""
         tokens = self.chat_tokens(messages)
         self.check_fits(len(tokens), max_tokens)
-        return self._stream_tokens(tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [])
+        limit = reuse_limit(self.reuse_prefix, messages, tokens, self.chat_tokens)
+        return self._stream_tokens(
+            tokens, max_tokens=max_tokens, temperature=temperature, stop=stop or [], reuse_limit=limit
+        )
 
     def _stream_tokens(
-        self, tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str]
+        self, tokens: list[int], *, max_tokens: int, temperature: float, stop: list[str], reuse_limit: int
     ) -> Iterator[str | Generation]:
         import llama_cpp
 
@@ -390,7 +402,7 @@ class LlamaCppEngine(LLMEngine):
             if self.capture is not None:
                 self.capture.reset()
             t0 = time.perf_counter()
-            reused = self._keep_prefix(tokens)
+            reused = self._keep_prefix(tokens, reuse_limit)
             self.last_reused_tokens = reused
             gen = llm.generate(
                 tokens[reused:], temp=temperature, top_k=40, top_p=0.95, repeat_penalty=1.0, reset=False
@@ -411,10 +423,11 @@ class LlamaCppEngine(LLMEngine):
             charge_computed_prompt(stats, self.info, reused=reused, prompt_tokens=len(tokens))
         yield Generation(text=out.text, stats=stats, finish_reason=out.finish)
 
-    def _keep_prefix(self, tokens: list[int]) -> int:
-        """Drop the cache after the part ``tokens`` share with what it holds; returns how many are kept."""
+    def _keep_prefix(self, tokens: list[int], limit: int) -> int:
+        """Drop the cache after the part ``tokens`` share with what it holds (at most ``limit`` tokens);
+        returns how many are kept."""
         llm = self._llm
-        keep = reusable_prefix(llm._input_ids.tolist(), tokens) if self.reuse_prefix else 0
+        keep = min(reusable_prefix(llm._input_ids.tolist(), tokens), limit)
         if keep and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             llm.n_tokens = keep
             return keep

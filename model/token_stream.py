@@ -116,11 +116,45 @@ def charge_computed_prompt(
     stats.prefill_tokens_per_second = n_new / stats.prefill_seconds if stats.prefill_seconds > 0 else 0.0
 
 
+# How much of a prompt an engine may take from the KV cache of the one before: "system" (the default) only the
+# system turn and the next turn's header, text every user's prompt starts with; "all" any shared prefix, which
+# also spares the passages of a follow-up question, but on a model serving several users the time of an
+# answer would then tell whether the last one came from the same passages and question (another user's);
+# "off" none.
+PREFIX_REUSE = ("system", "all", "off")
+
+
+def prefix_reuse_scope(value: bool | str) -> str:
+    """The scope a ``reuse_prefix`` option names (True is "system", False "off"); anything else is refused."""
+    scope = {True: "system", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if scope not in PREFIX_REUSE:
+        raise ValueError(f"reuse_prefix={value!r}: choose one of {', '.join(PREFIX_REUSE)} (or True / False)")
+    return str(scope)
+
+
+def reuse_limit(
+    scope: str, messages: list[dict[str, str]], tokens: list[int], chat_tokens: Callable[..., list[int]]
+) -> int:
+    """How many leading ``tokens`` (the templated ``messages``) ``scope`` lets come from the cache: for
+    "system", the part they share with the system turn followed by an empty user turn."""
+    if scope == "all":
+        return len(tokens)
+    if scope == "off" or not messages or messages[0].get("role") != "system":
+        return 0
+    public = chat_tokens([messages[0], {"role": "user", "content": ""}])
+    return common_prefix(public, tokens)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """The number of leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 def reusable_prefix(cached: list[int], tokens: list[int]) -> int:
     """How many leading ``tokens`` the KV cache of ``cached`` already holds; at least one token is always left
     to compute, because sampling needs the logits of the prompt's last one."""
-    n = min(len(cached), len(tokens) - 1)
-    for i in range(n):
-        if cached[i] != tokens[i]:
-            return i
-    return max(n, 0)
+    return common_prefix(cached, tokens[:-1])

@@ -70,7 +70,11 @@ REUSE_SYSTEM = "You are a careful assistant. " + " ".join(
 
 def check_prefix_reuse(make_engine: Callable[..., Any]) -> None:
     """An engine keeping its KV cache computes only what follows the prompt part it already holds, and
-    answers exactly as from an empty cache: the fixed system prompt of every question is paid once."""
+    answers exactly as from an empty cache. By default that part ends with the system turn, which every
+    user's prompt starts with: a prompt repeated in full (another user's question, say) is not answered
+    faster, so an answer's time tells nothing about the prompt before it."""
+    from model.token_stream import common_prefix
+
     a = [
         {"role": "system", "content": REUSE_SYSTEM},
         {"role": "user", "content": "What is the capital of France?"},
@@ -79,16 +83,14 @@ def check_prefix_reuse(make_engine: Callable[..., Any]) -> None:
         {"role": "system", "content": REUSE_SYSTEM},
         {"role": "user", "content": "Who wrote Romeo and Juliet?"},
     ]
-    with make_engine(reuse_prefix=False) as eng:
+    with make_engine(reuse_prefix="off") as eng:
         eng.generate(a, max_tokens=8)
         cold = eng.generate(b, max_tokens=8)
         assert eng.last_reused_tokens == 0
-    with make_engine() as eng:
+    with make_engine(reuse_prefix="all") as eng:
         first = eng.generate(a, max_tokens=8)
         assert eng.last_reused_tokens == 0
-        shared = next(
-            i for i, (x, y) in enumerate(zip(eng.chat_tokens(a), eng.chat_tokens(b), strict=False)) if x != y
-        )
+        shared = common_prefix(eng.chat_tokens(a), eng.chat_tokens(b))
         assert shared > 400
         warm = eng.generate(b, max_tokens=8)
         assert eng.last_reused_tokens == shared
@@ -100,3 +102,17 @@ def check_prefix_reuse(make_engine: Callable[..., Any]) -> None:
     assert warm.stats.prompt_tokens == cold.stats.prompt_tokens
     assert warm.stats.prefill_seconds < 0.5 * cold.stats.prefill_seconds
     assert warm.stats.flops_prefill < 0.2 * cold.stats.flops_prefill  # only the new tokens were computed
+    with make_engine() as eng:  # the default: the system turn only
+        system_turn = common_prefix(
+            eng.chat_tokens([a[0], {"role": "user", "content": ""}]), eng.chat_tokens(b)
+        )
+        assert 400 < system_turn <= shared
+        eng.generate(a, max_tokens=8)
+        assert eng.generate(b, max_tokens=8).text == cold.text
+        assert eng.last_reused_tokens == system_turn
+        eng.generate(b, max_tokens=8)  # the very same prompt again: still only the system turn
+        assert eng.last_reused_tokens == system_turn
+        eng.generate([{"role": "user", "content": "Who wrote Romeo and Juliet?"}], max_tokens=4)
+        assert eng.last_reused_tokens == 0  # no system turn, nothing public to reuse
+    with pytest.raises(ValueError, match="reuse_prefix='sometimes'"):
+        make_engine(reuse_prefix="sometimes")

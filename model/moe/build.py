@@ -58,7 +58,7 @@ class Layout:
 # The 1.5B source: 30 experts of 256 neurons and a 1,280-neuron shared expert, so every expert tensor stays in
 # Q4_K/Q6_K blocks and llama.cpp runs fewer, larger products. On the full ask path's first 20 questions of each
 # set (README, session 15), served at top-24 (83% of the dense FFN), its answers contain the gold answer as
-# often as dense's on SQuAD (85%) and more often on CMRC (70% against 65%), at 1.02x and 0.90x the dense time
+# often as dense's on SQuAD (85%) and more often on CMRC (70% against 65%), at 0.94x and 0.93x the dense time
 # per query; the 61 x 128 layout of sessions 10-14 (Layout(64, 0.125, 32), top-35, 63% of the FFN) took
 # 1.30-1.36x, and this layout at top-20 (71%) answered 65% on SQuAD.
 DEFAULT_LAYOUT = {"qwen2.5-coder-1.5b": Layout(30, 1280 / 8960, 256)}

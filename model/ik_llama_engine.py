@@ -523,7 +523,7 @@ class IkLlamaEngine(LLMEngine):
     def _prefill(self, tokens: list[int], limit: int) -> int:
         """Evaluate a prompt, reusing the cached prefix (at most ``limit`` tokens of it); returns how many
         prompt tokens were reused."""
-        keep = min(reusable_prefix(self._cached, tokens), limit)
+        keep = reusable_prefix(self._cached, tokens, limit)
         if keep == 0:
             self._reset_cache()
         elif keep < len(self._cached):

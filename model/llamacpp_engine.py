@@ -427,7 +427,7 @@ class LlamaCppEngine(LLMEngine):
         """Drop the cache after the part ``tokens`` share with what it holds (at most ``limit`` tokens);
         returns how many are kept."""
         llm = self._llm
-        keep = min(reusable_prefix(llm._input_ids.tolist(), tokens), limit)
+        keep = reusable_prefix(llm._input_ids.tolist(), tokens, limit)
         if keep and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             llm.n_tokens = keep
             return keep

@@ -126,7 +126,7 @@ PREFIX_REUSE = ("system", "all", "off")
 
 def prefix_reuse_scope(value: bool | str) -> str:
     """The scope a ``reuse_prefix`` option names (True is "system", False "off"); anything else is refused."""
-    scope = {True: "system", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    scope = ("system" if value else "off") if isinstance(value, bool) else value
     if scope not in PREFIX_REUSE:
         raise ValueError(f"reuse_prefix={value!r}: choose one of {', '.join(PREFIX_REUSE)} (or True / False)")
     return str(scope)
@@ -154,7 +154,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def reusable_prefix(cached: list[int], tokens: list[int]) -> int:
-    """How many leading ``tokens`` the KV cache of ``cached`` already holds; at least one token is always left
-    to compute, because sampling needs the logits of the prompt's last one."""
-    return common_prefix(cached, tokens[:-1])
+def reusable_prefix(cached: list[int], tokens: list[int], limit: int) -> int:
+    """How many leading ``tokens`` to take from the KV cache of ``cached``: the part it already holds, at most
+    ``limit`` (:func:`reuse_limit`); at least one token is always left to compute, because sampling needs the
+    logits of the prompt's last one."""
+    return common_prefix(cached, tokens[: min(limit, len(tokens) - 1)])

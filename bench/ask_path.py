@@ -13,6 +13,8 @@ resumes where it stopped; the summary (JSON, ``--out``) and the README table are
 A records file holds one build per model label: another build is refused instead of mixed in.
 ``--also LABEL=GGUF`` adds a candidate MoE (another expert layout, say) to the same interleaved run, so
 that it is measured against the same dense answers on the same machine minutes apart, not on another day.
+``--engine-option LABEL:KEY=JSON`` sets an engine option for one label, so that the same file under two
+settings (ik's ``fused_moe`` off, say) is compared the same way.
 """
 
 from __future__ import annotations
@@ -242,16 +244,34 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_engine_options(specs: list[str], labels: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``LABEL:KEY=JSON`` specs as {label: {key: value}}; a label not in this run or a value that is not
+    JSON is a ValueError naming the spec, not a run that silently measures the wrong setting."""
+    options: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        label, sep, setting = spec.partition(":")
+        key, eq, value = setting.partition("=")
+        if not sep or not eq or not key or label not in labels:
+            raise ValueError(f"--engine-option {spec!r}: want LABEL:KEY=JSON for one of {', '.join(labels)}")
+        try:
+            options.setdefault(label, {})[key] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--engine-option {spec!r}: the value is not JSON ({exc})") from exc
+    return options
+
+
 def load_engines(
     settings: Settings,
     dense: Path | None,
     moe: Path | None,
     also: dict[str, Path] | None = None,
     prefix_reuse: str | None = None,
+    label_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The dense source, the default MoE and any candidates, on the engine the product uses
     (settings.llm_backend), reusing the KV cache as the engine does by default unless ``prefix_reuse`` says
-    otherwise."""
+    otherwise. ``label_options`` adds engine options for one label (e.g. ik's ``fused_moe`` off for one
+    candidate), so that two settings of one engine answer the same questions in one run."""
     from model.factory import create_engine
     from model.moe.build import ensure_default_model
     from model.moe.source_weights import DEFAULT_SOURCE, source_gguf
@@ -261,10 +281,11 @@ def load_engines(
     opts: dict[str, Any] = {"n_threads": settings.llm_threads} if settings.llm_threads else {}
     if prefix_reuse is not None:
         opts["reuse_prefix"] = prefix_reuse
+    paths = {"dense": dense_path, "moe": moe_path, **(also or {})}
+    extra = label_options or {}
     return {
-        "dense": create_engine(settings.llm_backend, str(dense_path), **opts),
-        "moe": create_engine(settings.llm_backend, str(moe_path), **opts),
-        **{label: create_engine(settings.llm_backend, str(p), **opts) for label, p in (also or {}).items()},
+        label: create_engine(settings.llm_backend, str(path), **{**opts, **extra.get(label, {})})
+        for label, path in paths.items()
     }
 
 
@@ -298,6 +319,13 @@ def main(argv: list[str] | None = None) -> None:
         help="how much of a prompt the engines take from the KV cache of the one before (default: the "
         "engine's, the system turn only)",
     )
+    parser.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=JSON",
+        help="an engine option for one model label, e.g. l24nofuse:fused_moe=false (repeatable)",
+    )
     parser.add_argument("--records-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ask_path.json"))
     args = parser.parse_args(argv)
@@ -310,13 +338,18 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not label or label in MODELS or label in also or not Path(gguf).is_file():
             parser.error(f"--also {spec!r}: want a new LABEL=PATH to an existing GGUF")
         also[label] = Path(gguf)
+    try:
+        label_options = parse_engine_options(args.engine_option, (*MODELS, *also))
+    except ValueError as exc:
+        parser.error(str(exc))
     settings = Settings()
-    engines = load_engines(settings, args.dense, args.moe, also, args.prefix_reuse)
+    engines = load_engines(settings, args.dense, args.moe, also, args.prefix_reuse, label_options)
     args.records_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "limit": args.limit,
         "ask_passages": settings.ask_passages,
         "prefix_reuse": args.prefix_reuse or "engine default",
+        "engine_options": label_options,
         "sets": {},
     }
     try:

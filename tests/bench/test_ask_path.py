@@ -50,3 +50,12 @@ def test_a_refusal_is_not_an_answer_that_contains_the_gold_answer(ask_path):
     assert s["cited_passage_has_gold_when_contained"] == 100.0
     assert s["answers_citing"] == pytest.approx(200 / 3)
     assert s["answer_contained"] == 75.0 and s["refusals"] == 25.0
+
+
+def test_engine_options_are_per_label_json_and_a_bad_spec_is_refused(ask_path):
+    labels = ("dense", "moe", "nofuse")
+    got = ask_path.parse_engine_options(["nofuse:fused_moe=false", "moe:n_batch=256"], labels)
+    assert got == {"nofuse": {"fused_moe": False}, "moe": {"n_batch": 256}}
+    for bad in ("other:fused_moe=false", "nofuse:fused_moe=off", "nofuse:fused_moe", "fused_moe=false"):
+        with pytest.raises(ValueError, match="--engine-option"):
+            ask_path.parse_engine_options([bad], labels)

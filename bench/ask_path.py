@@ -159,6 +159,13 @@ def ratios(dense: dict[str, Any], moe: dict[str, Any]) -> dict[str, float | None
     }
 
 
+def record_build(info: Any, options: dict[str, Any] | None) -> str:
+    """The build a label's records belong to: the model's build plus its --engine-option settings, so that
+    a records file is never resumed under other engine options (their answers can differ)."""
+    build = model_build_id(info)
+    return f"{build} {json.dumps(options, sort_keys=True)}" if options else build
+
+
 def run_set(
     name: str,
     path: Path,
@@ -167,10 +174,12 @@ def run_set(
     engines: dict[str, Any],
     records_dir: Path,
     embedding_model: str | None,
+    label_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     records, items = read_squad(path)
     items = items[:limit]
-    builds = {label: model_build_id(engine.info) for label, engine in engines.items()}
+    options = label_options or {}
+    builds = {label: record_build(engine.info, options.get(label)) for label, engine in engines.items()}
     records_file = records_dir / f"ask_path_{name}.jsonl"
     done = read_records(records_file, builds)
     labels = list(engines)
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, path in sets.items():
             embedder = args.cmrc_embedding if name == "cmrc" else settings.embedding_model
             results["sets"][name] = run_set(
-                name, path, args.limit, settings, engines, args.records_dir, embedder
+                name, path, args.limit, settings, engines, args.records_dir, embedder, label_options
             )
     finally:
         for engine in engines.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,3 +60,15 @@ def test_engine_options_are_per_label_json_and_a_bad_spec_is_refused(ask_path):
     for bad in ("other:fused_moe=false", "nofuse:fused_moe=off", "nofuse:fused_moe", "fused_moe=false"):
         with pytest.raises(ValueError, match="--engine-option"):
             ask_path.parse_engine_options([bad], labels)
+
+
+def test_a_label_with_engine_options_records_another_build(ask_path, tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF weights")
+    info = SimpleNamespace(path=str(gguf), is_moe=True, n_experts_used=24)
+    plain = ask_path.record_build(info, None)
+    assert ask_path.record_build(info, {}) == plain
+    assert ask_path.record_build(info, {"fused_moe": False}) == plain + ' {"fused_moe": false}'
+    assert ask_path.record_build(info, {"fused_moe": True}) != ask_path.record_build(
+        info, {"fused_moe": False}
+    )
